@@ -1,0 +1,5 @@
+"""Subcommand modules of the ``dre`` CLI, in the order they appear in ``dre --help``."""
+
+from dre.commands import align, assets, edit, extract, pack, train
+
+COMMAND_MODULES = (align, extract, pack, train, edit, assets)

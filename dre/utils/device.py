@@ -1,0 +1,27 @@
+"""Device selection shared by every GPU-capable subcommand (``--device auto|cpu|cuda|cuda:N``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dre.errors import DreError
+
+if TYPE_CHECKING:  # torch is only in the main environment
+    import torch
+
+DEVICE_CHOICES_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+
+
+def resolve_device(spec: str = "auto") -> "torch.device":
+    """Turn a ``--device`` value into a :class:`torch.device`, failing clearly if CUDA is missing."""
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise DreError(f"--device {spec} was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    try:
+        return torch.device(spec)
+    except RuntimeError as exc:
+        raise DreError(f"--device {spec!r} is not a device ({DEVICE_CHOICES_HELP})") from exc
