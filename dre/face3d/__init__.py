@@ -1,0 +1,1 @@
+"""3D face reconstruction: FLAME, DECA/EMOCA encoders, DECA crop, physical-buffer renderer."""

@@ -1,0 +1,40 @@
+"""Shared fixtures. Area-specific fixtures live in the area's own test modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def synthetic_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic assets folder written by our own `dre.synth` (never real licensed files)."""
+    from dre.synth import write_synthetic_assets
+
+    out = tmp_path_factory.mktemp("assets")
+    write_synthetic_assets(out, seed=0)
+    return out
+
+
+@pytest.fixture()
+def dre_cmd() -> list[str]:
+    """Command prefix that runs this checkout's `dre` (not whatever `dre` is on PATH)."""
+    return [sys.executable, "-m", "dre"]
+
+
+@pytest.fixture()
+def cli_env() -> dict[str, str]:
+    """Environment for subprocess CLI runs: this checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env

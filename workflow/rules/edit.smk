@@ -1,0 +1,40 @@
+# Edits: transfer expression / pose / lighting / latent from a target onto a personal album (main environment).
+
+
+rule edit:
+    """DDIM edits of every source photo of the album, one image per source x mode, plus a grid and a table."""
+    input:
+        unpack(edit_inputs),
+    output:
+        directory("results/edits/{edit}"),
+    log:
+        "logs/edit/{edit}.log",
+    benchmark:
+        "benchmarks/edit/{edit}.tsv"
+    params:
+        assets=config["assets"],
+        emoca_model=config.get("emoca_model", "EMOCA_v2_lr_mse_20"),
+        modes=lambda wc: edit_row(wc)["modes"],
+        source_extractor=lambda wc: edit_row(wc)["source_extractor"],
+        target_extractor=lambda wc: edit_row(wc)["target_extractor"],
+        seed=lambda wc: edit_row(wc)["seed"],
+        init=lambda wc: edit_row(wc)["init"],
+        mean_shape=edit_mean_shape_flag,
+        steps=config["edit"]["steps"],
+        eta=config["edit"].get("eta", 0.0),
+        batch_size=config["edit"].get("batch_size", 16),
+        save_buffers="--save-buffers" if config["edit"].get("save_buffers", True) else "",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "dre edit --model {input.model:q} --assets {params.assets:q} --emoca-model {params.emoca_model} "
+        "--source {input.aligned:q} --source-codes {input.codes:q} --target {input.target:q} "
+        "--modes {params.modes} --source-extractor {params.source_extractor} "
+        "--target-extractor {params.target_extractor} {params.mean_shape} --steps {params.steps} "
+        "--eta {params.eta} --init {params.init} --seed {params.seed} --batch-size {params.batch_size} "
+        "{params.save_buffers} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,28 @@
+# DECA / EMOCA FLAME codes per aligned image (main environment).
+
+
+rule extract:
+    """FLAME codes (shape, tex, exp, pose, cam, light) + DECA crop transform for every aligned image."""
+    input:
+        aligned="results/aligned/{album}",
+    output:
+        "results/codes/{album}.{extractor}.parquet",
+    log:
+        "logs/extract/{album}.{extractor}.log",
+    benchmark:
+        "benchmarks/extract/{album}.{extractor}.tsv"
+    params:
+        assets=config["assets"],
+        emoca_model=config.get("emoca_model", "EMOCA_v2_lr_mse_20"),
+        batch_size=config["extract"]["batch_size"],
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=120,
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "dre extract --images {input.aligned:q} --extractor {wildcards.extractor} "
+        "--assets {params.assets:q} --emoca-model {params.emoca_model} --batch-size {params.batch_size} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,31 @@
+# Versioned LMDB of images, codes and rendered buffers (main environment).
+
+
+rule pack:
+    """Render the physical buffers from the codes and pack everything into a versioned LMDB + manifest."""
+    input:
+        aligned="results/aligned/{album}",
+        codes="results/codes/{album}.{extractor}.parquet",
+    output:
+        lmdb=directory("results/lmdb/{album}.{extractor}.lmdb"),
+        manifest="results/lmdb/{album}.{extractor}.parquet",
+    log:
+        "logs/pack/{album}.{extractor}.log",
+    benchmark:
+        "benchmarks/pack/{album}.{extractor}.tsv"
+    params:
+        assets=config["assets"],
+        mean_shape=album_mean_shape_flag,
+        size=config["align"]["size"],
+        batch_size=config["pack"]["batch_size"],
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=120,
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "dre pack --images {input.aligned:q} --codes {input.codes:q} --assets {params.assets:q} "
+        "--out {output.lmdb:q} --manifest {output.manifest:q} {params.mean_shape} --size {params.size} "
+        "--batch-size {params.batch_size} > {log:q} 2>&1"

@@ -1,0 +1,59 @@
+# Two-stage DiffusionRig training (main environment). Only the final exported model is a declared output:
+# Snakemake deletes declared outputs before a job runs, so checkpoints live in the run folder (params),
+# and rerunning the same command resumes from it (with --retries a SLURM wall-time kill continues).
+
+
+rule train_stage1:
+    """Generic prior: train UNet + global encoder on the prior's LMDBs (mixed by weight)."""
+    input:
+        lmdbs=prior_lmdbs,
+    output:
+        "results/models/stage1/{prior}.{extractor}/model.pt",
+    log:
+        "logs/train_stage1/{prior}.{extractor}.log",
+    benchmark:
+        "benchmarks/train_stage1/{prior}.{extractor}.tsv"
+    params:
+        run_dir="results/runs/stage1/{prior}.{extractor}",
+        lmdb_flags=prior_lmdb_flags,
+        model=model_flags(),
+        train=train_flags(1),
+        launcher=launcher(1),
+    threads: 8
+    resources:
+        gpu=train_gpus(1),
+        mem_mb=64000,
+        runtime=lambda wc, attempt: train_runtime(1) * attempt,
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "{params.launcher} train --stage 1 {params.lmdb_flags} --run-dir {params.run_dir:q} "
+        "--out {output:q} {params.model} {params.train} >> {log:q} 2>&1"
+
+
+rule train_stage2:
+    """Personal prior: fine-tune the UNet on one album (encoder frozen), from a stage-1 model."""
+    input:
+        init=stage1_model,
+        lmdb="results/lmdb/{album}.{extractor}.lmdb",
+    output:
+        "results/models/stage2/{album}.{extractor}/model.pt",
+    log:
+        "logs/train_stage2/{album}.{extractor}.log",
+    benchmark:
+        "benchmarks/train_stage2/{album}.{extractor}.tsv"
+    params:
+        run_dir="results/runs/stage2/{album}.{extractor}",
+        model=model_flags(),
+        train=train_flags(2),
+        launcher=launcher(2),
+    threads: 4
+    resources:
+        gpu=train_gpus(2),
+        mem_mb=32000,
+        runtime=lambda wc, attempt: train_runtime(2) * attempt,
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "{params.launcher} train --stage 2 --init {input.init:q} --lmdb {input.lmdb:q} "
+        "--run-dir {params.run_dir:q} --out {output:q} {params.model} {params.train} >> {log:q} 2>&1"
