@@ -147,6 +147,16 @@ def _alternatives(names):
     return "|".join(sorted(names)) or NEVER
 
 
+# Every job runs this checkout's `dre` package (`python -m dre`) with the environment's Python; the same
+# command works in the project's own venv and in the per-rule conda envs (which hold the dependencies, not
+# the package). The checkout goes on PYTHONPATH through the shell prefix, so moving the checkout is not a
+# parameter change that would rerun everything.
+DRE_ROOT = Path(workflow.basedir).resolve().parent
+# (The prefix is format()ted like a shell command, hence the doubled braces.) The Snakefile applies it.
+_root = shlex.quote(str(DRE_ROOT)).replace("{", "{{").replace("}", "}}")
+SHELL_PREFIX = f"set -euo pipefail; export PYTHONPATH={_root}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+
+
 RAW_ALBUMS = [a for a, r in ALBUMS.items() if not r["aligned"]]
 PREALIGNED_ALBUMS = [a for a, r in ALBUMS.items() if r["aligned"]]
 
@@ -242,7 +252,7 @@ def launcher(stage):
     """Single process, or torchrun for several GPUs on one node (srun/mpiexec users: see README)."""
     n = int(config[f"stage{stage}"].get("processes", 1))
     if n <= 1:
-        return "dre"
+        return "python -m dre"
     return f"torchrun --standalone --nproc_per_node {n} -m dre"
 
 
