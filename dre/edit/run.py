@@ -96,6 +96,7 @@ def run_edit(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     import torch
 
+    _require_parts()
     from dre.diffusion import DiffusionConfig, GaussianDiffusion
     from dre.edit import engine
     from dre.edit.writer import EditResult, write_edit_folder
@@ -192,6 +193,18 @@ def run_edit(cfg: EditConfig) -> Path:
     write_edit_folder(Path(cfg.out), result)
     log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
     return Path(cfg.out)
+
+
+def _require_parts() -> None:
+    """A clear error (not a traceback) while a part this command builds on is missing from the package."""
+    import importlib
+
+    for module, what in (("dre.model", "the model (issue 6)"), ("dre.diffusion", "DDIM sampling (issue 6)"),
+                         ("dre.face3d.model", "the face model and renderer (issue 4)")):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise DreError(f"`dre edit` needs {what}, which is not available: {exc}") from None
 
 
 def _diffusion_fields(meta: dict) -> dict:
