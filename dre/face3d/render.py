@@ -169,11 +169,11 @@ def rasterize(face_verts: torch.Tensor, image_size: int, tile: int | None = None
     """Rasterise (B, F, 3, 3) face corners given in PyTorch3D NDC (+x left, +y up, z = depth, nearer = smaller).
 
     Returns per-pixel face ids (B, H, W) (−1 = background; ids index the F faces of that image) and
-    barycentric coordinates (B, H, W, 3). ``tile``: None = direct on CUDA, 16-pixel tiles on CPU; 0 forces
+    barycentric coordinates (B, H, W, 3). ``tile``: None = direct on CUDA, 32-pixel tiles on CPU; 0 forces
     the direct call.
     """
     if tile is None:
-        tile = 0 if face_verts.is_cuda else 16
+        tile = 0 if face_verts.is_cuda else 32
     if tile <= 0 or tile >= image_size:
         return _rasterize_direct(face_verts, image_size)
     return _rasterize_tiled(face_verts, image_size, tile)
