@@ -148,7 +148,8 @@ def to_fp16(cond: np.ndarray, where: str) -> np.ndarray:
     Values beyond ±65504 become inf in fp16, so one finiteness check after the conversion catches NaN,
     inf and overflow alike. Silent infs would poison training much later; failing here names the sample.
     """
-    half = np.ascontiguousarray(cond, dtype=BUFFER_DTYPE)
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = np.ascontiguousarray(cond, dtype=BUFFER_DTYPE)
     if not np.isfinite(half).all():
         raise DreError(f"{where}: buffers hold NaN, inf or values beyond the float16 range (±{FP16_MAX:g})")
     return half
