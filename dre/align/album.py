@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dre.align.backends import Face, LandmarkBackend, NoLandmarks, make_backend
-from dre.align.ffhq import TRANSFORM_SIZE, align_face, ffhq_quad
+from dre.align.ffhq import SUPERSAMPLE, align_face, ffhq_quad
 from dre.align.imageio import IMAGE_SUFFIXES, ImageLoadError, LoadedImage, list_album, load_rgb
 from dre.errors import DreError
 
@@ -42,7 +42,7 @@ class AlignConfig:
     already_aligned: bool = False
     device: str = "auto"
     batch_size: int = 8
-    transform_size: int = TRANSFORM_SIZE
+    transform_size: int | None = None  # None: 4 × size (see dre.align.ffhq.SUPERSAMPLE)
     progress: bool | None = None  # None: a bar only on a terminal
 
     def __post_init__(self) -> None:
@@ -276,7 +276,7 @@ def _rows_for_image(
             row.output = str(path.resolve())
             row.message = _check_prealigned(quad, cfg.size, message)
         else:
-            res = align_face(img.image, face.landmarks, cfg.size, transform_size=max(cfg.transform_size, cfg.size))
+            res = align_face(img.image, face.landmarks, cfg.size, transform_size=cfg.transform_size)
             base = stem if k == 0 else f"{stem}_{k}"
             name = names.take([base, f"{base}.{path.suffix.lstrip('.').lower()}"]) + ".png"
             res.image.save(tmp / name, format="PNG")
@@ -334,7 +334,7 @@ def write_parquet(dest: Path, rows: list[Row], cfg: AlignConfig, backend_name: s
         "already_aligned": cfg.already_aligned,
         "multi_face": cfg.multi_face,
         "min_face": cfg.min_face,
-        "transform_size": cfg.transform_size,
+        "transform_size": cfg.transform_size or SUPERSAMPLE * cfg.size,
     }
     table = pa.table(cols, schema=schema).replace_schema_metadata({"dre": json.dumps(meta)})
     with atomic_path(dest) as tmp:

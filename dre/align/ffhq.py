@@ -32,7 +32,10 @@ LEFT_EYE = slice(42, 48)
 MOUTH_LEFT = 48  # image-left mouth corner
 MOUTH_RIGHT = 54
 
-TRANSFORM_SIZE = 4096  # the historical supersampling canvas; kept for parity of the output pixels
+# Supersampling factor of the QUAD transform canvas. FFHQ used 4096 for 1024² output (4×);
+# DiffusionRig's script kept 4096 for 256² output (16×), which costs ~10× more time for a difference
+# of ~0.1 grey level on average (max 2) against 4× on real photos (docs/alignment.md, bench_align.py).
+SUPERSAMPLE = 4
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def ffhq_quad(landmarks: np.ndarray) -> Quad:
     return Quad(corners=corners, size=float(2.0 * np.hypot(*x)))
 
 
-def _quad_to_output(quad_area: np.ndarray, transform_size: int, size: int) -> np.ndarray:
+def _quad_to_output(quad_area: np.ndarray, size: int) -> np.ndarray:
     """Affine map (2×3) from area coordinates of the transformed image to output index coordinates.
 
     Pillow's QUAD transform samples output point (u, v) ∈ [0, T]² at
@@ -102,7 +105,6 @@ def _quad_to_output(quad_area: np.ndarray, transform_size: int, size: int) -> np
     nw, sw, _se, ne = quad_area
     basis = np.stack([ne - nw, sw - nw], axis=1)  # columns: d(src)/d(u/T), d(src)/d(v/T)
     inv = np.linalg.inv(basis) * size  # src-area → out-area scale (T cancels)
-    del transform_size
     m = np.zeros((2, 3))
     m[:, :2] = inv
     m[:, 2] = -inv @ nw - 0.5
@@ -114,7 +116,7 @@ def align_face(
     landmarks: np.ndarray,
     size: int = 256,
     *,
-    transform_size: int = TRANSFORM_SIZE,
+    transform_size: int | None = None,
     pre_shrink: bool = True,
     enable_padding: bool = True,
 ) -> AlignResult:
@@ -122,7 +124,9 @@ def align_face(
 
     ``pre_shrink=False`` is the naive variant (no integer downscale of huge photos before cropping);
     it exists for the benchmark and gives nearly the same pixels, much more slowly on big photos.
+    ``transform_size`` defaults to ``SUPERSAMPLE × size``; pass 4096 for DiffusionRig's exact canvas.
     """
+    transform_size = int(transform_size or SUPERSAMPLE * size)
     if image.mode != "RGB":
         image = image.convert("RGB")
     quad0 = ffhq_quad(landmarks)
@@ -186,7 +190,7 @@ def align_face(
         out = out.resize((size, size), Image.Resampling.LANCZOS)
 
     # Source index → source area (+0.5) → current area (scale, shift) → output index.
-    to_out = _quad_to_output(quad, transform_size, size)
+    to_out = _quad_to_output(quad, size)
     src_to_cur = np.array([[scale[0], 0.0, scale[0] * 0.5 + shift[0]], [0.0, scale[1], scale[1] * 0.5 + shift[1]]])
     matrix = to_out[:, :2] @ src_to_cur[:, :2]
     matrix = np.concatenate([matrix, (to_out[:, :2] @ src_to_cur[:, 2] + to_out[:, 2])[:, None]], axis=1)
