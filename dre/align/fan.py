@@ -10,6 +10,7 @@ which the align rule points at ``<assets>/torch``), and a missing file is a :cla
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -28,10 +29,15 @@ FAN_FILES = {
 
 
 def checkpoint_dir() -> Path:
-    """Where face-alignment looks for its weights: ``torch.hub.get_dir()/checkpoints`` (TORCH_HOME)."""
-    import torch
+    """Where face-alignment looks for its weights: ``torch.hub.get_dir()/checkpoints``.
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    Computed as torch does (``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``;
+    then ``hub/checkpoints``) without importing torch, so a missing file is reported in a second.
+    """
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch"
+    )
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
 def check_weights(folder: Path | None = None) -> Path:
@@ -55,6 +61,7 @@ class FanBackend:
     name = "fan"
 
     def __init__(self, device: str = "auto") -> None:
+        check_weights()
         try:
             import face_alignment
         except ImportError as exc:
@@ -62,9 +69,12 @@ class FanBackend:
                 f"--backend fan needs the face-alignment package (envs/align.yaml): {exc}; "
                 "or use --backend mediapipe"
             ) from None
+        import torch
+
         from dre.utils.device import resolve_device
 
-        check_weights()
+        if Path(torch.hub.get_dir()) / "checkpoints" != checkpoint_dir():  # torch.hub.set_dir() was used
+            check_weights(Path(torch.hub.get_dir()) / "checkpoints")
         dev = resolve_device(device)
         # flip_input=False as DECA uses it (and half the cost); compile only pays off on a GPU.
         self._fa = face_alignment.FaceAlignment(

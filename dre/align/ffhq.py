@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 # iBUG-68 index ranges the recipe uses.
 RIGHT_EYE = slice(36, 42)  # subject's right eye = image left
@@ -175,7 +174,7 @@ def align_face(
     )
     if enable_padding and pad.max() > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
-        img = Image.fromarray(_pad_and_blur(np.asarray(img), pad, qsize), "RGB")
+        img = Image.fromarray(_pad_and_blur(np.asarray(img), pad, qsize))
         quad = quad + pad[:2]
         shift = shift + pad[:2]
 
@@ -199,6 +198,8 @@ def align_face(
 
 def _pad_and_blur(arr: np.ndarray, pad: np.ndarray, qsize: float) -> np.ndarray:
     """Reflect-pad (left, top, right, bottom) and fade the padding into a blurred, flat median."""
+    from scipy.ndimage import gaussian_filter  # only photos whose quad leaves the frame need scipy
+
     img = np.pad(arr.astype(np.float32), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode="reflect")
     h, w, _ = img.shape
     y, x = np.ogrid[:h, :w]

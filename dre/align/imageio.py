@@ -57,6 +57,9 @@ def load_rgb(path: str | Path) -> LoadedImage:
                     upright = im.copy()
                 rgb, note = to_rgb(upright)
     except UnidentifiedImageError:
+        kind = sniff_image_kind(path)
+        if kind:  # the header says image, the body is broken: a corrupt file, not a stray document
+            raise ImageLoadError("unreadable", f"{path.name}: corrupt {kind} data (header only)") from None
         raise ImageLoadError("not_image", f"{path.name}: not an image file Pillow can identify") from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError("unreadable", f"{path.name}: refused as a decompression bomb ({exc})") from None
@@ -67,6 +70,31 @@ def load_rgb(path: str | Path) -> LoadedImage:
         raise ImageLoadError("unreadable", f"{path.name}: empty image")
     note = f"{fmt} {note}".strip() if note else ""
     return LoadedImage(image=rgb, note=note)
+
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"GIF8", "GIF"),
+)
+
+
+def sniff_image_kind(path: Path) -> str:
+    """The image format a file's magic bytes claim ("" if none): tells corrupt images from non-images."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return ""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return ""
 
 
 def to_rgb(im: Image.Image) -> tuple[Image.Image, str]:
@@ -93,7 +121,7 @@ def to_rgb(im: Image.Image) -> tuple[Image.Image, str]:
         else:
             top = 65535.0
         arr = np.clip(np.nan_to_num(arr) / top * 255.0, 0, 255)
-        gray = Image.fromarray(np.rint(arr).astype(np.uint8), "L")
+        gray = Image.fromarray(np.rint(arr).astype(np.uint8))
         return gray.convert("RGB"), f"converted from {mode} (scaled to 8 bit)"
     return im.convert("RGB"), f"converted from {mode}"
 
