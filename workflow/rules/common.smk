@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+SCHEMAS = Path(workflow.basedir) / "schemas"
+validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EXTRACTORS = ("deca", "emoca")
@@ -50,12 +53,14 @@ def load_sheet(sheet_path, schema_path, key):
 
     if not Path(sheet_path).is_file():
         raise WorkflowError(f"Sheet {sheet_path} (named in the config) does not exist")
-    schema = yaml.safe_load(Path(workflow.basedir, schema_path).read_text())
+    schema = yaml.safe_load(Path(schema_path).read_text())
     props = schema.get("properties", {})
     table = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False, comment="#")
     missing = [c for c in schema.get("required", []) if c not in table.columns]
     if missing:
         raise _sheet_error(sheet_path, 1, missing[0], f"required column '{missing[0]}' is missing (header row)")
+    # jsonschema directly (snakemake.utils.validate checks the config): its error carries the column.
+    row_validator = Draft202012Validator(schema)
     rows = []
     for i, record in enumerate(table.to_dict("records")):
         line = i + 2  # header is line 1
@@ -65,17 +70,13 @@ def load_sheet(sheet_path, schema_path, key):
             if val.strip() == "" and col not in schema.get("required", []):
                 continue
             row[col] = _coerce(val, kind)
-        try:
-            validate(row, schema=schema_path)
-        except WorkflowError as exc:
-            cause = exc.__cause__ or exc
-            column = None
-            path = list(getattr(cause, "path", []) or [])
-            if path:
-                column = path[0]
-            elif getattr(cause, "validator", None) == "required":
-                column = str(cause.message).split("'")[1] if "'" in str(cause.message) else None
-            raise _sheet_error(sheet_path, line, column, getattr(cause, "message", str(exc))) from None
+        error = best_match(row_validator.iter_errors(row))
+        if error is not None:
+            path = list(error.absolute_path)
+            column = str(path[0]) if path else None
+            if column is None and error.validator == "required":
+                column = str(error.message).split("'")[1]
+            raise _sheet_error(sheet_path, line, column, error.message)
         row["_line"] = line
         rows.append(row)
     seen = {}
@@ -89,8 +90,27 @@ def load_sheet(sheet_path, schema_path, key):
     return {row[key]: row for row in rows}
 
 
-ALBUMS = load_sheet(config["albums"], "../schemas/albums.schema.yaml", "album")
-EDITS = load_sheet(config["edits"], "../schemas/edits.schema.yaml", "edit")
+def prepare_demo_inputs():
+    """`demo:` in the config: make the demo photos (album, prior, target) before the sheets are checked.
+
+    They must exist at parse time (the sheets' folders are checked and listed then); `prepare_demo` is
+    idempotent and leaves an existing, identical demo untouched, so file times and reruns stay stable.
+    """
+    demo = config.get("demo")
+    if not demo:
+        return
+    import sys
+
+    sys.path.insert(0, str(Path(workflow.basedir).resolve().parent))  # this checkout's dre
+    from dre.demo import prepare_demo
+
+    prepare_demo(demo["root"], n=demo.get("n", 12), n_prior=demo.get("n_prior", 24), seed=demo.get("seed", 0))
+
+
+prepare_demo_inputs()
+
+ALBUMS = load_sheet(config["albums"], SCHEMAS / "albums.schema.yaml", "album")
+EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
 PRIORS = config["stage1"]["priors"]
 
 
@@ -109,7 +129,10 @@ def _check_cross_references():
                     sheet, row["_line"], "prior",
                     f"unknown prior '{prior}' (config stage1.priors has: {', '.join(sorted(PRIORS))})",
                 )
+    used = {row.get("prior") for row in ALBUMS.values() if row["role"] == "personal"}
     for prior, spec in PRIORS.items():
+        if prior not in used:  # e.g. the default config's prior when a --configfile adds its own
+            continue
         weights = spec.get("weights", [])
         if weights and len(weights) != len(spec["albums"]):
             raise WorkflowError(
@@ -144,6 +167,16 @@ _check_cross_references()
 
 def _alternatives(names):
     return "|".join(sorted(names)) or NEVER
+
+
+# Every job runs this checkout's `dre` package (`python -m dre`) with the environment's Python; the same
+# command works in the project's own venv and in the per-rule conda envs (which hold the dependencies, not
+# the package). The checkout goes on PYTHONPATH through the shell prefix, so moving the checkout is not a
+# parameter change that would rerun everything.
+DRE_ROOT = Path(workflow.basedir).resolve().parent
+# (The prefix is format()ted like a shell command, hence the doubled braces.) The Snakefile applies it.
+_root = shlex.quote(str(DRE_ROOT)).replace("{", "{{").replace("}", "}}")
+SHELL_PREFIX = f"set -euo pipefail; export PYTHONPATH={_root}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 
 
 RAW_ALBUMS = [a for a, r in ALBUMS.items() if not r["aligned"]]
@@ -241,7 +274,7 @@ def launcher(stage):
     """Single process, or torchrun for several GPUs on one node (srun/mpiexec users: see README)."""
     n = int(config[f"stage{stage}"].get("processes", 1))
     if n <= 1:
-        return "dre"
+        return "python -m dre"
     return f"torchrun --standalone --nproc_per_node {n} -m dre"
 
 
@@ -257,3 +290,8 @@ def train_runtime(stage):
 
 def final_edits():
     return [f"results/edits/{e}" for e in sorted(EDITS)]
+
+
+def demo_assets_input(wildcards):
+    """With `demo:` the synthetic assets folder is a rule output (rule demo_assets), so jobs wait for it."""
+    return config["assets"] if config.get("demo") else []

@@ -4,6 +4,7 @@
 rule extract:
     """FLAME codes (shape, tex, exp, pose, cam, light) + DECA crop transform for every aligned image."""
     input:
+        assets=demo_assets_input,
         aligned="results/aligned/{album}",
     output:
         "results/codes/{album}.{extractor}.parquet",
@@ -23,6 +24,6 @@ rule extract:
     conda:
         "../../envs/main.yaml"
     shell:
-        "dre extract --images {input.aligned:q} --extractor {wildcards.extractor} "
+        "python -m dre extract --images {input.aligned:q} --extractor {wildcards.extractor} "
         "--assets {params.assets:q} --emoca-model {params.emoca_model} --batch-size {params.batch_size} "
         "--out {output:q} > {log:q} 2>&1"

@@ -4,6 +4,7 @@
 rule pack:
     """Render the physical buffers from the codes and pack everything into a versioned LMDB + manifest."""
     input:
+        assets=demo_assets_input,
         aligned="results/aligned/{album}",
         codes="results/codes/{album}.{extractor}.parquet",
     output:
@@ -26,6 +27,6 @@ rule pack:
     conda:
         "../../envs/main.yaml"
     shell:
-        "dre pack --images {input.aligned:q} --codes {input.codes:q} --assets {params.assets:q} "
+        "python -m dre pack --images {input.aligned:q} --codes {input.codes:q} --assets {params.assets:q} "
         "--out {output.lmdb:q} --manifest {output.manifest:q} {params.mean_shape} --size {params.size} "
         "--batch-size {params.batch_size} > {log:q} 2>&1"
