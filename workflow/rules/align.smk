@@ -27,7 +27,7 @@ rule align:
     conda:
         "../../envs/align.yaml"
     shell:
-        "TORCH_HOME={params.torch_home:q} dre align --input {params.folder:q} --output {output:q} "
+        "TORCH_HOME={params.torch_home:q} python -m dre align --input {params.folder:q} --output {output:q} "
         "--size {params.size} --backend {params.backend} --multi-face {params.multi_face} "
         "--min-face {params.min_face} > {log:q} 2>&1"
 
@@ -56,7 +56,7 @@ rule index_aligned:
     conda:
         "../../envs/align.yaml"
     shell:
-        "TORCH_HOME={params.torch_home:q} dre align --already-aligned --input {params.folder:q} "
+        "TORCH_HOME={params.torch_home:q} python -m dre align --already-aligned --input {params.folder:q} "
         "--output {output:q} --size {params.size} --backend {params.backend} > {log:q} 2>&1"
 
 
@@ -82,6 +82,6 @@ rule align_target:
     conda:
         "../../envs/align.yaml"
     shell:
-        "TORCH_HOME={params.torch_home:q} dre align {params.aligned} --input {input.target:q} "
+        "TORCH_HOME={params.torch_home:q} python -m dre align {params.aligned} --input {input.target:q} "
         "--output {output:q} --size {params.size} --backend {params.backend} --multi-face largest "
         "> {log:q} 2>&1"

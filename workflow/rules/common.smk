@@ -12,7 +12,8 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+SCHEMAS = Path(workflow.basedir) / "schemas"
+validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EXTRACTORS = ("deca", "emoca")
@@ -50,7 +51,7 @@ def load_sheet(sheet_path, schema_path, key):
 
     if not Path(sheet_path).is_file():
         raise WorkflowError(f"Sheet {sheet_path} (named in the config) does not exist")
-    schema = yaml.safe_load(Path(workflow.basedir, schema_path).read_text())
+    schema = yaml.safe_load(Path(schema_path).read_text())
     props = schema.get("properties", {})
     table = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False, comment="#")
     missing = [c for c in schema.get("required", []) if c not in table.columns]
@@ -66,7 +67,7 @@ def load_sheet(sheet_path, schema_path, key):
                 continue
             row[col] = _coerce(val, kind)
         try:
-            validate(row, schema=schema_path)
+            validate(row, schema=str(schema_path))
         except WorkflowError as exc:
             cause = exc.__cause__ or exc
             column = None
@@ -89,8 +90,8 @@ def load_sheet(sheet_path, schema_path, key):
     return {row[key]: row for row in rows}
 
 
-ALBUMS = load_sheet(config["albums"], "../schemas/albums.schema.yaml", "album")
-EDITS = load_sheet(config["edits"], "../schemas/edits.schema.yaml", "edit")
+ALBUMS = load_sheet(config["albums"], SCHEMAS / "albums.schema.yaml", "album")
+EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
 PRIORS = config["stage1"]["priors"]
 
 
@@ -144,6 +145,16 @@ _check_cross_references()
 
 def _alternatives(names):
     return "|".join(sorted(names)) or NEVER
+
+
+# Every job runs this checkout's `dre` package (`python -m dre`) with the environment's Python; the same
+# command works in the project's own venv and in the per-rule conda envs (which hold the dependencies, not
+# the package). The checkout goes on PYTHONPATH through the shell prefix, so moving the checkout is not a
+# parameter change that would rerun everything.
+DRE_ROOT = Path(workflow.basedir).resolve().parent
+# (The prefix is format()ted like a shell command, hence the doubled braces.) The Snakefile applies it.
+_root = shlex.quote(str(DRE_ROOT)).replace("{", "{{").replace("}", "}}")
+SHELL_PREFIX = f"set -euo pipefail; export PYTHONPATH={_root}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 
 
 RAW_ALBUMS = [a for a, r in ALBUMS.items() if not r["aligned"]]
@@ -241,7 +252,7 @@ def launcher(stage):
     """Single process, or torchrun for several GPUs on one node (srun/mpiexec users: see README)."""
     n = int(config[f"stage{stage}"].get("processes", 1))
     if n <= 1:
-        return "dre"
+        return "python -m dre"
     return f"torchrun --standalone --nproc_per_node {n} -m dre"
 
 

@@ -32,7 +32,7 @@ rule edit:
     conda:
         "../../envs/main.yaml"
     shell:
-        "dre edit --model {input.model:q} --assets {params.assets:q} --emoca-model {params.emoca_model} "
+        "python -m dre edit --model {input.model:q} --assets {params.assets:q} --emoca-model {params.emoca_model} "
         "--source {input.aligned:q} --source-codes {input.codes:q} --target {input.target:q} "
         "--modes {params.modes} --source-extractor {params.source_extractor} "
         "--target-extractor {params.target_extractor} {params.mean_shape} --steps {params.steps} "

@@ -23,6 +23,6 @@ rule extract:
     conda:
         "../../envs/main.yaml"
     shell:
-        "dre extract --images {input.aligned:q} --extractor {wildcards.extractor} "
+        "python -m dre extract --images {input.aligned:q} --extractor {wildcards.extractor} "
         "--assets {params.assets:q} --emoca-model {params.emoca_model} --batch-size {params.batch_size} "
         "--out {output:q} > {log:q} 2>&1"

@@ -26,6 +26,6 @@ rule pack:
     conda:
         "../../envs/main.yaml"
     shell:
-        "dre pack --images {input.aligned:q} --codes {input.codes:q} --assets {params.assets:q} "
+        "python -m dre pack --images {input.aligned:q} --codes {input.codes:q} --assets {params.assets:q} "
         "--out {output.lmdb:q} --manifest {output.manifest:q} {params.mean_shape} --size {params.size} "
         "--batch-size {params.batch_size} > {log:q} 2>&1"

@@ -16,9 +16,9 @@ rule train_stage1:
     params:
         run_dir="results/runs/stage1/{prior}.{extractor}",
         lmdb_flags=prior_lmdb_flags,
+        launcher=launcher(1),
         model=model_flags(),
         train=train_flags(1),
-        launcher=launcher(1),
     threads: 8
     resources:
         gpu=train_gpus(1),
@@ -44,9 +44,9 @@ rule train_stage2:
         "benchmarks/train_stage2/{album}.{extractor}.tsv"
     params:
         run_dir="results/runs/stage2/{album}.{extractor}",
+        launcher=launcher(2),
         model=model_flags(),
         train=train_flags(2),
-        launcher=launcher(2),
     threads: 4
     resources:
         gpu=train_gpus(2),

@@ -1,0 +1,287 @@
+"""The built-in demo's photos, made at run time from public-domain portraits that installed packages ship.
+
+Why: FLAME/DECA/EMOCA and FFHQ cannot ship with the project, yet a new user must see the whole pipeline
+run. The only face photos we may use offline are the three that scikit-image and matplotlib install
+(``skimage.data.astronaut()`` — NASA, public domain; ``skimage.data.camera()`` — CC0; matplotlib's
+``grace_hopper.jpg`` — US Navy, public domain). They are never committed as files: this module loads them
+from the packages and writes deterministic *variants* (crop, small rotation, flip, colour and lighting
+changes) so that alignment, extraction and training see a small album of distinct photos.
+
+Three sets are made from independent random streams of one seed, so they never share a photo:
+``personal`` (the stage-2 album), ``prior`` (stage-1 data, since FFHQ is not available) and ``target``
+(one photo whose expression/pose/lighting the demo edit transfers).
+
+Every set is written atomically with a ``demo_album.json`` manifest recording how it was made; an
+existing set with the same manifest is left untouched, so the workflow's file times (and therefore its
+rerun decisions) stay stable however often the demo is prepared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from dre.errors import DreError
+from dre.utils.atomic import atomic_dir, atomic_path
+
+MANIFEST_NAME = "demo_album.json"
+FORMAT = "dre-demo-album/1"
+KINDS = ("personal", "prior", "target")
+# One independent random stream per kind (numpy SeedSequence spawn keys), so sets never overlap.
+_STREAM = {"personal": 1, "prior": 2, "target": 3}
+_MARGIN = 96  # reflect-padding (px) around a source so rotated crops never show empty corners
+
+
+@dataclass(frozen=True)
+class Source:
+    """A package-shipped portrait and the box (x0, y0, x1, y1) around its head that variants crop from.
+
+    The boxes were chosen so Mediapipe's face mesh finds the face in every variant: in ``camera()`` the
+    face is small in a wide shot, so its box is a head-and-shoulders crop that the variant upsamples.
+    """
+
+    name: str
+    licence: str
+    box: tuple[int, int, int, int]
+    loader: Callable[[], np.ndarray]
+
+
+def _astronaut() -> np.ndarray:
+    import skimage.data
+
+    return np.asarray(skimage.data.astronaut(), dtype=np.uint8)
+
+
+def _camera() -> np.ndarray:
+    import skimage.data
+
+    grey = np.asarray(skimage.data.camera(), dtype=np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _grace_hopper() -> np.ndarray:
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        return np.asarray(Image.open(fh).convert("RGB"), dtype=np.uint8)
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("astronaut", "NASA photograph, public domain (skimage.data.astronaut)", (96, 0, 368, 272), _astronaut),
+        Source("camera", "CC0 (skimage.data.camera)", (110, 10, 360, 260), _camera),
+        Source("grace_hopper", "US Navy photograph, public domain (matplotlib grace_hopper.jpg)",
+               (96, 48, 432, 384), _grace_hopper),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Everything that defines one demo photo (recorded in the manifest, so a photo can be re-made)."""
+
+    file: str
+    source: str
+    scale: float  # crop side as a fraction of the source box side
+    shift_x: float  # crop centre offset, as a fraction of the box side
+    shift_y: float
+    angle: float  # degrees, counter-clockwise
+    flip: bool
+    size: int  # output side (px)
+    brightness: float
+    contrast: float
+    saturation: float
+    gamma: float
+    gains: tuple[float, float, float]  # white balance (R, G, B)
+    light_strength: float  # directional lighting ramp amplitude
+    light_angle: float  # direction of the ramp (radians)
+
+
+def sample_variants(kind: str, n: int, seed: int, sources: tuple[str, ...] = tuple(SOURCES)) -> list[Variant]:
+    """Draw ``n`` variant descriptions for ``kind``: round-robin over sources, parameters from the seed.
+
+    The ranges differ by kind on purpose: the prior set is more varied (it stands in for a large generic
+    data set), the personal set milder (one photo session), the target strongly lit and turned.
+    """
+    if kind not in KINDS:
+        raise DreError(f"demo album kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if n < 1:
+        raise DreError(f"--n must be at least 1 (got {n})")
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        raise DreError(f"unknown demo source(s) {unknown}; choose from {', '.join(SOURCES)}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM[kind],)))
+    wide = kind == "prior"
+    out = []
+    for i in range(n):
+        src = sources[i % len(sources)]
+        u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731 - local shorthand keeps ranges readable
+        out.append(
+            Variant(
+                file=f"{src}_{i:03d}.jpg" if kind != "target" else f"target_{src}_{i:03d}.jpg",
+                source=src,
+                scale=u(0.8, 1.0),
+                shift_x=u(-0.06, 0.06),
+                shift_y=u(-0.06, 0.06),
+                angle=u(-12, 12) if wide else u(-7, 7),
+                flip=bool(rng.random() < 0.5),
+                size=int(rng.integers(288, 417)),
+                brightness=u(0.7, 1.3) if wide else u(0.85, 1.15),
+                contrast=u(0.75, 1.25) if wide else u(0.9, 1.1),
+                saturation=u(0.5, 1.4) if wide else u(0.8, 1.2),
+                gamma=u(0.8, 1.25) if wide else u(0.9, 1.1),
+                gains=(u(0.88, 1.12), u(0.92, 1.08), u(0.88, 1.12)),
+                light_strength=u(0.3, 0.5) if kind == "target" else u(0.0, 0.35),
+                light_angle=u(0, 2 * math.pi),
+            )
+        )
+    return out
+
+
+_cache: dict[str, np.ndarray] = {}
+
+
+def _padded_source(name: str) -> np.ndarray:
+    """The source image reflect-padded by ``_MARGIN`` (cached: every variant of a source reuses it)."""
+    if name not in _cache:
+        img = SOURCES[name].loader()
+        _cache[name] = np.pad(img, ((_MARGIN, _MARGIN), (_MARGIN, _MARGIN), (0, 0)), mode="reflect")
+    return _cache[name]
+
+
+def render_variant(v: Variant) -> np.ndarray:
+    """Make the photo a :class:`Variant` describes: (size, size, 3) uint8 RGB."""
+    src = _padded_source(v.source)
+    x0, y0, x1, y1 = SOURCES[v.source].box
+    side = (x1 - x0) * v.scale
+    cx = (x0 + x1) / 2 + v.shift_x * (x1 - x0) + _MARGIN
+    cy = (y0 + y1) / 2 + v.shift_y * (y1 - y0) + _MARGIN
+    img = Image.fromarray(src)
+    # Rotate about the crop centre, then crop: the padding keeps the corners filled with image content.
+    img = img.rotate(v.angle, resample=Image.BICUBIC, center=(cx, cy))
+    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    img = img.resize((v.size, v.size), resample=Image.BICUBIC, box=box)
+    if v.flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    x = grey[..., None] + v.saturation * (x - grey[..., None])
+    x = (x - 0.5) * v.contrast + 0.5
+    x = x * v.brightness * np.asarray(v.gains, dtype=np.float32)
+    # Directional light: a smooth multiplicative ramp across the image, as from a window to one side.
+    yy, xx = np.mgrid[0 : v.size, 0 : v.size].astype(np.float32) / (v.size - 1) - 0.5
+    ramp = xx * math.cos(v.light_angle) + yy * math.sin(v.light_angle)
+    x = x * (1.0 + 2.0 * v.light_strength * ramp)[..., None]
+    x = np.clip(x, 0.0, 1.0) ** v.gamma
+    return np.round(x * 255.0).astype(np.uint8)
+
+
+def _manifest(kind: str, n: int, seed: int, variants: list[Variant]) -> dict:
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "n": n,
+        "seed": seed,
+        "sources": {v.source: SOURCES[v.source].licence for v in variants},
+        "note": "demo photos made at run time from package-shipped public-domain portraits; not for redistribution as a data set",
+        "variants": [asdict(v) for v in variants],
+    }
+
+
+def _umask_mode(mode: int) -> int:
+    """``mode`` filtered by the process umask: temp files are private (0600/0700), published ones not."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def _save_jpeg(img: np.ndarray, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        Image.fromarray(img).save(tmp, format="JPEG", quality=92)
+        os.chmod(tmp, _umask_mode(0o666))
+
+
+def _write_text(dest: Path, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+        os.chmod(tmp, _umask_mode(0o666))
+
+
+def _same_manifest(folder: Path, manifest: dict) -> bool:
+    path = folder / MANIFEST_NAME
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return old == json.loads(json.dumps(manifest)) and all((folder / v["file"]).is_file() for v in old["variants"])
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Refuse to replace a folder that was not made by this module (it may hold someone's own photos)."""
+    if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST_NAME).is_file():
+        raise DreError(
+            f"{folder} exists and is not a demo album (no {MANIFEST_NAME}); refusing to overwrite it — "
+            "choose another --out"
+        )
+
+
+def build_album(out: str | Path, kind: str = "personal", n: int = 12, seed: int = 0) -> bool:
+    """Write the ``kind`` album (``n`` JPEGs + manifest) into folder ``out``; False if it was already there.
+
+    The folder is replaced atomically, so an interrupted build never leaves a partial album behind.
+    """
+    if kind == "target":
+        raise DreError("the demo target is a single file: use build_target()")
+    out = Path(out)
+    variants = sample_variants(kind, n, seed)
+    manifest = _manifest(kind, n, seed, variants)
+    if _same_manifest(out, manifest):
+        return False
+    _check_replaceable(out)
+    with atomic_dir(out) as tmp:
+        for v in variants:
+            _save_jpeg(render_variant(v), tmp / v.file)
+        _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+        os.chmod(tmp, _umask_mode(0o777))
+    return True
+
+
+def build_target(out: str | Path, seed: int = 0, source: str = "grace_hopper") -> bool:
+    """Write the demo edit's target photo to file ``out`` (+ ``<out>.json``); False if already there."""
+    out = Path(out)
+    (v,) = sample_variants("target", 1, seed, sources=(source,))
+    manifest = _manifest("target", 1, seed, [v])
+    side = out.with_name(out.name + ".json")
+    try:
+        if out.is_file() and json.loads(side.read_text()) == json.loads(json.dumps(manifest)):
+            return False
+    except (OSError, ValueError):
+        pass
+    if out.suffix.lower() not in (".jpg", ".jpeg"):
+        raise DreError(f"demo target {out} must be a .jpg file name")
+    if out.exists() and not side.is_file():
+        raise DreError(f"{out} exists and is not a demo target (no {side.name}); refusing to overwrite it")
+    _save_jpeg(render_variant(v), out)
+    _write_text(side, json.dumps(manifest, indent=1) + "\n")
+    return True
+
+
+def prepare_demo(root: str | Path, n: int = 12, n_prior: int = 24, seed: int = 0) -> dict[str, Path]:
+    """Make sure ``root/album``, ``root/prior`` and ``root/target.jpg`` exist (the demo sheets' paths).
+
+    Idempotent and cheap when everything is there, so the workflow may call it every time it starts.
+    """
+    root = Path(root)
+    paths = {"personal": root / "album", "prior": root / "prior", "target": root / "target.jpg"}
+    build_album(paths["personal"], "personal", n, seed)
+    build_album(paths["prior"], "prior", n_prior, seed)
+    build_target(paths["target"], seed)
+    return paths
