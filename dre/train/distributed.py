@@ -195,6 +195,10 @@ class Distributed:
     def is_main(self) -> bool:
         return self.env.is_main
 
+    @property
+    def distributed(self) -> bool:
+        return self.env.distributed
+
     def init(self, timeout_s: float = 1800.0) -> Distributed:
         """Join the group: NCCL when this process trains on CUDA, gloo otherwise."""
         if not self.env.distributed:

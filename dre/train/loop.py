@@ -77,35 +77,33 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
     return model, GaussianDiffusion(diff_cfg), model_cfg, diff_cfg
 
 
-def load_init(model: nn.Module, path: str) -> dict[str, Any]:
+def load_init(model: nn.Module, path: str, model_cfg: Any) -> dict[str, Any]:
     """Stage 2: copy the weights of a stage-1 model file (ours or an official ``model*.pt``) into ``model``.
 
-    The architecture comes from the flags; a file of another architecture is an error listing the
-    first differing tensors. Our files with an EMA initialise from the EMA weights (the better model).
+    The architecture comes from the flags; a file of another architecture is an error naming the
+    differing settings. Files with an EMA initialise from the EMA weights (the better model).
     """
     from dre.model.checkpoint import load_model_file
 
     p = Path(path)
     if not p.is_file():
         raise DreError(f"--init {path}: no such model file")
-    loaded, meta = load_model_file(p, map_location="cpu")
-    state = loaded.state_dict()
-    ema_state = meta.get("ema_state_dict") if isinstance(meta, dict) else None
-    if ema_state:
-        state = {k: ema_state.get(k, v) for k, v in state.items()}
-    mine = model.state_dict()
-    missing = [k for k in mine if k not in state]
-    extra = [k for k in state if k not in mine]
-    shape = [f"{k}: file {tuple(state[k].shape)} vs flags {tuple(v.shape)}" for k, v in mine.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or extra or shape:
-        details = "; ".join([*shape[:3], *(f"missing {k}" for k in missing[:3]), *(f"unexpected {k}" for k in extra[:3])])
-        raise DreError(
-            f"--init {path} does not match the model flags ({details}); pass the architecture flags "
-            "(--image-size, --model-channels, --channel-mult, --latent-dim, --encoder, ...) it was trained with"
-        )
-    model.load_state_dict(state, strict=True)
-    return meta if isinstance(meta, dict) else {}
+    loaded, meta = load_model_file(p, map_location="cpu", weights="auto", model_config=model_cfg)
+    theirs = meta.get("model_config")
+    if theirs is not None and hasattr(theirs, "to_dict"):
+        a, b = theirs.to_dict(), model_cfg.to_dict()
+        diffs = [f"{k}: file {a[k]!r} vs flags {b.get(k)!r}" for k in a if a[k] != b.get(k)
+                 and not (k == "channel_mult" and tuple(theirs.resolved_channel_mult()) == tuple(model_cfg.resolved_channel_mult()))]
+        if diffs:
+            raise DreError(
+                f"--init {path} was trained with another architecture ({'; '.join(diffs)}); pass the "
+                "architecture flags (--image-size, --model-channels, --channel-mult, --latent-dim, --encoder, ...) "
+                "it was trained with"
+            )
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    log.info("initialised from %s (%s weights%s)", path, meta.get("weights", "raw"),
+             ", official DiffusionRig checkpoint" if meta.get("official") else "")
+    return meta
 
 
 def _trainable(cfg: TrainConfig, model: nn.Module) -> list[nn.Parameter]:
@@ -171,7 +169,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> 
 def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distributed, device: torch.device, *,
                  on_step: Callable[[int], None] | None = None) -> Path:
     """The loop proper, on already opened data and an already joined process group."""
-    from dre.model.checkpoint import save_model_file
+    from dre.model import maybe_compile, save_model_file, to_channels_last
     from dre.utils.synthetic import warn_synthetic
 
     run_dir, out = Path(cfg.run_dir), Path(cfg.out)
@@ -184,7 +182,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     model, diffusion, model_cfg, diff_cfg = build_model(cfg)
     init_meta: dict[str, Any] = {}
     if cfg.stage == 2:
-        init_meta = load_init(model, str(cfg.init))
+        init_meta = load_init(model, str(cfg.init), model_cfg)
     synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
     if synthetic and dist.is_main:
         warn_synthetic("dre train")
@@ -192,9 +190,11 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
         convert_global_bn(model.encoder)
     model.to(device)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     params = _trainable(cfg, model)
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused Adam: the same update rule as the original's Adam, in one kernel (≈8× faster on CPU)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=device.type in ("cpu", "cuda"))
     scaler = precision.make_scaler()
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
 
@@ -247,8 +247,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     _set_modes(cfg, model)
-    if cfg.compile:
-        model.denoisingUNet.compile()
+    maybe_compile(model, cfg.compile)
     net: nn.Module = model
     if dist.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -260,7 +259,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
 
     fixed: tuple[torch.Tensor, torch.Tensor] | None = None
     if cfg.sample_every and dist.is_main:
-        fixed = data.fixed(8, device)
+        fixed = data.fixed(min(8, cfg.batch_size), device)
 
     def save(step: int) -> None:
         rngs = dist.all_gather_object(ckpt.capture_rng(device))
@@ -403,6 +402,17 @@ def _step(cfg: TrainConfig, model: nn.Module, net: nn.Module, diffusion: Any, op
     return loss.detach(), mse, grad_norm
 
 
+def _grid_respacing(steps: int) -> str:
+    """DDIM-20 (as the published inference) where the schedule allows it, else up to 20 even steps."""
+    from dre.diffusion import space_timesteps
+
+    try:
+        space_timesteps(steps, "ddim20")
+        return "ddim20"
+    except DreError:
+        return str(min(20, steps))
+
+
 @torch.no_grad()
 def _write_grid(cfg: TrainConfig, model: nn.Module, ema: EMA | None, diffusion: Any,
                 fixed: tuple[torch.Tensor, torch.Tensor], step: int, run_dir: Path,
@@ -433,8 +443,7 @@ def _write_grid(cfg: TrainConfig, model: nn.Module, ema: EMA | None, diffusion: 
                 def model_fn(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
                     return net(x_t, tt, cond, latent=z)
 
-                respacing = "ddim20" if cfg.diffusion_steps % 20 == 0 or cfg.diffusion_steps == 1000 else str(
-                    min(20, cfg.diffusion_steps))
+                respacing = _grid_respacing(cfg.diffusion_steps)
                 sample = ddim_sample(diffusion, model_fn, noise, respacing=respacing, eta=0.0)
     finally:
         for m, flag in was_training.items():
