@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dre.errors import NotImplementedYet
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +33,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=("noise", "inversion"), default="noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--save-buffers", action="store_true", help="add the edited buffers to the grid")
+    p.add_argument("--save-buffers", action="store_true", help="also show the rendered buffers in grid.png (the buffers are always saved as npz)")
     p.add_argument("--out", required=True, help="output folder (results/edits/<edit>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run)
 
 
+def config_from_args(args: argparse.Namespace) -> "EditConfig":  # noqa: F821
+    """Flags → :class:`dre.edit.EditConfig` (mode strings are parsed and checked here)."""
+    from dre.edit import EditConfig, parse_modes
+
+    opt = lambda v: Path(v) if v else None  # noqa: E731
+    cfg = EditConfig(
+        model=Path(args.model),
+        assets=Path(args.assets),
+        source=Path(args.source),
+        target=Path(args.target),
+        out=Path(args.out),
+        modes=parse_modes(args.modes),
+        source_codes=opt(args.source_codes),
+        source_extractor=args.source_extractor,
+        target_extractor=args.target_extractor,
+        emoca_model=args.emoca_model,
+        mean_shape=opt(args.mean_shape),
+        steps=args.steps,
+        eta=args.eta,
+        init=args.init,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        save_buffers=args.save_buffers,
+        device=args.device,
+    )
+    cfg.validate()
+    return cfg
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedYet("edit", 8)
+    from dre.edit import run_edit
+
+    out = run_edit(config_from_args(args))
+    print(out)
+    return 0

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from snakemake.utils import validate
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
@@ -57,6 +59,8 @@ def load_sheet(sheet_path, schema_path, key):
     missing = [c for c in schema.get("required", []) if c not in table.columns]
     if missing:
         raise _sheet_error(sheet_path, 1, missing[0], f"required column '{missing[0]}' is missing (header row)")
+    # jsonschema directly (snakemake.utils.validate checks the config): its error carries the column.
+    row_validator = Draft202012Validator(schema)
     rows = []
     for i, record in enumerate(table.to_dict("records")):
         line = i + 2  # header is line 1
@@ -66,17 +70,13 @@ def load_sheet(sheet_path, schema_path, key):
             if val.strip() == "" and col not in schema.get("required", []):
                 continue
             row[col] = _coerce(val, kind)
-        try:
-            validate(row, schema=str(schema_path))
-        except WorkflowError as exc:
-            cause = exc.__cause__ or exc
-            column = None
-            path = list(getattr(cause, "path", []) or [])
-            if path:
-                column = path[0]
-            elif getattr(cause, "validator", None) == "required":
-                column = str(cause.message).split("'")[1] if "'" in str(cause.message) else None
-            raise _sheet_error(sheet_path, line, column, getattr(cause, "message", str(exc))) from None
+        error = best_match(row_validator.iter_errors(row))
+        if error is not None:
+            path = list(error.absolute_path)
+            column = str(path[0]) if path else None
+            if column is None and error.validator == "required":
+                column = str(error.message).split("'")[1]
+            raise _sheet_error(sheet_path, line, column, error.message)
         row["_line"] = line
         rows.append(row)
     seen = {}
@@ -89,6 +89,25 @@ def load_sheet(sheet_path, schema_path, key):
         seen[name] = row["_line"]
     return {row[key]: row for row in rows}
 
+
+def prepare_demo_inputs():
+    """`demo:` in the config: make the demo photos (album, prior, target) before the sheets are checked.
+
+    They must exist at parse time (the sheets' folders are checked and listed then); `prepare_demo` is
+    idempotent and leaves an existing, identical demo untouched, so file times and reruns stay stable.
+    """
+    demo = config.get("demo")
+    if not demo:
+        return
+    import sys
+
+    sys.path.insert(0, str(Path(workflow.basedir).resolve().parent))  # this checkout's dre
+    from dre.demo import prepare_demo
+
+    prepare_demo(demo["root"], n=demo.get("n", 12), n_prior=demo.get("n_prior", 24), seed=demo.get("seed", 0))
+
+
+prepare_demo_inputs()
 
 ALBUMS = load_sheet(config["albums"], SCHEMAS / "albums.schema.yaml", "album")
 EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
@@ -110,7 +129,10 @@ def _check_cross_references():
                     sheet, row["_line"], "prior",
                     f"unknown prior '{prior}' (config stage1.priors has: {', '.join(sorted(PRIORS))})",
                 )
+    used = {row.get("prior") for row in ALBUMS.values() if row["role"] == "personal"}
     for prior, spec in PRIORS.items():
+        if prior not in used:  # e.g. the default config's prior when a --configfile adds its own
+            continue
         weights = spec.get("weights", [])
         if weights and len(weights) != len(spec["albums"]):
             raise WorkflowError(
@@ -268,3 +290,8 @@ def train_runtime(stage):
 
 def final_edits():
     return [f"results/edits/{e}" for e in sorted(EDITS)]
+
+
+def demo_assets_input(wildcards):
+    """With `demo:` the synthetic assets folder is a rule output (rule demo_assets), so jobs wait for it."""
+    return config["assets"] if config.get("demo") else []

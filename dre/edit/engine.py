@@ -1,0 +1,222 @@
+"""The batched edit engine: swap codes, re-render, encode latents, seed noise, sample with DDIM.
+
+Every source × mode pair is one *job*; jobs are numbered source-major (job ``i·M + m`` is source
+``i`` in mode ``m``) and run through the renderer and the sampler in chunks of ``batch_size``. Each
+job's result depends only on its own inputs (its codes, its latent and its source's noise), never on
+which other jobs share its chunk, so batching changes speed, not pictures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from dre.edit.modes import Mode, swap_codes, with_shape
+
+if TYPE_CHECKING:
+    import torch
+
+    from dre.face3d.codes import Buffers, FlameCodes
+
+
+@dataclass
+class EditPlan:
+    """The codes of every job, and what they are rendered with."""
+
+    stems: list[str]
+    modes: list[Mode]
+    source: "FlameCodes"  # (N): the source codes as rendered (album mean shape substituted when used)
+    edited: "FlameCodes"  # (N·M), source-major
+    tform: "torch.Tensor"  # (N, 3, 3) aligned-image px (at the render size) → 224 crop px
+    center: "torch.Tensor"  # (N, 3) the source's FFHQ centre, computed with the rendered shape
+
+    @property
+    def n_sources(self) -> int:
+        return len(self.stems)
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.stems) * len(self.modes)
+
+    def job(self, k: int) -> tuple[int, int]:
+        """(source index, mode index) of job ``k``."""
+        return divmod(k, len(self.modes))
+
+    def job_sources(self) -> list[int]:
+        return [k // len(self.modes) for k in range(self.n_jobs)]
+
+
+def plan_edits(
+    face_model,
+    source: "FlameCodes",
+    tform: "torch.Tensor",
+    target: "FlameCodes",
+    modes: Sequence[Mode],
+    stems: Sequence[str],
+    mean_shape: "torch.Tensor | None" = None,
+) -> EditPlan:
+    """Swap the target's codes into every source for every mode.
+
+    Re-centring choice (see docs/edits.md): the source's FFHQ centre is computed from the *rendered*
+    source, i.e. with the album mean shape when one is used. The original computed it with the
+    source's own shape and then rendered the mean shape, so even a pure lighting edit moved the head
+    a little away from where the training buffers had it. Here an edit that does not change the
+    geometry (``light``, ``latent``) renders exactly the training buffers of the source.
+    """
+    import torch
+
+    from dre.face3d.codes import FlameCodes
+
+    if len(stems) != source.batch_size:
+        raise ValueError(f"{len(stems)} stems for {source.batch_size} source codes")
+    src = with_shape(source, mean_shape)
+    with torch.no_grad():
+        center = face_model.ffhq_center(src)
+    per_mode = [swap_codes(src, target, m) for m in modes]
+    n, m_count = src.batch_size, len(modes)
+    order = torch.tensor([m * n + i for i in range(n) for m in range(m_count)], device=src.shape.device)
+    edited = FlameCodes.cat(per_mode).index(order)
+    return EditPlan(list(stems), list(modes), src, edited, tform, center)
+
+
+def _cat_buffers(parts: list["Buffers"]) -> "Buffers":
+    import torch
+
+    from dre.face3d.codes import Buffers
+
+    return Buffers(**{k: torch.cat([getattr(p, k) for p in parts]) for k in ("rendered", "normal", "albedo", "alpha")})
+
+
+def render_plan(face_model, plan: EditPlan, image_size: int, batch_size: int) -> tuple["Buffers", "Buffers"]:
+    """(source buffers (N), edited buffers (N·M)), rendered in chunks on the face model's device.
+
+    Edited heads are re-centred on their source's FFHQ centre. For jobs whose mode leaves the geometry
+    alone the requested centre is the edited mesh's own centre, so the shift is exactly zero.
+    """
+    import torch
+
+    src_parts, edit_parts = [], []
+    with torch.no_grad():
+        for a in range(0, plan.n_sources, batch_size):
+            idx = list(range(a, min(a + batch_size, plan.n_sources)))
+            src_parts.append(face_model.render(plan.source.index(idx), plan.tform[idx], image_size=image_size))
+        job_src = plan.job_sources()
+        for a in range(0, plan.n_jobs, batch_size):
+            ks = list(range(a, min(a + batch_size, plan.n_jobs)))
+            codes = plan.edited.index(ks)
+            srcs = [job_src[k] for k in ks]
+            center = plan.center[srcs].clone()
+            own = face_model.ffhq_center(codes)
+            keep = torch.tensor([not plan.modes[plan.job(k)[1]].moves_geometry for k in ks], device=center.device)
+            center[keep] = own[keep]
+            edit_parts.append(face_model.render(codes, plan.tform[srcs], image_size=image_size, center=center))
+    return _cat_buffers(src_parts), _cat_buffers(edit_parts)
+
+
+def as_condition(buffers: "Buffers") -> "torch.Tensor":
+    """The 9-channel condition as the model saw it in training: rounded through float16 like the LMDB."""
+    import torch
+
+    return buffers.condition().to(torch.float16).to(torch.float32)
+
+
+def noise_seed(seed: int, stem: str) -> int:
+    """The seed of one source's noise: from the run seed and the source's file stem.
+
+    Deriving it from the stem (not the position in the folder) keeps a photo's edits the same when
+    other photos are added to or removed from the album.
+    """
+    digest = hashlib.sha256(f"dre-edit:{int(seed)}:{stem}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def source_noise(seed: int, stems: Sequence[str], shape: tuple[int, int, int]) -> "torch.Tensor":
+    """(N, C, H, W) standard normal noise, one draw per source, made on the CPU (device-independent)."""
+    import torch
+
+    out = []
+    for stem in stems:
+        g = torch.Generator(device="cpu").manual_seed(noise_seed(seed, stem))
+        out.append(torch.randn((1, *shape), generator=g, dtype=torch.float32))
+    return torch.cat(out)
+
+
+def encode_latents(model, images: "torch.Tensor", batch_size: int) -> "torch.Tensor":
+    """Global latents (B, latent_dim) of images in [-1, 1], chunked."""
+    import torch
+
+    parts = []
+    with torch.inference_mode():
+        for a in range(0, images.shape[0], batch_size):
+            parts.append(model.encode(images[a : a + batch_size]))
+    return torch.cat(parts)
+
+
+ModelFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+def _model_fn(model, cond: "torch.Tensor", latent: "torch.Tensor") -> ModelFn:
+    def fn(x_t: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        return model(x_t, t, cond, latent=latent)
+
+    return fn
+
+
+def invert_sources(
+    model, diffusion, x0: "torch.Tensor", cond: "torch.Tensor", latent: "torch.Tensor", steps: int, batch_size: int
+) -> "torch.Tensor":
+    """x_T of each source by DDIM inversion under its own (unedited) buffers and latent."""
+    import torch
+
+    from dre.diffusion import ddim_invert
+
+    parts = []
+    with torch.inference_mode():
+        for a in range(0, x0.shape[0], batch_size):
+            s = slice(a, a + batch_size)
+            parts.append(ddim_invert(diffusion, _model_fn(model, cond[s], latent[s]), x0[s], respacing=f"ddim{steps}"))
+    return torch.cat(parts)
+
+
+def sample_jobs(
+    model,
+    diffusion,
+    x_T: "torch.Tensor",
+    cond: "torch.Tensor",
+    latent: "torch.Tensor",
+    *,
+    steps: int,
+    eta: float,
+    batch_size: int,
+    seed: int,
+) -> "torch.Tensor":
+    """DDIM samples (B, 3, H, W) in [-1, 1] for every job, in chunks.
+
+    With η = 0 (the default, as published) DDIM is deterministic given x_T, so chunking cannot change
+    a job's picture. With η > 0 the per-step noise comes from one generator per chunk (seeded from
+    ``seed`` and the chunk index): reproducible for the same ``batch_size``, not across batch sizes.
+    """
+    import torch
+
+    from dre.diffusion import ddim_sample
+
+    out = []
+    with torch.inference_mode():
+        for c, a in enumerate(range(0, x_T.shape[0], batch_size)):
+            s = slice(a, a + batch_size)
+            gen = None
+            if eta > 0:
+                gen = torch.Generator(device=x_T.device).manual_seed(noise_seed(seed, f"eta-chunk-{c}"))
+            out.append(
+                ddim_sample(
+                    diffusion,
+                    _model_fn(model, cond[s], latent[s]),
+                    x_T[s],
+                    respacing=f"ddim{steps}",
+                    eta=eta,
+                    clip_denoised=True,
+                    generator=gen,
+                )
+            )
+    return torch.cat(out)

@@ -1,0 +1,218 @@
+"""``run_edit``: from flags (an :class:`EditConfig`) to a finished edit folder.
+
+Loads the stage-2 model, the face model and the inputs, runs the batched engine and writes the folder
+atomically. No config file is read here; the CLI (``dre/commands/edit.py``) fills the dataclass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
+from dre.edit.modes import Mode
+from dre.errors import DreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EditConfig:
+    """Every ``dre edit`` flag, typed."""
+
+    model: Path
+    assets: Path
+    source: Path
+    target: Path
+    out: Path
+    modes: list[Mode]
+    source_codes: Path | None = None
+    source_extractor: str = "deca"
+    target_extractor: str = "deca"
+    emoca_model: str = "EMOCA_v2_lr_mse_20"
+    mean_shape: Path | None = None
+    steps: int = 20
+    eta: float = 0.0
+    init: str = "noise"
+    seed: int = 0
+    batch_size: int = 16
+    save_buffers: bool = False
+    device: str = "auto"
+    extra_meta: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise DreError(f"--steps must be at least 1 (got {self.steps})")
+        if self.batch_size < 1:
+            raise DreError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not 0.0 <= self.eta <= 1.0:
+            raise DreError(f"--eta must be in [0, 1] (got {self.eta})")
+        if self.init not in ("noise", "inversion"):
+            raise DreError(f"--init must be noise or inversion (got {self.init!r})")
+        for flag, kind in (("--source-extractor", self.source_extractor), ("--target-extractor", self.target_extractor)):
+            if kind not in ("deca", "emoca"):
+                raise DreError(f"{flag} must be deca or emoca (got {kind!r})")
+        if self.seed < 0:
+            raise DreError(f"--seed must be non-negative (got {self.seed})")
+
+
+def faces_to_tensor(faces: list[Face], size: int) -> "torch.Tensor":  # noqa: F821
+    """(N, 3, size, size) float32 in [-1, 1], resizing (Lanczos) faces aligned at another size."""
+    import torch
+    from PIL import Image
+
+    arrs = []
+    for f in faces:
+        img = f.image
+        if img.shape[0] != size or img.shape[1] != size:
+            img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS))
+        arrs.append(img)
+    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).to(torch.float32)
+    return x / 127.5 - 1.0
+
+
+def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch.Tensor":  # noqa: F821
+    """Re-express crop transforms for images resized from their aligned size to ``size``².
+
+    tform maps aligned-image pixels to crop pixels; a pixel p at ``size`` is p·(A/size) at the aligned
+    size A, so the new transform is tform · diag(A/size, A/size, 1).
+    """
+    import torch
+
+    scales = torch.tensor([f.image.shape[1] / size for f in faces], dtype=tform.dtype, device=tform.device)
+    scale = torch.zeros_like(tform)
+    scale[:, 0, 0] = scales
+    scale[:, 1, 1] = torch.tensor([f.image.shape[0] / size for f in faces], dtype=tform.dtype, device=tform.device)
+    scale[:, 2, 2] = 1.0
+    return tform @ scale
+
+
+def run_edit(cfg: EditConfig) -> Path:
+    """Edit every source photo in every mode; returns the output folder."""
+    import torch
+
+    _require_parts()
+    from dre.diffusion import DiffusionConfig, GaussianDiffusion
+    from dre.edit import engine
+    from dre.edit.writer import EditResult, write_edit_folder
+    from dre.face3d.model import FaceModel
+    from dre.model import load_model_file
+    from dre.utils.device import resolve_device
+    from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
+
+    cfg.validate()
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    model_path = Path(cfg.model)
+    if not model_path.is_file():
+        raise DreError(f"--model {model_path} does not exist")
+    model, meta = load_model_file(model_path, map_location=device)
+    model = model.to(device).eval()
+    trained_with = meta.get("extractor")
+    if trained_with and trained_with != cfg.source_extractor:
+        msg = (
+            f"the model {model_path} was trained on {trained_with} buffers but --source-extractor is "
+            f"{cfg.source_extractor}; edits will be rendered from codes the model never saw"
+        )
+        warnings.warn(msg, stacklevel=2)
+        log.warning(msg)
+    diffusion = GaussianDiffusion(DiffusionConfig(**_diffusion_fields(meta)))
+    image_size = int(model.cfg.image_size)
+
+    face_model = FaceModel.from_assets(cfg.assets, device)
+    synthetic = bool(is_synthetic_assets(cfg.assets) or getattr(face_model, "synthetic", False) or meta.get("synthetic"))
+    if synthetic:
+        warn_synthetic("dre edit")
+
+    faces = list_sources(Path(cfg.source))
+    if cfg.source_codes is not None:
+        faces, src_codes, src_tform = codes_for_sources(faces, Path(cfg.source_codes), cfg.source_extractor, device)
+    else:
+        src_codes, src_tform = extract_codes(
+            faces, Path(cfg.assets), cfg.source_extractor, device, cfg.emoca_model, "--source"
+        )
+    src_tform = tform_to_size(src_tform.to(device), faces, image_size)
+    target = load_target(Path(cfg.target))
+    tgt_codes, _ = extract_codes([target], Path(cfg.assets), cfg.target_extractor, device, cfg.emoca_model, "--target")
+    ms = resolve_mean_shape(cfg.mean_shape, meta, model_path)
+    mean_shape = None if ms is None else torch.from_numpy(ms).to(device)
+
+    stems = [f.stem for f in faces]
+    if len(set(stems)) != len(stems):
+        raise DreError(f"--source {cfg.source}: two source files share a file stem; output names would collide")
+    plan = engine.plan_edits(face_model, src_codes.to(device), src_tform, tgt_codes.to(device), cfg.modes, stems, mean_shape)
+    src_buf, edit_buf = engine.render_plan(face_model, plan, image_size, cfg.batch_size)
+    src_cond = engine.as_condition(src_buf).to(device)
+    edit_cond = engine.as_condition(edit_buf).to(device)
+
+    x0 = faces_to_tensor(faces, image_size).to(device)
+    tgt_img = faces_to_tensor([target], image_size).to(device)
+    z_src = engine.encode_latents(model, x0, cfg.batch_size)
+    z_tgt = engine.encode_latents(model, tgt_img, 1)
+    job_src = plan.job_sources()
+    latent = torch.stack(
+        [z_tgt[0] if plan.modes[plan.job(k)[1]].swaps_latent else z_src[job_src[k]] for k in range(plan.n_jobs)]
+    )
+    if cfg.init == "inversion":
+        x_T_src = engine.invert_sources(model, diffusion, x0, src_cond, z_src, cfg.steps, cfg.batch_size)
+    else:
+        x_T_src = engine.source_noise(cfg.seed, stems, (3, image_size, image_size)).to(device)
+    x_T = x_T_src[job_src]
+    t1 = time.perf_counter()
+    images = engine.sample_jobs(
+        model, diffusion, x_T, edit_cond, latent, steps=cfg.steps, eta=cfg.eta, batch_size=cfg.batch_size, seed=cfg.seed
+    )
+    t2 = time.perf_counter()
+    log.info("sampled %d edits (%d sources × %d modes) in %.1f s", plan.n_jobs, len(stems), len(cfg.modes), t2 - t1)
+
+    result = EditResult(
+        cfg=cfg,
+        plan=plan,
+        faces=faces,
+        target=target,
+        images=images.float().cpu().numpy(),
+        source_images=x0.float().cpu().numpy(),
+        target_image=tgt_img[0].float().cpu().numpy(),
+        source_buffers=src_buf,
+        edit_buffers=edit_buf,
+        noise_seeds=[engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems),
+        meta={
+            "model_meta": {k: v for k, v in meta.items() if k != "mean_shape"},
+            "mean_shape": ms is not None,
+            "synthetic": synthetic,
+            "image_size": image_size,
+            "device": str(device),
+            **cfg.extra_meta,
+        },
+    )
+    write_edit_folder(Path(cfg.out), result)
+    log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
+    return Path(cfg.out)
+
+
+def _require_parts() -> None:
+    """A clear error (not a traceback) while a part this command builds on is missing from the package."""
+    import importlib
+
+    for module, what in (("dre.model", "the model (issue 6)"), ("dre.diffusion", "DDIM sampling (issue 6)"),
+                         ("dre.face3d.model", "the face model and renderer (issue 4)")):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise DreError(f"`dre edit` needs {what}, which is not available: {exc}") from None
+
+
+def _diffusion_fields(meta: dict) -> dict:
+    """The diffusion settings stored with the model (official checkpoints: the published defaults)."""
+    from dataclasses import fields
+
+    from dre.diffusion import DiffusionConfig
+
+    stored = meta.get("diffusion_config") or {}
+    names = {f.name for f in fields(DiffusionConfig)}
+    return {k: v for k, v in stored.items() if k in names}

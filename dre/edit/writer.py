@@ -1,0 +1,142 @@
+"""Assemble an edit folder from an engine result (see :mod:`dre.edit.outputs` for the file formats).
+
+Layout of ``results/edits/<edit>/``::
+
+    <source_stem>_<mode>.png      one edited image per source × mode
+    grid.png                      rows = sources; columns = source, target, each mode (+ rendered buffers)
+    buffers/<source_stem>_<mode>.npz   the edited buffers the model was conditioned on (float16)
+    buffers/<source_stem>_source.npz   the source's own buffers
+    edit.parquet                  one row per edited image (source, target, mode, seed, model, extractors, file)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dre.edit import outputs
+from dre.utils.atomic import atomic_dir
+
+if TYPE_CHECKING:
+    from dre.edit.engine import EditPlan
+    from dre.edit.inputs import Face
+    from dre.edit.run import EditConfig
+    from dre.face3d.codes import Buffers
+
+SCHEMA = 1
+
+
+@dataclass
+class EditResult:
+    cfg: "EditConfig"
+    plan: "EditPlan"
+    faces: list["Face"]
+    target: "Face"
+    images: np.ndarray  # (N·M, 3, H, W) in [-1, 1], source-major
+    source_images: np.ndarray  # (N, 3, H, W) in [-1, 1]
+    target_image: np.ndarray  # (3, H, W) in [-1, 1]
+    source_buffers: "Buffers"
+    edit_buffers: "Buffers"
+    noise_seeds: list[int | None]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _buffer_arrays(buf: "Buffers", k: int) -> dict[str, np.ndarray]:
+    import torch
+
+    return {
+        name: getattr(buf, name)[k].detach().to("cpu", torch.float16).numpy()
+        for name in ("rendered", "normal", "albedo", "alpha")
+    }
+
+
+def _rendered_preview(buf: "Buffers", k: int) -> np.ndarray:
+    return outputs.unit_to_uint8(buf.rendered[k].detach().float().cpu().numpy())
+
+
+def write_edit_folder(out: Path, res: EditResult) -> None:
+    """Write the whole folder into a temporary sibling and swap it in only when complete."""
+    cfg, plan = res.cfg, res.plan
+    n, m = plan.n_sources, len(plan.modes)
+    edited_u8 = outputs.to_uint8(res.images)
+    sources_u8 = outputs.to_uint8(res.source_images)
+    target_u8 = outputs.to_uint8(res.target_image)
+    edited_cols = plan.edited.to_columns()
+    synthetic = bool(res.meta.get("synthetic"))
+    with atomic_dir(out) as tmp:
+        (tmp / outputs.BUFFER_DIR).mkdir()
+        rows = []
+        for k in range(plan.n_jobs):
+            i, j = plan.job(k)
+            stem, mode = plan.stems[i], plan.modes[j].name
+            name = f"{stem}_{mode}.png"
+            outputs.save_png(tmp / name, edited_u8[k])
+            buf_name = f"{outputs.BUFFER_DIR}/{stem}_{mode}.npz"
+            outputs.write_npz(tmp / buf_name, _buffer_arrays(res.edit_buffers, k))
+            row = {
+                "source": str(res.faces[i].path),
+                "source_stem": stem,
+                "target": str(res.target.path),
+                "mode": mode,
+                "seed": int(cfg.seed),
+                "noise_seed": res.noise_seeds[i],
+                "init": cfg.init,
+                "steps": int(cfg.steps),
+                "eta": float(cfg.eta),
+                "model": str(cfg.model),
+                "source_extractor": cfg.source_extractor,
+                "target_extractor": cfg.target_extractor,
+                "mean_shape": bool(res.meta.get("mean_shape")),
+                "file": name,
+                "buffers": buf_name,
+                "synthetic": synthetic,
+            }
+            for code, values in edited_cols.items():
+                row[code] = values[k].tolist()
+            rows.append(row)
+        for i, stem in enumerate(plan.stems):
+            outputs.write_npz(tmp / outputs.BUFFER_DIR / f"{stem}_source.npz", _buffer_arrays(res.source_buffers, i))
+
+        cell = int(res.images.shape[-1])
+        labels = ["source", "target"] + [md.name for md in plan.modes]
+        if cfg.save_buffers:
+            labels += ["source render"] + [f"{md.name} render" for md in plan.modes]
+        grid_rows = []
+        for i in range(n):
+            row_cells = [sources_u8[i], target_u8] + [edited_u8[i * m + j] for j in range(m)]
+            if cfg.save_buffers:
+                row_cells += [_rendered_preview(res.source_buffers, i)]
+                row_cells += [_rendered_preview(res.edit_buffers, i * m + j) for j in range(m)]
+            grid_rows.append(row_cells)
+        banner = "SYNTHETIC ASSETS - not a real face reconstruction" if synthetic else ""
+        grid = outputs.make_grid(grid_rows, labels, plan.stems, cell=max(cell, 96), banner=banner)
+        outputs.save_png(tmp / outputs.GRID_NAME, grid)
+
+        meta = {
+            "schema": SCHEMA,
+            "modes": [md.name for md in plan.modes],
+            "sources": [str(f.path) for f in res.faces],
+            "target": str(res.target.path),
+            "seed": int(cfg.seed),
+            "init": cfg.init,
+            "steps": int(cfg.steps),
+            "eta": float(cfg.eta),
+            "model": str(cfg.model),
+            "source_extractor": cfg.source_extractor,
+            "target_extractor": cfg.target_extractor,
+            **{k: v for k, v in res.meta.items() if _jsonable(v)},
+        }
+        outputs.write_table(tmp / outputs.TABLE_NAME, rows, meta)
+
+
+def _jsonable(v: Any) -> bool:
+    import json
+
+    try:
+        json.dumps(v)
+    except (TypeError, ValueError):
+        return False
+    return True
