@@ -200,7 +200,7 @@ def main() -> None:
             print(f"{w:<9}{ro[0]:>16.1f}{ru[0]:>16.1f}{ru[0] / ro[0]:>8.2f}{ro[1]:>13.2f}{ru[1]:>13.2f}")
 
         print("\n## pack (render + encode + write) with FaceModel on CPU, synthetic assets")
-        fm = pack_with_face_model(root, min(n, 32), size)
+        fm = pack_with_face_model(root, min(n, 16), size)
         if fm is None:
             print("FaceModel / dre.synth not available in this checkout: render throughput not measured")
         else:

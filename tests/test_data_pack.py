@@ -156,9 +156,12 @@ def face_model_and_assets(request):
 
 
 def _fp16_close(stored: np.ndarray, ref: np.ndarray) -> None:
+    """Stored fp16 within half an fp16 ulp of a fresh fp32 render, plus the fp32 render's own run-to-run
+    wobble (a different batch composition or thread count changes the last fp32 bits)."""
     err = np.abs(stored.astype(np.float32) - ref)
-    bound = np.maximum(np.abs(ref) * 2.0**-11, 2.0**-25)
+    bound = np.maximum(np.abs(ref) * 2.0**-11, 2.0**-25) + 1e-5 * np.abs(ref) + 1e-6
     assert (err <= bound).all(), f"max error/bound {float((err / bound).max()):.3f}"
+    assert err.max() <= 2.0**-11 * max(1.0, float(np.abs(ref).max())) + 1e-5
 
 
 def test_pack_cli_renders_with_face_model(tmp_path, face_model_and_assets, dre_cmd, cli_env):
