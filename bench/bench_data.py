@@ -132,8 +132,8 @@ def bytes_per_sample(path: Path, n: int) -> float:
     return (path / "data.mdb").stat().st_size / n
 
 
-def pack_with_face_model(root: Path, n: int, size: int) -> tuple[float, float] | None:
-    """(render+pack images/s, mean coverage of the rendered buffers) with synthetic FLAME, or None."""
+def pack_with_face_model(root: Path, n: int, size: int) -> tuple[float, float, float, float] | None:
+    """With synthetic FLAME renders: (pack images/s, mean box coverage, bytes/sample original, ours), or None."""
     try:
         from dre.data.pack import PackConfig, pack_album
         from dre.face3d.model import FaceModel
@@ -155,7 +155,10 @@ def pack_with_face_model(root: Path, n: int, size: int) -> tuple[float, float] |
 
     album = LmdbAlbum(cfg.out)
     cover = np.mean([np.prod(np.diff(np.reshape(album.buffers_box(i)[0], (2, 2)), axis=1)) / size**2 for i in range(n)])
-    return res.count / res.seconds, float(cover)
+    # the same images and renders in the original layout (fp32 pickles), for a like-for-like size
+    write_legacy_lmdb(root / "fm_orig.lmdb", [album.image_png(i) for i in range(n)],
+                      [album.buffers(i).astype(np.float32) for i in range(n)])  # fmt: skip
+    return res.count / res.seconds, float(cover), bytes_per_sample(root / "fm_orig.lmdb", n), bytes_per_sample(cfg.out, n)
 
 
 def main() -> None:
@@ -205,6 +208,8 @@ def main() -> None:
             print("FaceModel / dre.synth not available in this checkout: render throughput not measured")
         else:
             print(f"{fm[0]:.1f} images/s; rendered buffers' box covers {fm[1]:.2f} of the frame on average")
+            print(f"bytes/sample with these renders: original {fm[2] / 2**20:.3f} MiB, ours {fm[3] / 2**20:.3f} MiB, "
+                  f"ours/orig {fm[3] / fm[2]:.3f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
