@@ -63,6 +63,8 @@ class Project:
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
         env["XDG_CACHE_HOME"] = str(self.root / ".cache")
+        # Jobs run `python -m dre`: this interpreter's folder first on PATH, as an activated venv has it.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
     def snakemake(self, *args: str, timeout: float = 900, base_env: dict[str, str] | None = None,

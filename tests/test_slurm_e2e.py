@@ -45,6 +45,9 @@ def run_snakemake_slurm(cluster: LocalSlurm, workdir: Path, args: list[str], tim
     """
     env = dict(cluster.env)
     env["XDG_CACHE_HOME"] = str(workdir / ".cache")
+    # Jobs run `python -m dre` (and the jobstep `python -m snakemake`): this interpreter first on PATH,
+    # after the srun wrapper, as an activated venv would have it.
+    env["PATH"] = os.pathsep.join([str(cluster.bin), str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [
         "timeout", "-k", "5", str(timeout),
