@@ -214,5 +214,7 @@ def _diffusion_fields(meta: dict) -> dict:
     from dre.diffusion import DiffusionConfig
 
     stored = meta.get("diffusion_config") or {}
+    if hasattr(stored, "to_dict"):  # load_model_file returns a DiffusionConfig
+        stored = stored.to_dict()
     names = {f.name for f in fields(DiffusionConfig)}
     return {k: v for k, v in stored.items() if k in names}

@@ -150,8 +150,10 @@ class AttentionBlock(nn.Module):
         q, k, v = qkv.view(b, t, heads, 3, ch).permute(3, 0, 2, 1, 4).unbind(0)  # (B, heads, T, ch)
         a = F.scaled_dot_product_attention(q, k, v)
         a = a.transpose(1, 2).reshape(b, t, c)
-        out = F.linear(a, self.proj_out.weight.squeeze(-1), self.proj_out.bias)
-        return x + out.view(b, hh, ww, c).permute(0, 3, 1, 2)
+        out = F.linear(a, self.proj_out.weight.squeeze(-1), self.proj_out.bias).view(b, hh, ww, c).permute(0, 3, 1, 2)
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous()  # keep NCHW activations NCHW (mixed layouts send convs to slow kernels)
+        return x + out
 
     def _forward_original(self, x: Tensor) -> Tensor:
         b, c, hh, ww = x.shape
