@@ -93,6 +93,10 @@ def main() -> None:
     print(f"{'photo':<13} {'case':<18} {'NME68 %':>8} {'NME eyes+mouth %':>17} {'quad err % side':>16} {'quad err px@256':>16}")
     for r in rows:
         print(f"{r[0]:<13} {r[1]:<18} {r[2]:8.2f} {r[3]:17.2f} {r[4]:16.2f} {r[5]:16.2f}")
+    for photo in dict.fromkeys(r[0] for r in rows):
+        a = np.array([r[2:] for r in rows if r[0] == photo], dtype=float)
+        stats = " ".join(f"{np.nanmean(a[:, i]):6.2f}/{np.nanmax(a[:, i]):<6.2f}" for i in range(4))
+        print(f"{photo:<13} {'mean/max':<18} {stats}")
     a = np.array([r[2:] for r in rows], dtype=float)
     print(f"{'mean':<13} {'':<18} {np.nanmean(a[:, 0]):8.2f} {np.nanmean(a[:, 1]):17.2f} {np.nanmean(a[:, 2]):16.2f} {np.nanmean(a[:, 3]):16.2f}")
     print(f"{'max':<13} {'':<18} {np.nanmax(a[:, 0]):8.2f} {np.nanmax(a[:, 1]):17.2f} {np.nanmax(a[:, 2]):16.2f} {np.nanmax(a[:, 3]):16.2f}")
