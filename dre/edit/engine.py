@@ -156,15 +156,22 @@ def encode_latents(model, images: "torch.Tensor", batch_size: int) -> "torch.Ten
 ModelFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
-def _model_fn(model, cond: "torch.Tensor", latent: "torch.Tensor") -> ModelFn:
-    def fn(x_t: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
-        return model(x_t, t, cond, latent=latent)
+def _model_fn(model, cond: "torch.Tensor", latent: "torch.Tensor", precision: str) -> ModelFn:
+    from dre.model import eps_fn
 
-    return fn
+    return eps_fn(model, cond, latent, precision)
 
 
 def invert_sources(
-    model, diffusion, x0: "torch.Tensor", cond: "torch.Tensor", latent: "torch.Tensor", steps: int, batch_size: int
+    model,
+    diffusion,
+    x0: "torch.Tensor",
+    cond: "torch.Tensor",
+    latent: "torch.Tensor",
+    *,
+    steps: int,
+    batch_size: int,
+    precision: str = "fp32",
 ) -> "torch.Tensor":
     """x_T of each source by DDIM inversion under its own (unedited) buffers and latent."""
     import torch
@@ -175,7 +182,7 @@ def invert_sources(
     with torch.inference_mode():
         for a in range(0, x0.shape[0], batch_size):
             s = slice(a, a + batch_size)
-            parts.append(ddim_invert(diffusion, _model_fn(model, cond[s], latent[s]), x0[s], respacing=f"ddim{steps}"))
+            parts.append(ddim_invert(diffusion, _model_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
     return torch.cat(parts)
 
 
@@ -190,6 +197,7 @@ def sample_jobs(
     eta: float,
     batch_size: int,
     seed: int,
+    precision: str = "fp32",
 ) -> "torch.Tensor":
     """DDIM samples (B, 3, H, W) in [-1, 1] for every job, in chunks.
 
@@ -211,7 +219,7 @@ def sample_jobs(
             out.append(
                 ddim_sample(
                     diffusion,
-                    _model_fn(model, cond[s], latent[s]),
+                    _model_fn(model, cond[s], latent[s], precision),
                     x_T[s],
                     respacing=f"ddim{steps}",
                     eta=eta,
