@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from pathlib import Path
+from typing import Iterator
 
-from dre.errors import NotImplementedYet
+from dre.errors import DreError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,5 +35,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (what Snakemake and SLURM send) into KeyboardInterrupt so the atomic build cleans up."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedYet("pack", 5)
+    from dre.data.pack import PackConfig, import_legacy, pack_album
+
+    def opt(v: str | None) -> Path | None:
+        return None if v is None else Path(v)
+
+    cfg = PackConfig(
+        out=Path(args.out), images=opt(args.images), codes=opt(args.codes), assets=opt(args.assets),
+        manifest=opt(args.manifest), mean_shape=args.mean_shape, size=args.size, batch_size=args.batch_size,
+        device=args.device, import_legacy=opt(args.import_legacy),
+    )  # fmt: skip
+    with _terminate_as_interrupt():
+        if cfg.import_legacy is not None:
+            if cfg.codes is not None or cfg.images is not None or cfg.mean_shape:
+                raise DreError("--import-legacy converts an existing LMDB; do not combine it with --images/--codes/--mean-shape")
+            result = import_legacy(cfg)
+        else:
+            if cfg.codes is None:
+                raise DreError("dre pack needs --codes codes.parquet (and --images, --assets), or --import-legacy OLD.lmdb")
+            result = pack_album(cfg)
+    print(f"dre pack: wrote {result.out} ({result.count} samples, {result.skipped} skipped) and {result.manifest}")
+    return 0

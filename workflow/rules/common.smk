@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from snakemake.utils import validate
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
@@ -57,6 +59,8 @@ def load_sheet(sheet_path, schema_path, key):
     missing = [c for c in schema.get("required", []) if c not in table.columns]
     if missing:
         raise _sheet_error(sheet_path, 1, missing[0], f"required column '{missing[0]}' is missing (header row)")
+    # jsonschema directly (snakemake.utils.validate checks the config): its error carries the column.
+    row_validator = Draft202012Validator(schema)
     rows = []
     for i, record in enumerate(table.to_dict("records")):
         line = i + 2  # header is line 1
@@ -66,17 +70,13 @@ def load_sheet(sheet_path, schema_path, key):
             if val.strip() == "" and col not in schema.get("required", []):
                 continue
             row[col] = _coerce(val, kind)
-        try:
-            validate(row, schema=str(schema_path))
-        except WorkflowError as exc:
-            cause = exc.__cause__ or exc
-            column = None
-            path = list(getattr(cause, "path", []) or [])
-            if path:
-                column = path[0]
-            elif getattr(cause, "validator", None) == "required":
-                column = str(cause.message).split("'")[1] if "'" in str(cause.message) else None
-            raise _sheet_error(sheet_path, line, column, getattr(cause, "message", str(exc))) from None
+        error = best_match(row_validator.iter_errors(row))
+        if error is not None:
+            path = list(error.absolute_path)
+            column = str(path[0]) if path else None
+            if column is None and error.validator == "required":
+                column = str(error.message).split("'")[1]
+            raise _sheet_error(sheet_path, line, column, error.message)
         row["_line"] = line
         rows.append(row)
     seen = {}

@@ -1,0 +1,346 @@
+"""``dre pack`` engine: codes.parquet + aligned images → rendered buffers → versioned LMDB + manifest.
+
+Rendering is batched on the chosen device; image reading/encoding for the next batch overlaps with the
+current batch's rendering in a small thread pool (PNG codecs release the GIL). Each batch is one LMDB
+write transaction. The whole store is built in a temporary folder and renamed on success
+(:func:`dre.data.store.build_lmdb`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from dre.data import schema
+from dre.data.manifest import ManifestRows, write_manifest
+from dre.data.store import build_lmdb
+from dre.errors import DreError
+from dre.face3d.codes import CODE_DIMS, CODE_ORDER
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from dre.face3d.codes import Buffers, FlameCodes
+
+log = logging.getLogger(__name__)
+
+MEAN_SHAPE_FILE = "mean_shape.npy"
+
+
+class Renderer(Protocol):
+    """What pack needs from :class:`dre.face3d.model.FaceModel`."""
+
+    synthetic: bool
+    checksums: dict[str, str]
+
+    def render(self, codes: "FlameCodes", tform: "torch.Tensor", image_size: int = 256,
+               center: "torch.Tensor | None" = None) -> "Buffers": ...  # fmt: skip
+
+
+@dataclass
+class PackConfig:
+    """Every ``dre pack`` flag (see dre/commands/pack.py)."""
+
+    out: Path
+    images: Path | None = None
+    codes: Path | None = None
+    assets: Path | None = None
+    manifest: Path | None = None
+    mean_shape: bool = False
+    size: int = 256
+    batch_size: int = 32
+    device: str = "auto"
+    import_legacy: Path | None = None
+
+    def manifest_path(self) -> Path:
+        if self.manifest is not None:
+            return Path(self.manifest)
+        out = Path(self.out)
+        stem = out.name[: -len(".lmdb")] if out.name.endswith(".lmdb") else out.name
+        return out.with_name(stem + ".parquet")
+
+
+@dataclass
+class PackResult:
+    out: Path
+    manifest: Path
+    count: int
+    skipped: int
+    seconds: float
+    synthetic: bool
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def read_codes_table(path: Path) -> tuple["pd.DataFrame", dict[str, Any]]:
+    """The codes table and its ``dre`` metadata, with the columns pack needs checked up front."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise DreError(f"--codes {path}: file not found (run `dre extract` first)")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for non-Parquet input
+        raise DreError(f"--codes {path}: not a readable Parquet file ({exc})") from None
+    md = table.schema.metadata or {}
+    try:
+        meta = json.loads(md.get(b"dre", b"{}"))
+    except json.JSONDecodeError:
+        raise DreError(f"--codes {path}: the 'dre' Parquet metadata is not JSON") from None
+    df = table.to_pandas()
+    need = ["image", "status", *CODE_ORDER, "tform"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DreError(f"--codes {path}: missing column(s) {', '.join(missing)} (expected `dre extract` output)")
+    return df, meta
+
+
+def _resolve_image(images: Path | None, name: str, row: int, codes_path: Path) -> Path:
+    p = Path(name)
+    candidates = ([images / p.name] if images is not None else []) + [p]
+    if images is not None and not p.is_absolute():
+        candidates.append(images / p)
+    for c in candidates:
+        if c.is_file():
+            return c
+    where = f" in --images {images}" if images is not None else ""
+    raise DreError(f"--codes {codes_path}, row {row}: image {name!r} not found{where}")
+
+
+def _load_image(path: Path, size: int) -> tuple[bytes, float]:
+    """PNG bytes of the image at ``size``² and the pixel scale applied (1.0 when stored as-is).
+
+    An RGB PNG of the right size is stored byte for byte (no re-encode, exact). Anything else is
+    converted to RGB and, if needed, resized by PIL (which rounds to uint8, never truncates).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            im.load()
+            w, h = im.size
+            if w != h:
+                raise DreError(f"{path}: aligned images must be square, this one is {w}x{h}")
+            if fmt == "PNG" and im.mode == "RGB" and w == size:
+                return path.read_bytes(), 1.0
+            rgb = im.convert("RGB")
+            if w != size:
+                rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DreError(f"{path}: cannot read the image ({exc})") from None
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue(), size / w
+
+
+def _flat_codes(codes: "FlameCodes") -> np.ndarray:
+    return codes.flat().detach().to("cpu").float().numpy()
+
+
+# ------------------------------------------------------------------ packing from codes
+
+
+def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
+    """Render every ``ok`` row of the codes table and write the LMDB + manifest (atomically)."""
+    import torch
+
+    from dre.face3d.codes import FlameCodes
+    from dre.utils.device import resolve_device
+    from dre.utils.synthetic import warn_synthetic
+
+    t0 = time.perf_counter()
+    if cfg.codes is None:
+        raise DreError("dre pack needs --codes (or --import-legacy OLD.lmdb)")
+    if cfg.size <= 0 or cfg.batch_size <= 0:
+        raise DreError("--size and --batch-size must be positive")
+    codes_path = Path(cfg.codes)
+    df, codes_meta = read_codes_table(codes_path)
+    ok = df[df["status"] == "ok"]
+    skipped = len(df) - len(ok)
+    if skipped:
+        log.warning("%s: skipping %d row(s) whose status is not 'ok'", codes_path, skipped)
+    if len(ok) == 0:
+        raise DreError(f"--codes {codes_path}: no row has status 'ok'; nothing to pack")
+    rows = [int(r) + 2 for r in np.flatnonzero((df["status"] == "ok").to_numpy())]  # file-style row numbers
+    paths = [_resolve_image(cfg.images, str(name), row, codes_path) for name, row in zip(ok["image"], rows)]
+    try:
+        all_codes, all_tform = FlameCodes.from_frame(ok)
+    except ValueError as exc:
+        raise DreError(f"--codes {codes_path}: {exc}") from None
+
+    mean_shape: np.ndarray | None = None
+    if cfg.mean_shape:
+        mean_shape = all_codes.shape.double().mean(dim=0).float().numpy()
+        log.info("mean shape over %d images (norm %.4f)", len(ok), float(np.linalg.norm(mean_shape)))
+
+    device = resolve_device(cfg.device)
+    if face_model is None:
+        if cfg.assets is None:
+            raise DreError("dre pack needs --assets (FLAME, texture space, head template) to render buffers")
+        from dre.face3d.model import FaceModel
+
+        face_model = FaceModel.from_assets(cfg.assets, device)
+    extract_assets = dict(codes_meta.get("assets") or {})
+    for name, digest in face_model.checksums.items():
+        if name in extract_assets and extract_assets[name] != digest:
+            log.warning("%s differs from the file the codes were extracted with (checksum mismatch)", name)
+    synthetic = bool(face_model.synthetic or codes_meta.get("synthetic", False))
+    if synthetic:
+        warn_synthetic("pack")
+
+    n = len(ok)
+    manifest_rows = ManifestRows()
+    flat_all = all_codes.flat().numpy()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    try:
+        with build_lmdb(cfg.out) as builder:
+            starts = list(range(0, n, cfg.batch_size))
+            pending = pool.map(lambda p: _load_image(p, cfg.size), paths[starts[0] : starts[0] + cfg.batch_size])
+            for bi, start in enumerate(starts):
+                stop = min(start + cfg.batch_size, n)
+                loaded = list(pending)
+                if bi + 1 < len(starts):  # read the next batch while this one renders
+                    nxt = starts[bi + 1]
+                    pending = pool.map(lambda p: _load_image(p, cfg.size), paths[nxt : nxt + cfg.batch_size])
+                scale = torch.tensor([s for _, s in loaded], dtype=torch.float32)
+                tform = all_tform[start:stop].clone()
+                tform[:, :, :2] /= scale[:, None, None]  # aligned px were rescaled by `scale`
+                codes = all_codes.index(slice(start, stop))
+                if mean_shape is not None:
+                    codes.shape = torch.from_numpy(mean_shape)[None].expand(stop - start, -1).clone()
+                with torch.no_grad():
+                    bufs = face_model.render(codes.to(device), tform.to(device), image_size=cfg.size)
+                    cond = bufs.condition().to(torch.float16).cpu().numpy()
+                if cond.shape != (stop - start, 9, cfg.size, cfg.size):
+                    raise RuntimeError(f"renderer returned {cond.shape}, expected {(stop - start, 9, cfg.size, cfg.size)}")
+                records = []
+                for k in range(stop - start):
+                    i = start + k
+                    where = f"{paths[i]} (sample {i})"
+                    rec = schema.encode_buffers(cond[k], where)
+                    box = schema.decode_buffer_box(rec, where)[0]
+                    records += [
+                        (schema.sample_key(i, "image"), loaded[k][0]),
+                        (schema.sample_key(i, "buffers"), rec),
+                        (schema.sample_key(i, "codes"), schema.encode_codes(flat_all[i], tform[k].numpy())),
+                        (schema.sample_key(i, "source"), paths[i].name.encode("utf-8")),
+                    ]
+                    parts = dict(zip(CODE_ORDER, np.split(flat_all[i], np.cumsum([CODE_DIMS[c] for c in CODE_ORDER])[:-1])))
+                    parts["tform"] = tform[k].numpy()
+                    manifest_rows.add(i, str(paths[i]), paths[i].stem, box, parts)
+                builder.put(records)
+                done = stop
+                if bi % 10 == 0 or done == n:
+                    dt = time.perf_counter() - t0
+                    log.info("packed %d/%d images (%.1f images/s)", done, n, done / max(dt, 1e-9))
+            meta = schema.make_meta(
+                count=n,
+                image_size=cfg.size,
+                extractor=str(codes_meta.get("extractor") or (ok["extractor"].iloc[0] if "extractor" in ok else "unknown")),
+                assets=dict(face_model.checksums),
+                synthetic=synthetic,
+                source_hash=sha256_file(codes_path),
+                mean_shape=None if mean_shape is None else mean_shape.tolist(),
+                has_codes=True,
+                extra={"extract_assets": extract_assets, "skipped": skipped, "source": str(codes_path)},
+            )
+            if mean_shape is not None:
+                np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
+            builder.write_meta(meta)
+            write_manifest(cfg.manifest_path(), manifest_rows, meta)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    dt = time.perf_counter() - t0
+    log.info("wrote %s: %d samples in %.1f s (%.1f images/s)", cfg.out, n, dt, n / max(dt, 1e-9))
+    return PackResult(Path(cfg.out), cfg.manifest_path(), n, skipped, dt, synthetic)
+
+
+# ------------------------------------------------------------------ legacy import
+
+
+def import_legacy(cfg: PackConfig) -> PackResult:
+    """Convert an original DiffusionRig LMDB (safely unpickled) into a dre LMDB + manifest."""
+    from PIL import Image
+
+    from dre.data.legacy import LegacyLmdb
+
+    t0 = time.perf_counter()
+    assert cfg.import_legacy is not None
+    old = LegacyLmdb(cfg.import_legacy)
+    manifest_rows = ManifestRows()
+    image_size: int | None = None
+    try:
+        mean_shape = old.mean_shape()
+        with build_lmdb(cfg.out) as builder:
+            batch: list[tuple[bytes, bytes]] = []
+            for i in range(old.length):
+                png, cond = old.sample(i)
+                where = f"{old.path} sample {i}"
+                try:
+                    with Image.open(io.BytesIO(png)) as im:
+                        im.load()
+                        if im.format != "PNG" or im.mode != "RGB":
+                            buf = io.BytesIO()
+                            im.convert("RGB").save(buf, format="PNG")
+                            png = buf.getvalue()
+                        w, h = im.size
+                except (OSError, ValueError) as exc:
+                    raise DreError(f"{where}: image_{i:06d} is not a readable image ({exc})") from None
+                if w != h or cond.shape[1:] != (h, w):
+                    raise DreError(f"{where}: image {w}x{h} and buffers {cond.shape[1:]} do not match")
+                if image_size is None:
+                    image_size = w
+                elif w != image_size:
+                    raise DreError(f"{where}: image size {w} differs from sample 0's {image_size}")
+                rec = schema.encode_buffers(cond, where)
+                batch += [
+                    (schema.sample_key(i, "image"), png),
+                    (schema.sample_key(i, "buffers"), rec),
+                    (schema.sample_key(i, "source"), f"image_{i:06d}".encode()),
+                ]
+                manifest_rows.add(i, f"{old.path}#image_{i:06d}", f"image_{i:06d}", schema.decode_buffer_box(rec, where)[0], None)
+                if len(batch) >= 4 * 64:
+                    builder.put(batch)
+                    batch = []
+            builder.put(batch)
+            meta = schema.make_meta(
+                count=old.length,
+                image_size=image_size or 0,
+                extractor="deca",
+                assets={},
+                synthetic=False,
+                source_hash=None,
+                mean_shape=None if mean_shape is None else mean_shape.tolist(),
+                has_codes=False,
+                extra={"legacy": {"path": str(old.path), "length": old.length}, "skipped": 0, "source": str(old.path)},
+            )
+            if mean_shape is not None:
+                np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
+            builder.write_meta(meta)
+            write_manifest(cfg.manifest_path(), manifest_rows, meta)
+    finally:
+        old.close()
+    dt = time.perf_counter() - t0
+    log.info("imported %s → %s: %d samples in %.1f s", old.path, cfg.out, old.length, dt)
+    return PackResult(Path(cfg.out), cfg.manifest_path(), old.length, 0, dt, False)

@@ -1,0 +1,116 @@
+"""Shared builders for the tests/test_data_*.py modules: face-like buffers, indexed images, codes tables."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dre.data import schema
+from dre.data.store import build_lmdb
+from dre.face3d.codes import CODE_DIMS, CODE_ORDER
+
+
+def face_like_cond(size: int, seed: int) -> np.ndarray:
+    """(9,S,S) float32 buffers shaped like a render: an ellipse of plausible values, exactly 0 outside."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cy, cx = size * rng.uniform(0.4, 0.6), size * rng.uniform(0.4, 0.6)
+    ry, rx = size * rng.uniform(0.25, 0.35), size * rng.uniform(0.2, 0.3)
+    inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
+    nx, ny = (xx - cx) / (1.2 * rx), -(yy - cy) / (1.2 * ry)
+    nz = np.sqrt(np.clip(1 - nx**2 - ny**2, 0, 1))
+    albedo = np.stack([0.6 + 0.3 * np.sin(xx / 7 + k) for k in range(3)]) * rng.uniform(0.8, 1.0)
+    shade = 0.2 + 0.9 * nz + 0.3 * nx  # can exceed 1 and go negative, like the unclamped render
+    rendered = albedo * shade
+    cond = np.concatenate([rendered, np.stack([nx, ny, nz]), albedo]).astype(np.float32)
+    return cond * inside[None]
+
+
+def index_image(i: int, size: int, seed: int = 0) -> np.ndarray:
+    """An RGB image whose first two pixels encode ``i`` (so a loaded sample names itself)."""
+    rng = np.random.default_rng(seed * 100003 + i)
+    img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    img[0, 0] = (i % 256, (i // 256) % 256, 7)
+    img[0, 1] = (0, 255, 128)
+    return img
+
+
+def image_index(image_t) -> int:
+    """Inverse of :func:`index_image` for a (3,H,W) tensor in [-1,1]."""
+    px = ((image_t[:, 0, 0] + 1) * 127.5).round().to(int).tolist()
+    return px[0] + 256 * px[1]
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def random_codes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n,236) codes and (n,3,3) similarity tforms with DECA-like magnitudes."""
+    rng = np.random.default_rng(seed)
+    flat = rng.normal(0, 0.5, (n, 236)).astype(np.float32)
+    tform = np.zeros((n, 3, 3), np.float32)
+    for k in range(n):
+        s, a = rng.uniform(0.9, 1.2), rng.uniform(-0.1, 0.1)
+        tform[k] = [[s * np.cos(a), -s * np.sin(a), rng.uniform(-20, 0)], [s * np.sin(a), s * np.cos(a), rng.uniform(-20, 0)], [0, 0, 1]]
+    return flat, tform
+
+
+def write_store(path: Path, images: list[np.ndarray], conds: list[np.ndarray], *, codes: np.ndarray | None = None,
+                tforms: np.ndarray | None = None, mean_shape: list[float] | None = None) -> dict:  # fmt: skip
+    """A dre LMDB written straight through the schema (no renderer), as pack writes it."""
+    size = images[0].shape[0]
+    meta = schema.make_meta(
+        count=len(images), image_size=size, extractor="deca", assets={"generic_model.pkl": "00"}, synthetic=True,
+        source_hash="ab" * 32, mean_shape=mean_shape, has_codes=codes is not None,
+    )  # fmt: skip
+    with build_lmdb(path) as b:
+        for i, (img, cond) in enumerate(zip(images, conds)):
+            recs = [
+                (schema.sample_key(i, "image"), png_bytes(img)),
+                (schema.sample_key(i, "buffers"), schema.encode_buffers(cond, f"sample {i}")),
+                (schema.sample_key(i, "source"), f"img_{i:03d}.png".encode()),
+            ]
+            if codes is not None:
+                recs.append((schema.sample_key(i, "codes"), schema.encode_codes(codes[i], tforms[i])))
+            b.put(recs)
+        b.write_meta(meta)
+    return meta
+
+
+def write_codes_table(path: Path, image_dir: Path, n: int, size: int, *, seed: int = 0, bad_rows: tuple[int, ...] = (),
+                      flat: np.ndarray | None = None, tform: np.ndarray | None = None,
+                      synthetic: bool = True) -> tuple[np.ndarray, np.ndarray, list[Path]]:  # fmt: skip
+    """Aligned PNGs + a codes.parquet in the `dre extract` contract (docs/ARCHITECTURE.md)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if flat is None or tform is None:
+        flat, tform = random_codes(n, seed)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = image_dir / f"face_{i:03d}.png"
+        Image.fromarray(index_image(i, size, seed)).save(p)
+        paths.append(p)
+    cols: dict[str, list] = {"image": [str(p) for p in paths], "stem": [p.stem for p in paths]}
+    cols["status"] = ["no_face" if i in bad_rows else "ok" for i in range(n)]
+    cols["message"] = ["" if i not in bad_rows else "no face found" for i in range(n)]
+    start = 0
+    for name in CODE_ORDER:
+        d = CODE_DIMS[name]
+        cols[name] = [None if i in bad_rows else flat[i, start : start + d].tolist() for i in range(n)]
+        start += d
+    cols["tform"] = [None if i in bad_rows else tform[i].reshape(-1).tolist() for i in range(n)]
+    cols["extractor"] = ["emoca"] * n
+    f32 = pa.list_(pa.float32())
+    table = pa.table({k: pa.array(v, f32 if k in (*CODE_ORDER, "tform") else pa.string()) for k, v in cols.items()})
+    md = {"schema": 1, "extractor": "emoca", "assets": {"generic_model.pkl": "11"}, "synthetic": synthetic, "image_size": size}
+    pq.write_table(table.replace_schema_metadata({"dre": json.dumps(md)}), path)
+    return flat, tform, paths

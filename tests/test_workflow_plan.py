@@ -1,0 +1,187 @@
+"""The Snakemake layer: lint, the full plan of the published edit, sheet rows as the only way to add work,
+and the promised messages for bad sheets. Nothing runs a rule here (dry runs only)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.workflow_layout import Layout, make_layout
+
+FULL_CHAIN = {
+    "align": 2,  # affectnet + obama (raw albums)
+    "index_aligned": 1,  # ffhq is already aligned
+    "align_target": 1,
+    "extract": 3,  # ffhq, affectnet, obama with DECA (the edit's source extractor)
+    "pack": 3,
+    "train_stage1": 1,
+    "train_stage2": 1,
+    "edit": 1,
+}
+
+
+@pytest.fixture()
+def layout(tmp_path: Path) -> Layout:
+    return make_layout(tmp_path)
+
+
+def planned_jobs(result) -> Counter:
+    """Parse the 'Job stats' table of a dry run into rule -> count."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    table = text.split("Job stats:", 1)[1]
+    counts: Counter = Counter()
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        if match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def test_lint_is_clean(layout: Layout) -> None:
+    result = layout.snakemake("--lint")
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert "Lints for" not in text, text
+    assert "Congratulations, your workflow is in a good condition!" in text
+
+
+def test_dry_run_plans_the_whole_published_chain(layout: Layout) -> None:
+    result = layout.snakemake("-n", "-p", "results/edits/obama12_exp")
+    assert planned_jobs(result) == Counter(FULL_CHAIN)
+    text = result.stdout
+    # the edit's extractors come from its sheet row, the stage-2 init from our stage-1 model
+    assert "--source-extractor deca --target-extractor emoca" in text
+    assert "--init results/models/stage1/ffhq_affectnet.deca/model.pt" in text
+    assert "--mean-shape results/lmdb/obama.deca.lmdb/mean_shape.npy" in text
+    # the published stage-1/2 hyper-parameters reach the CLI
+    assert "--lr 0.0001 --batch-size 32 --max-steps 50000" in text
+    assert "--lr 1e-05 --batch-size 4 --max-steps 5000" in text
+    assert "--latent-dim 64 --encoder resnet18" in text
+    assert "--steps 20" in text
+
+
+def test_official_stage1_checkpoint_skips_stage1_training(layout: Layout) -> None:
+    ckpt = layout.root / "official" / "model_300000.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"placeholder file: only its path is planned")
+    layout.replace_in("config/config.yaml", 'official_checkpoint: ""', f'official_checkpoint: "{ckpt}"')
+    jobs = planned_jobs(layout.snakemake("-n", "-p", "results/edits/obama12_exp"))
+    assert "train_stage1" not in jobs
+    # no prior album needs packing any more: only the personal album's chain and the edit remain
+    assert jobs == Counter({"align": 1, "align_target": 1, "extract": 1, "pack": 1, "train_stage2": 1, "edit": 1})
+
+
+def test_adding_rows_makes_a_new_edit_plannable(layout: Layout) -> None:
+    layout.add_album("data/alice")
+    (layout.root / "data" / "targets" / "smile.jpg").write_bytes(b"")
+    layout.append_row(
+        "albums.tsv", ["alice", "data/alice", "personal", "false", "true", "ffhq_affectnet", "mediapipe", "x"]
+    )
+    layout.append_row(
+        "edits.tsv",
+        ["alice_light", "alice", "data/targets/smile.jpg", "false", "light,exp+pose", "emoca", "emoca", "3",
+         "inversion", "y"],
+    )
+    result = layout.snakemake("-n", "-p", "results/edits/alice_light")
+    jobs = planned_jobs(result)
+    assert jobs["edit"] == 1 and jobs["train_stage2"] == 1 and jobs["train_stage1"] == 1
+    # EMOCA sources: the priors are extracted and packed with EMOCA for this chain
+    assert "results/models/stage2/alice.emoca/model.pt" in result.stdout
+    assert "results/lmdb/ffhq.emoca.lmdb" in result.stdout
+    assert "--backend mediapipe" in result.stdout
+    assert "--modes light,exp+pose" in result.stdout and "--init inversion --seed 3" in result.stdout
+
+
+BAD_ROWS = [
+    # (sheet, row cells or None, config/sheet edit, expected fragments)
+    pytest.param(
+        "edits.tsv",
+        ["e2", "nobody", "data/targets/obama_12.png", "false", "exp", "deca", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'album'", "unknown album 'nobody'"],
+        id="unknown-album",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["e2", "obama", "data/targets/obama_12.png", "false", "smile", "deca", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'modes'", "'smile' does not match"],
+        id="bad-mode",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["e2", "obama", "data/targets/obama_12.png", "false", "exp", "flame", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'source_extractor'", "'flame' is not one of"],
+        id="bad-extractor",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["e2", "obama", "data/targets/missing.png", "false", "exp", "deca", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'target'", "does not exist"],
+        id="missing-target",
+    ),
+    pytest.param(
+        "albums.tsv",
+        ["bob", "data/bob", "personal", "false", "true", "ffhq_affectnet", "", ""],
+        ["config/albums.tsv, row 5, column 'path'", "album folder 'data/bob' does not exist"],
+        id="missing-folder",
+    ),
+    pytest.param(
+        "albums.tsv",
+        ["obama", "data/obama", "personal", "false", "true", "ffhq_affectnet", "", ""],
+        ["config/albums.tsv, row 5, column 'album'", "duplicate album 'obama' (first defined on row 4)"],
+        id="duplicate-album",
+    ),
+    pytest.param(
+        "albums.tsv",
+        ["carol", "data/obama", "personal", "maybe", "true", "ffhq_affectnet", "", ""],
+        ["config/albums.tsv, row 5, column 'aligned'", "'maybe' is not of type 'boolean'"],
+        id="bad-boolean",
+    ),
+    pytest.param(
+        "albums.tsv",
+        ["dave", "data/obama", "personal", "false", "true", "celebA", "", ""],
+        ["config/albums.tsv, row 5, column 'prior'", "unknown prior 'celebA'"],
+        id="unknown-prior",
+    ),
+    pytest.param(
+        "albums.tsv",
+        ["bad name", "data/obama", "prior", "false", "false", "", "", ""],
+        ["config/albums.tsv, row 5, column 'album'", "does not match"],
+        id="bad-name",
+    ),
+]
+
+
+@pytest.mark.parametrize("sheet, cells, fragments", BAD_ROWS)
+def test_bad_sheet_rows_stop_with_file_row_and_column(layout: Layout, sheet, cells, fragments) -> None:
+    layout.append_row(sheet, cells)
+    result = layout.snakemake("-n", "results/edits/obama12_exp")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+def test_bad_config_value_is_reported(layout: Layout) -> None:
+    layout.replace_in("config/config.yaml", "encoder: resnet18", "encoder: vgg16")
+    result = layout.snakemake("-n", "results/edits/obama12_exp")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "vgg16" in text and "encoder" in text, text
+
+
+def test_missing_required_column_is_reported(layout: Layout) -> None:
+    sheet = layout.sheet("albums.tsv")
+    lines = sheet.read_text().splitlines()
+    header = lines[0].split("\t")
+    drop = header.index("role")
+    sheet.write_text("\n".join("\t".join(c for j, c in enumerate(l.split("\t")) if j != drop) for l in lines) + "\n")
+    result = layout.snakemake("-n", "results/edits/obama12_exp")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config/albums.tsv, row 1, column 'role'" in text, text
