@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from dre.errors import NotImplementedYet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,4 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedYet("align", 3)
+    from dre.align.album import AlignConfig, align_album
+
+    cfg = AlignConfig(
+        input=args.input,
+        output=args.output,
+        size=args.size,
+        backend=args.backend,
+        multi_face=args.multi_face,
+        min_face=args.min_face,
+        already_aligned=args.already_aligned,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    report = align_album(cfg)
+    print(f"dre align: {report.summary()} -> {cfg.output}/align.parquet", flush=True)
+    return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from dre.errors import NotImplementedYet
+from dre.errors import DreError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Validate FLAME, texture space, template, landmark embedding, DECA and EMOCA files.",
     )
     c.add_argument("--assets", required=True, help="assets folder")
-    c.add_argument("--require", default="deca,emoca", help="comma list of what must be valid: deca, emoca")
+    c.add_argument("--require", default="deca,emoca", help="comma list of what must be valid: deca, emoca, fan")
     c.add_argument("--emoca-model", default="EMOCA_v2_lr_mse_20")
     c.set_defaults(func=run_check)
     s = asub.add_parser(
@@ -30,8 +32,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    raise NotImplementedYet("assets check", 4)
+    """Print the asset table; exit 1 when a required asset is missing or invalid."""
+    from dre.face3d.assets import check_assets, format_table
+    from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
+
+    root = Path(args.assets)
+    if not root.is_dir():
+        raise DreError(f"--assets {root}: no such folder (create it and put the files listed by this command there)")
+    if is_synthetic_assets(root):
+        warn_synthetic(str(root))
+    rows = check_assets(root, require=args.require.split(","), emoca_model=args.emoca_model)
+    print(format_table(rows))
+    bad = [r for r in rows if r.required and not r.ok]
+    if bad:
+        print(
+            f"\n{len(bad)} required asset(s) missing or invalid: {', '.join(r.name for r in bad)}. "
+            "Put the files named above into the assets folder (see 'where to get it').",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"\nall required assets present and valid ({args.require})", file=sys.stderr)
+    return 0
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    raise NotImplementedYet("assets synth", 4)
+    """Write the synthetic assets folder (replaced atomically)."""
+    from dre.synth import write_synthetic_assets
+    from dre.utils.synthetic import warn_synthetic
+
+    out = write_synthetic_assets(args.out, seed=args.seed)
+    warn_synthetic(f"written to {out}")
+    print(out)
+    return 0

@@ -90,6 +90,25 @@ def load_sheet(sheet_path, schema_path, key):
     return {row[key]: row for row in rows}
 
 
+def prepare_demo_inputs():
+    """`demo:` in the config: make the demo photos (album, prior, target) before the sheets are checked.
+
+    They must exist at parse time (the sheets' folders are checked and listed then); `prepare_demo` is
+    idempotent and leaves an existing, identical demo untouched, so file times and reruns stay stable.
+    """
+    demo = config.get("demo")
+    if not demo:
+        return
+    import sys
+
+    sys.path.insert(0, str(Path(workflow.basedir).resolve().parent))  # this checkout's dre
+    from dre.demo import prepare_demo
+
+    prepare_demo(demo["root"], n=demo.get("n", 12), n_prior=demo.get("n_prior", 24), seed=demo.get("seed", 0))
+
+
+prepare_demo_inputs()
+
 ALBUMS = load_sheet(config["albums"], SCHEMAS / "albums.schema.yaml", "album")
 EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
 PRIORS = config["stage1"]["priors"]
@@ -110,7 +129,10 @@ def _check_cross_references():
                     sheet, row["_line"], "prior",
                     f"unknown prior '{prior}' (config stage1.priors has: {', '.join(sorted(PRIORS))})",
                 )
+    used = {row.get("prior") for row in ALBUMS.values() if row["role"] == "personal"}
     for prior, spec in PRIORS.items():
+        if prior not in used:  # e.g. the default config's prior when a --configfile adds its own
+            continue
         weights = spec.get("weights", [])
         if weights and len(weights) != len(spec["albums"]):
             raise WorkflowError(
@@ -268,3 +290,8 @@ def train_runtime(stage):
 
 def final_edits():
     return [f"results/edits/{e}" for e in sorted(EDITS)]
+
+
+def demo_assets_input(wildcards):
+    """With `demo:` the synthetic assets folder is a rule output (rule demo_assets), so jobs wait for it."""
+    return config["assets"] if config.get("demo") else []

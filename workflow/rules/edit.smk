@@ -5,6 +5,7 @@ rule edit:
     """DDIM edits of every source photo of the album, one image per source x mode, plus a grid and a table."""
     input:
         unpack(edit_inputs),
+        assets=demo_assets_input,
     output:
         directory("results/edits/{edit}"),
     log:

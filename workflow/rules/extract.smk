@@ -4,6 +4,7 @@
 rule extract:
     """FLAME codes (shape, tex, exp, pose, cam, light) + DECA crop transform for every aligned image."""
     input:
+        assets=demo_assets_input,
         aligned="results/aligned/{album}",
     output:
         "results/codes/{album}.{extractor}.parquet",

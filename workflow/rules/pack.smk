@@ -4,6 +4,7 @@
 rule pack:
     """Render the physical buffers from the codes and pack everything into a versioned LMDB + manifest."""
     input:
+        assets=demo_assets_input,
         aligned="results/aligned/{album}",
         codes="results/codes/{album}.{extractor}.parquet",
     output:

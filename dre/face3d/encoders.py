@@ -1,0 +1,253 @@
+"""DECA's coarse encoder (``E_flame``) and EMOCA's expression encoder (``E_expression``).
+
+Both are the same network shape: a ResNet-50 trunk without its classifier (global average pool →
+2048 features) followed by ``Linear(2048, 1024) → ReLU → Linear(1024, n)``. The module names are
+chosen so that ``state_dict()`` keys are exactly those of the released checkpoints
+(``encoder.conv1.weight`` … ``encoder.layer4.2.bn3.*``, ``layers.0.*``, ``layers.2.*``): the official
+weights then load with ``strict=True`` and any mismatch is a user-visible error, not a silent skip (DECA's
+own ``copy_state_dict`` skips missing keys silently). The trunk has torchvision's / DECA's ResNet-50
+module tree (Bottleneck [3, 4, 6, 3], stride on the 3×3 conv, ``downsample.0/1``); its adaptive average
+pool equals DECA's ``AvgPool2d(7)`` at the 224² input both use.
+
+Input: (B, 3, 224, 224) RGB in [0, 1] with no mean/std normalisation (DECA's convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from dre.errors import DreError
+from dre.face3d.codes import CODE_DIMS, FlameCodes
+
+DECA_CODE_SIZE = sum(CODE_DIMS.values())  # 236
+"""Width of E_flame's output: shape 100 | tex 50 | exp 50 | pose 6 | cam 3 | light 27."""
+
+FEATURE_SIZE = 2048
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50 bottleneck (1×1 → 3×3 with the stride → 1×1, ×4 channels), torchvision/DECA names."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        out_ch = width * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet50Features(nn.Module):
+    """ResNet-50 trunk without the classifier: (B, 3, H, W) → (B, 2048) average-pooled features.
+
+    Written here rather than taken from torchvision so that importing the extractor does not import
+    torchvision (seconds per process); the test suite checks it against ``torchvision.models.resnet50``
+    key for key and output for output.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_ch = 64
+        for i, (width, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), 1):
+            layer = [Bottleneck(in_ch, width, stride)]
+            in_ch = width * Bottleneck.expansion
+            layer += [Bottleneck(in_ch, width) for _ in range(blocks - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*layer))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+class ResnetEncoder(nn.Module):
+    """ResNet-50 features + 2-layer MLP; key layout of DECA's ``ResnetEncoder``."""
+
+    def __init__(self, out_size: int) -> None:
+        super().__init__()
+        self.encoder = ResNet50Features()
+        self.layers = nn.Sequential(nn.Linear(FEATURE_SIZE, 1024), nn.ReLU(), nn.Linear(1024, out_size))
+        self.out_size = out_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.encoder(images))
+
+
+@lru_cache(maxsize=8)
+def expected_shapes(out_size: int) -> dict[str, tuple[int, ...]]:
+    """Key → shape of a ``ResnetEncoder(out_size)`` state dict (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = ResnetEncoder(out_size)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+OPTIONAL_KEY_SUFFIX = "num_batches_tracked"
+"""BatchNorm counters: unused at inference, absent from checkpoints saved by torch < 0.4.1."""
+
+
+def check_state_dict(state: Mapping[str, object], out_size: int, what: str) -> dict[str, torch.Tensor]:
+    """Strict key and shape check of an encoder state dict; returns it with float tensors.
+
+    Raises :class:`DreError` naming the file/section and the first offending keys. Only the BatchNorm
+    ``num_batches_tracked`` counters may be missing (they do not affect inference).
+    """
+    expect = expected_shapes(out_size)
+    missing = [k for k in expect if k not in state and not k.endswith(OPTIONAL_KEY_SUFFIX)]
+    unexpected = [k for k in state if k not in expect]
+    wrong = []
+    for k, shape in expect.items():
+        v = state.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, torch.Tensor):
+            wrong.append(f"{k}: not a tensor ({type(v).__name__})")
+        elif tuple(v.shape) != shape:
+            wrong.append(f"{k}: shape {tuple(v.shape)}, expected {shape}")
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} mismatched tensors ({'; '.join(wrong[:3])})")
+        raise DreError(
+            f"{what}: not a ResNet-50 encoder with {out_size} outputs in DECA's layout: " + ", ".join(parts)
+        )
+    return {k: v for k, v in state.items()}  # type: ignore[misc]
+
+
+def load_encoder(state: Mapping[str, torch.Tensor], out_size: int, what: str) -> ResnetEncoder:
+    """Build a ``ResnetEncoder`` and load ``state`` strictly (checked first for a readable message)."""
+    state = check_state_dict(state, out_size, what)
+    model = ResnetEncoder(out_size)
+    model.load_state_dict(state, strict=False)  # strictness enforced above (only BN counters may be absent)
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class EmocaFlags:
+    """What EMOCA's expression encoder predicts besides the 50 expression coefficients.
+
+    EMOCA (``ExpDECA``) appends 3 global-pose and/or 3 jaw-pose values after the expression
+    coefficients when ``exp_deca_global_pose`` / ``exp_deca_jaw_pose`` are set in its ``cfg.yaml``;
+    those then replace DECA's values. Order inside the extra block: global, then jaw.
+    """
+
+    n_exp: int = 50
+    global_pose: bool = False
+    jaw_pose: bool = False
+
+    @property
+    def out_size(self) -> int:
+        return self.n_exp + 3 * int(self.global_pose) + 3 * int(self.jaw_pose)
+
+
+def codes_from_outputs(
+    deca_out: torch.Tensor, exp_out: torch.Tensor | None = None, flags: EmocaFlags | None = None
+) -> FlameCodes:
+    """Turn E_flame's (B, 236) output (and EMOCA's E_expression output) into :class:`FlameCodes`.
+
+    DECA: split in DECA's parameter order. EMOCA: ``exp`` comes from E_expression; the global and/or
+    jaw pose too when the model's flags say so; everything else (shape, tex, cam, light and the
+    remaining pose) stays DECA's, as EMOCA's ``decompose_code`` does.
+    """
+    codes = FlameCodes.from_flat(deca_out)
+    if exp_out is None:
+        return codes
+    flags = flags or EmocaFlags()
+    if exp_out.ndim != 2 or exp_out.shape[1] != flags.out_size or exp_out.shape[0] != deca_out.shape[0]:
+        raise ValueError(f"E_expression output {tuple(exp_out.shape)} does not match {flags}")
+    n = flags.n_exp
+    extra = exp_out[:, n:]
+    pose = codes.pose
+    if flags.global_pose and flags.jaw_pose:
+        pose = extra
+    elif flags.global_pose:
+        pose = torch.cat([extra, pose[:, 3:]], dim=1)
+    elif flags.jaw_pose:
+        pose = torch.cat([pose[:, :3], extra], dim=1)
+    return FlameCodes(
+        shape=codes.shape, tex=codes.tex, exp=exp_out[:, :n], pose=pose, cam=codes.cam, light=codes.light
+    )
+
+
+class FaceEncoder(nn.Module):
+    """DECA (``E_flame`` only) or EMOCA (``E_flame`` + ``E_expression``): crops → :class:`FlameCodes`."""
+
+    def __init__(
+        self, e_flame: ResnetEncoder, e_expression: ResnetEncoder | None = None, flags: EmocaFlags | None = None
+    ) -> None:
+        super().__init__()
+        if e_flame.out_size != DECA_CODE_SIZE:
+            raise ValueError(f"E_flame must have {DECA_CODE_SIZE} outputs, has {e_flame.out_size}")
+        self.E_flame = e_flame
+        self.E_expression = e_expression
+        self.flags = flags if e_expression is not None else None
+        if e_expression is not None and e_expression.out_size != (flags or EmocaFlags()).out_size:
+            raise ValueError("E_expression output size does not match the EMOCA flags")
+
+    @property
+    def kind(self) -> str:
+        return "emoca" if self.E_expression is not None else "deca"
+
+    def forward(self, crops: torch.Tensor) -> FlameCodes:
+        """crops: (B, 3, 224, 224) RGB in [0, 1]."""
+        if crops.ndim != 4 or crops.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) crops, got {tuple(crops.shape)}")
+        deca_out = self.E_flame(crops)
+        exp_out = self.E_expression(crops) if self.E_expression is not None else None
+        return codes_from_outputs(deca_out.float(), None if exp_out is None else exp_out.float(), self.flags)
+
+    encode = forward
+
+
+def build_deca_encoder(state: Mapping[str, torch.Tensor], what: str = "E_flame") -> FaceEncoder:
+    """DECA encoder from an ``E_flame`` state dict (see :func:`dre.face3d.assets.load_deca_checkpoint`)."""
+    return FaceEncoder(load_encoder(state, DECA_CODE_SIZE, what)).eval()
+
+
+def build_emoca_encoder(
+    e_flame: Mapping[str, torch.Tensor], e_expression: Mapping[str, torch.Tensor], flags: EmocaFlags, what: str
+) -> FaceEncoder:
+    """EMOCA encoder from the two state dicts of an EMOCA checkpoint (prefixes stripped)."""
+    ef = load_encoder(e_flame, DECA_CODE_SIZE, f"{what} (deca.E_flame)")
+    ee = load_encoder(e_expression, flags.out_size, f"{what} (deca.E_expression)")
+    return FaceEncoder(ef, ee, flags).eval()
+
+
+def load_face_encoder(assets_dir: str, kind: str, emoca_model: str = "EMOCA_v2_lr_mse_20") -> FaceEncoder:
+    """The ``deca`` or ``emoca`` encoder from an assets folder (CPU, eval mode; move it with ``.to``)."""
+    from dre.face3d import assets
+
+    if kind == "deca":
+        path = assets.deca_path(assets_dir)
+        return build_deca_encoder(assets.load_deca_checkpoint(path), f"{path} (E_flame)")
+    if kind == "emoca":
+        em = assets.load_emoca(assets.emoca_path(assets_dir, emoca_model))
+        return build_emoca_encoder(em.e_flame, em.e_expression, em.flags, str(em.checkpoint))
+    raise DreError(f"unknown extractor {kind!r}: use deca or emoca")

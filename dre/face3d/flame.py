@@ -1,0 +1,169 @@
+"""The FLAME layer as DECA and EMOCA use it: codes → mesh vertices and 68 landmarks.
+
+Parameters: shape β (100 = first identity PCs), expression ψ (50 = PCs 300..349), pose (6) = global
+axis-angle + jaw axis-angle. Neck and eye rotations are fixed at zero, so FLAME's 15-D pose is
+``[global, 0, jaw, 0, 0]``. Linear blend skinning follows reference §1.3 step by step, including the
+Rodrigues ``+1e-8`` quirk (it changes results by ~1e-8 rad, kept for parity) and DECA's *class-method*
+dynamic-contour lookup (un-negated yaw). Batched, any device; buffers move with ``.to``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from dre.face3d.assets import (
+    FLAME_FILE,
+    LANDMARK_FILE,
+    N_SHAPE_PCS,
+    FlameModel,
+    LandmarkEmbedding,
+    load_flame,
+    load_landmark_embedding,
+)
+
+NECK_KIN_CHAIN = (1, 0)
+"""Joints whose rotations make up the head's yaw for the dynamic contour (neck, then root)."""
+
+
+class FlameOutput(NamedTuple):
+    vertices: torch.Tensor  # (B, V, 3) world space (metres)
+    landmarks2d: torch.Tensor | None  # (B, 68, 3): 17 dynamic contour + 51 static points
+    landmarks3d: torch.Tensor | None  # (B, 68, 3): the "full" embedding (no dynamic contour)
+    joints: torch.Tensor  # (B, 5, 3) posed joints
+
+
+def batch_rodrigues(rvec: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (N, 3) → rotation matrices (N, 3, 3), with DECA/smplx's ``|r + 1e-8|`` angle."""
+    angle = torch.linalg.vector_norm(rvec + 1e-8, dim=1, keepdim=True)  # (N, 1)
+    axis = rvec / angle
+    cos = torch.cos(angle)[:, :, None]
+    sin = torch.sin(angle)[:, :, None]
+    x, y, z = axis.unbind(1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=1).view(-1, 3, 3)
+    eye = torch.eye(3, dtype=rvec.dtype, device=rvec.device).expand_as(k)
+    return eye + sin * k + (1.0 - cos) * (k @ k)
+
+
+def rot_mat_to_yaw(rot: torch.Tensor) -> torch.Tensor:
+    """The y-axis Euler angle DECA reads off a rotation: ``atan2(-R20, sqrt(R00² + R10²))`` (radians)."""
+    sy = torch.sqrt(rot[:, 0, 0] ** 2 + rot[:, 1, 0] ** 2)
+    return torch.atan2(-rot[:, 2, 0], sy)
+
+
+def dynamic_contour_index(yaw_deg: torch.Tensor) -> torch.Tensor:
+    """Row of the (79, 17) contour tables for a yaw in degrees: round(min(yaw, 39)); negatives map to
+    ``39 - yaw`` (40..78), below -39 to 78 — DECA's ``_find_dynamic_lmk_idx_and_bcoords``."""
+    a = torch.round(torch.clamp(yaw_deg, max=39.0)).to(torch.long)
+    neg = torch.where(a < -39, torch.full_like(a, 78), 39 - a)
+    return torch.where(a < 0, neg, a)
+
+
+def vertices_to_landmarks(
+    vertices: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor, bary: torch.Tensor
+) -> torch.Tensor:
+    """Σ_k bary_k · vertex(face[idx], k). face_idx (B, L) long, bary (B, L, 3) → (B, L, 3)."""
+    b = vertices.shape[0]
+    tri = faces[face_idx]  # (B, L, 3) vertex ids
+    batch = torch.arange(b, device=vertices.device)[:, None, None]
+    corners = vertices[batch, tri]  # (B, L, 3 corners, 3 xyz)
+    return (bary[..., None] * corners).sum(dim=2)
+
+
+class Flame(nn.Module):
+    """FLAME with DECA's 100 shape / 50 expression / 6 pose parameters."""
+
+    def __init__(
+        self, model: FlameModel, landmarks: LandmarkEmbedding | None = None, n_shape: int = 100, n_exp: int = 50
+    ) -> None:
+        super().__init__()
+        f32 = torch.float32
+        sd = np.concatenate(
+            [model.shapedirs[:, :, :n_shape], model.shapedirs[:, :, N_SHAPE_PCS : N_SHAPE_PCS + n_exp]], axis=2
+        )
+        v = model.n_vertices
+        self.n_shape, self.n_exp = n_shape, n_exp
+        self.register_buffer("v_template", torch.as_tensor(model.v_template, dtype=f32))
+        self.register_buffer("shapedirs", torch.as_tensor(sd, dtype=f32))  # (V, 3, n_shape + n_exp)
+        # (36, V*3): row p holds pose-corrective offsets for pose feature p (FLAME's (V,3,36) transposed)
+        self.register_buffer("posedirs", torch.as_tensor(model.posedirs.reshape(v * 3, -1).T.copy(), dtype=f32))
+        self.register_buffer("J_regressor", torch.as_tensor(model.J_regressor, dtype=f32))
+        self.register_buffer("lbs_weights", torch.as_tensor(model.weights, dtype=f32))
+        self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long))
+        self.parents: list[int] = [int(p) for p in model.parents]
+        self.has_landmarks = landmarks is not None
+        if landmarks is not None:
+            self.register_buffer("static_faces", torch.as_tensor(landmarks.static_faces, dtype=torch.long))
+            self.register_buffer("static_bary", torch.as_tensor(landmarks.static_bary, dtype=f32))
+            self.register_buffer("dynamic_faces", torch.as_tensor(landmarks.dynamic_faces, dtype=torch.long))
+            self.register_buffer("dynamic_bary", torch.as_tensor(landmarks.dynamic_bary, dtype=f32))
+            self.register_buffer("full_faces", torch.as_tensor(landmarks.full_faces, dtype=torch.long))
+            self.register_buffer("full_bary", torch.as_tensor(landmarks.full_bary, dtype=f32))
+
+    @classmethod
+    def from_assets(cls, assets_dir: str | Path, device: torch.device | str = "cpu") -> "Flame":
+        root = Path(assets_dir)
+        model = load_flame(root / FLAME_FILE)
+        emb = load_landmark_embedding(root / LANDMARK_FILE, n_faces=len(model.faces))
+        return cls(model, emb).to(device)
+
+    @staticmethod
+    def full_pose(pose: torch.Tensor) -> torch.Tensor:
+        """(B, 6) [global, jaw] → (B, 15) [global, neck = 0, jaw, eyes = 0]."""
+        zero3 = pose.new_zeros(pose.shape[0], 3)
+        return torch.cat([pose[:, :3], zero3, pose[:, 3:6], zero3, zero3], dim=1)
+
+    def lbs(self, betas: torch.Tensor, full_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Blend shapes + linear blend skinning. Returns (vertices, posed joints, rotations (B, 5, 3, 3))."""
+        b = betas.shape[0]
+        n_j = len(self.parents)
+        v_shaped = self.v_template + torch.einsum("bl,vcl->bvc", betas, self.shapedirs)
+        joints = torch.einsum("jv,bvc->bjc", self.J_regressor, v_shaped)  # rest joints (B, 5, 3)
+        rots = batch_rodrigues(full_pose.reshape(-1, 3)).view(b, n_j, 3, 3)
+        eye = torch.eye(3, dtype=rots.dtype, device=rots.device)
+        pose_feature = (rots[:, 1:] - eye).reshape(b, -1)  # (B, 36)
+        v_posed = v_shaped + (pose_feature @ self.posedirs).view(b, -1, 3)
+        # rigid chain: world transform of each joint, parents before children
+        rel = joints.clone()
+        rel[:, 1:] = joints[:, 1:] - joints[:, self.parents[1:]]
+        world: list[torch.Tensor] = []
+        for i in range(n_j):
+            local = torch.zeros(b, 4, 4, dtype=rots.dtype, device=rots.device)
+            local[:, :3, :3] = rots[:, i]
+            local[:, :3, 3] = rel[:, i]
+            local[:, 3, 3] = 1.0
+            world.append(local if i == 0 else world[self.parents[i]] @ local)
+        g = torch.stack(world, dim=1)  # (B, 5, 4, 4)
+        posed_joints = g[:, :, :3, 3]
+        # remove each joint's rest position so the transform acts on rest-pose vertices
+        a = g.clone()
+        a[:, :, :3, 3] = g[:, :, :3, 3] - (g[:, :, :3, :3] @ joints[..., None])[..., 0]
+        t = torch.einsum("vj,bjmn->bvmn", self.lbs_weights, a)  # (B, V, 4, 4)
+        verts = (t[:, :, :3, :3] @ v_posed[..., None])[..., 0] + t[:, :, :3, 3]
+        return verts, posed_joints, rots
+
+    def forward(self, shape: torch.Tensor, exp: torch.Tensor, pose: torch.Tensor) -> FlameOutput:
+        """shape (B, 100), exp (B, 50), pose (B, 6) → vertices and landmarks (float32)."""
+        betas = torch.cat([shape[:, : self.n_shape], exp[:, : self.n_exp]], dim=1).to(self.v_template.dtype)
+        full = self.full_pose(pose.to(self.v_template.dtype))
+        verts, joints, rots = self.lbs(betas, full)
+        if not self.has_landmarks:
+            return FlameOutput(verts, None, None, joints)
+        b = verts.shape[0]
+        # dynamic contour from the head's yaw (root ∘ neck rotation; neck is zero here but kept general)
+        rel = torch.eye(3, dtype=rots.dtype, device=rots.device).expand(b, 3, 3)
+        for j in NECK_KIN_CHAIN:
+            rel = rots[:, j] @ rel
+        row = dynamic_contour_index(rot_mat_to_yaw(rel) * (180.0 / np.pi))
+        idx = torch.cat([self.dynamic_faces[row], self.static_faces.expand(b, -1)], dim=1)
+        bary = torch.cat([self.dynamic_bary[row], self.static_bary.expand(b, -1, -1)], dim=1)
+        lmk2d = vertices_to_landmarks(verts, self.faces, idx, bary)
+        lmk3d = vertices_to_landmarks(
+            verts, self.faces, self.full_faces.expand(b, -1), self.full_bary.expand(b, -1, -1)
+        )
+        return FlameOutput(verts, lmk2d, lmk3d, joints)
