@@ -1,0 +1,153 @@
+"""DECA's landmark crop, batched in torch.
+
+The published DECA/EMOCA encoders only give sensible codes for crops made exactly as DECA's test loader
+makes them, so this module reproduces that recipe bit for bit (up to float32 rounding):
+
+1. box = min/max of the 68 landmarks; ``old_size = ((right-left) + (bottom-top)) / 2 * 1.1``, centre =
+   box centre (DECA ``bbox2point`` for ``kpt68`` boxes);
+2. ``size = int(old_size * 1.25)`` (the truncation is DECA's);
+3. the similarity that maps the square's corners (TL, BL, TR) to (0,0), (0,223), (223,0) — skimage's
+   ``estimate_transform('similarity', src, dst).params``, a 3×3 matrix taking image pixels (x, y) to crop
+   pixels — and ``skimage.transform.warp(img / 255, tform.inverse, output_shape=(224, 224))``: bilinear,
+   pixel centres on integers, zeros outside the image.
+
+The three source points are always an axis-aligned square and the destination is one too, so the
+least-squares similarity is exact and has the closed form used below (checked against skimage in
+``tests/test_face3d_crop.py``). The warp is ``grid_sample(align_corners=True, padding_mode="zeros")``,
+which is the same bilinear-with-constant-0 rule, for a whole batch at once on any device.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dre.errors import DreError
+
+CROP_SIZE = 224
+"""Side of the square DECA/EMOCA encoder input."""
+KPT68_BOX_SCALE = 1.1
+"""DECA enlarges a 68-landmark box by 10 % before the crop scale (``bbox2point``, type ``kpt68``)."""
+CROP_SCALE = 1.25
+"""DECA's ``scale`` for the square crop around the enlarged box."""
+
+
+def crop_squares(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres (B, 2) and integer side lengths (B,) of DECA's crop squares, in float64.
+
+    ``landmarks`` is (B, 68, 2) in image pixels (x, y). The side is truncated like DECA's ``int()``.
+    """
+    if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
+        raise ValueError(f"landmarks must be (B, N, 2), got {tuple(landmarks.shape)}")
+    lm = landmarks.to(torch.float64)
+    lo = lm.amin(dim=1)
+    hi = lm.amax(dim=1)
+    old_size = ((hi[:, 0] - lo[:, 0]) + (hi[:, 1] - lo[:, 1])) / 2 * KPT68_BOX_SCALE
+    center = (hi + lo) / 2
+    size = torch.trunc(old_size * CROP_SCALE)
+    return center, size
+
+
+def crop_tforms(landmarks: torch.Tensor, crop_size: int = CROP_SIZE) -> torch.Tensor:
+    """(B, 3, 3) float64 similarity transforms, image pixels → crop pixels (skimage ``tform.params``).
+
+    Raises :class:`DreError` for landmarks that give an empty square (all points equal or not finite),
+    which skimage would turn into a NaN transform.
+    """
+    center, size = crop_squares(landmarks)
+    bad = ~torch.isfinite(size) | (size < 1)
+    if bool(bad.any()):
+        idx = bad.nonzero().flatten().tolist()
+        raise DreError(f"landmarks of batch item(s) {idx} give an empty DECA crop box (degenerate or non-finite points)")
+    k = (crop_size - 1) / size
+    t = torch.zeros(landmarks.shape[0], 3, 3, dtype=torch.float64, device=landmarks.device)
+    t[:, 0, 0] = k
+    t[:, 1, 1] = k
+    t[:, 0, 2] = -(center[:, 0] - size / 2) * k
+    t[:, 1, 2] = -(center[:, 1] - size / 2) * k
+    t[:, 2, 2] = 1
+    return t
+
+
+def warp_crops(images: torch.Tensor, tforms: torch.Tensor, crop_size: int = CROP_SIZE) -> torch.Tensor:
+    """Warp (B, C, H, W) float images into (B, C, crop, crop) crops through image→crop ``tforms``.
+
+    Output pixel (row r, col c) samples the input at ``inverse(tform) @ (c, r, 1)`` bilinearly, with zeros
+    outside — what ``skimage.transform.warp(img, tform.inverse, output_shape=(crop, crop))`` does.
+    """
+    b, _, h, w = images.shape
+    inv = torch.linalg.inv(tforms.to(torch.float64))
+    r = torch.arange(crop_size, dtype=torch.float64, device=images.device)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    pts = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(-1, 3)  # (P, 3) as (x, y, 1)
+    src = torch.einsum("bij,pj->bpi", inv.to(images.device), pts)
+    sx = src[..., 0] / src[..., 2]
+    sy = src[..., 1] / src[..., 2]
+    # align_corners=True: -1 and +1 are the centres of the first and last pixels (integer coordinates).
+    gx = sx * (2.0 / max(w - 1, 1)) - 1.0
+    gy = sy * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(b, crop_size, crop_size, 2).to(images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+@lru_cache(maxsize=1)
+def _diffusionrig_lut() -> np.ndarray:
+    """uint8 → uint8 table of DiffusionRig's ``(skimage.transform.resize(img, same size) * 255).astype(uint8)``.
+
+    DiffusionRig's loader resizes every image to 256² with skimage (a float round trip through
+    ``scipy.ndimage.zoom``) and truncates back to uint8; for 24 of the 256 grey levels the round trip lands
+    one ulp low and the level drops by one. For an image that is already 256² the effect depends only on
+    the value, so one table reproduces it exactly; it is measured from skimage itself, not hard-coded.
+    """
+    from skimage.transform import resize
+
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out = (resize(levels, levels.shape, anti_aliasing=True) * 255).astype(np.uint8)
+    return out.reshape(256)
+
+
+def requantize_like_diffusionrig(image: np.ndarray) -> np.ndarray:
+    """Apply DiffusionRig's same-size resize + uint8 truncation to an aligned uint8 image (see the LUT)."""
+    return _diffusionrig_lut()[image]
+
+
+def stack_uint8(images: list[np.ndarray]) -> torch.Tensor:
+    """(B, 3, H, W) float32 in [0, 1] from same-sized HWC uint8 RGB arrays (grey and RGBA are converted)."""
+    arrs = []
+    for i, im in enumerate(images):
+        im = np.asarray(im)
+        if im.ndim == 2:
+            im = np.repeat(im[:, :, None], 3, axis=2)
+        if im.ndim != 3 or im.shape[2] not in (3, 4):
+            raise DreError(f"image {i} has shape {im.shape}; expected H×W×3 RGB")
+        arrs.append(im[:, :, :3])
+    shapes = {a.shape for a in arrs}
+    if len(shapes) != 1:
+        raise DreError(f"images in one crop batch must share a size, got {sorted(shapes)}")
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(arrs))).permute(0, 3, 1, 2)
+    return batch.to(torch.float32) / 255.0
+
+
+def deca_crop(
+    images: list[np.ndarray] | torch.Tensor,
+    landmarks68: list[np.ndarray] | torch.Tensor,
+    device: torch.device | str = "cpu",
+    crop_size: int = CROP_SIZE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DECA crops (B, 3, 224, 224) in [0, 1] and their float32 tforms (B, 3, 3) for a batch of faces.
+
+    ``images``: HWC uint8 RGB arrays of one size, or an already-scaled (B, 3, H, W) float tensor in
+    [0, 1]; ``landmarks68``: (68, 2) pixel coordinates per image.
+    """
+    batch = images if isinstance(images, torch.Tensor) else stack_uint8(list(images))
+    lm = landmarks68 if isinstance(landmarks68, torch.Tensor) else torch.from_numpy(
+        np.stack([np.asarray(x, dtype=np.float64).reshape(-1, 2) for x in landmarks68])
+    )
+    if lm.shape[0] != batch.shape[0]:
+        raise DreError(f"{batch.shape[0]} images but {lm.shape[0]} landmark sets")
+    tf = crop_tforms(lm.to(torch.float64), crop_size)
+    crops = warp_crops(batch.to(device), tf.to(device), crop_size)
+    return crops, tf.to(device=device, dtype=torch.float32)

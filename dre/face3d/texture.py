@@ -1,0 +1,78 @@
+"""FLAME texture space → UV albedo map, and the template's UV layout in ``grid_sample`` coordinates.
+
+DiffusionRig feeds DECA's 50 ``tex`` codes into the FLAME texture space (``FLAME_texture.npz``):
+``albedo = mean/255 + tex_dir[..., :50]/255 · tex`` on a 512² BGR map, nearest-resized to the 256² UV
+size and flipped to RGB. Nearest resizing only *selects* texels, so the selection is done once on the
+basis itself: the per-image product then costs a quarter of the original and gives identical values
+(``tests/test_face3d_render.py`` checks it against ``F.interpolate``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+UV_SIZE = 256
+N_TEX = 50
+
+
+def nearest_indices(in_size: int, out_size: int) -> torch.Tensor:
+    """Source indices PyTorch's ``F.interpolate(mode="nearest")`` reads: ``floor(i · in/out)``."""
+    scale = in_size / out_size
+    idx = torch.floor(torch.arange(out_size, dtype=torch.float32) * scale).long()
+    return idx.clamp(max=in_size - 1)
+
+
+class TextureSpace(nn.Module):
+    """Linear albedo model ``(B, n_tex) → (B, 3, uv, uv)`` RGB, unclamped."""
+
+    def __init__(
+        self,
+        mean: np.ndarray | torch.Tensor,
+        basis: np.ndarray | torch.Tensor,
+        n_tex: int = N_TEX,
+        uv_size: int = UV_SIZE,
+        scale: float = 1 / 255.0,
+        bgr: bool = True,
+    ) -> None:
+        """``mean`` (H, W, 3) and ``basis`` (H, W, 3, K≥n_tex) as in ``FLAME_texture.npz`` (0–255, BGR)."""
+        super().__init__()
+        mean_t = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
+        basis_t = torch.as_tensor(np.asarray(basis)) if not isinstance(basis, torch.Tensor) else basis
+        if mean_t.ndim != 3 or mean_t.shape[2] != 3:
+            raise ValueError(f"texture mean must be (H, W, 3), got {tuple(mean_t.shape)}")
+        if basis_t.ndim != 4 or tuple(basis_t.shape[:3]) != tuple(mean_t.shape) or basis_t.shape[3] < n_tex:
+            raise ValueError(f"texture basis must be (H, W, 3, >={n_tex}) matching the mean, got {tuple(basis_t.shape)}")
+        h, w = mean_t.shape[:2]
+        rows, cols = nearest_indices(h, uv_size), nearest_indices(w, uv_size)
+        chan = torch.tensor([2, 1, 0]) if bgr else torch.tensor([0, 1, 2])
+        # slice the components first and gather rows and columns together: only selected texels are copied
+        mean_sel = mean_t[rows[:, None], cols[None, :]][:, :, chan] * scale  # (uv, uv, 3)
+        basis_sel = basis_t[..., :n_tex][rows[:, None], cols[None, :]][:, :, chan].to(torch.float32) * scale
+        self.register_buffer("mean", mean_sel.permute(2, 0, 1).reshape(-1).contiguous(), persistent=False)
+        self.register_buffer("basis", basis_sel.permute(3, 2, 0, 1).reshape(n_tex, -1).contiguous(), persistent=False)
+        self.n_tex = n_tex
+        self.uv_size = uv_size
+
+    def forward(self, tex: torch.Tensor) -> torch.Tensor:
+        if tex.ndim != 2 or tex.shape[1] != self.n_tex:
+            raise ValueError(f"tex codes must be (B, {self.n_tex}), got {tuple(tex.shape)}")
+        flat = torch.addmm(self.mean, tex.to(self.basis.dtype), self.basis)
+        return flat.view(-1, 3, self.uv_size, self.uv_size)
+
+
+def face_uv_grid(verts_uvs: np.ndarray | torch.Tensor, faces_uvs: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Per-corner UVs (F, 3, 2) of the template OBJ in ``grid_sample`` coordinates.
+
+    ``verts_uvs`` (T, 2) are the OBJ ``vt`` (u right, v up, in [0, 1]); ``faces_uvs`` (F, 3) the 0-based
+    ``vt`` index of each corner. DECA maps ``(u, v) → (2u - 1, -(2v - 1))`` so that v = 1 is the top row.
+    """
+    vt = torch.as_tensor(np.asarray(verts_uvs), dtype=torch.float32)
+    ft = torch.as_tensor(np.asarray(faces_uvs)).long()
+    if vt.ndim != 2 or vt.shape[1] < 2:
+        raise ValueError(f"UV coordinates must be (T, 2), got {tuple(vt.shape)}")
+    if ft.ndim != 2 or ft.shape[1] != 3 or int(ft.min()) < 0 or int(ft.max()) >= vt.shape[0]:
+        raise ValueError("UV face indices must be (F, 3) 0-based indices into the UV coordinates")
+    grid = torch.stack([vt[:, 0] * 2 - 1, -(vt[:, 1] * 2 - 1)], dim=-1)
+    return grid[ft]
