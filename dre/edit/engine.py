@@ -62,7 +62,7 @@ def plan_edits(
     source, i.e. with the album mean shape when one is used. The original computed it with the
     source's own shape and then rendered the mean shape, so even a pure lighting edit moved the head
     a little away from where the training buffers had it. Here an edit that does not change the
-    geometry (``light``, ``latent``) renders exactly the training buffers of the source.
+    geometry (``light``, ``latent``) renders the training buffers of the source.
     """
     import torch
 
@@ -91,26 +91,24 @@ def _cat_buffers(parts: list["Buffers"]) -> "Buffers":
 def render_plan(face_model, plan: EditPlan, image_size: int, batch_size: int) -> tuple["Buffers", "Buffers"]:
     """(source buffers (N), edited buffers (N·M)), rendered in chunks on the face model's device.
 
-    Edited heads are re-centred on their source's FFHQ centre. For jobs whose mode leaves the geometry
-    alone the requested centre is the edited mesh's own centre, so the shift is exactly zero.
+    Every edited head is re-centred on its source's FFHQ centre. For modes that leave the geometry
+    alone (light, latent) the edited mesh *is* the source mesh, so the shift is zero up to float
+    rounding (~1e-7 of the head size) and the buffers are the source's.
     """
     import torch
 
     src_parts, edit_parts = [], []
+    job_src = plan.job_sources()
     with torch.no_grad():
         for a in range(0, plan.n_sources, batch_size):
             idx = list(range(a, min(a + batch_size, plan.n_sources)))
             src_parts.append(face_model.render(plan.source.index(idx), plan.tform[idx], image_size=image_size))
-        job_src = plan.job_sources()
         for a in range(0, plan.n_jobs, batch_size):
             ks = list(range(a, min(a + batch_size, plan.n_jobs)))
-            codes = plan.edited.index(ks)
             srcs = [job_src[k] for k in ks]
-            center = plan.center[srcs].clone()
-            own = face_model.ffhq_center(codes)
-            keep = torch.tensor([not plan.modes[plan.job(k)[1]].moves_geometry for k in ks], device=center.device)
-            center[keep] = own[keep]
-            edit_parts.append(face_model.render(codes, plan.tform[srcs], image_size=image_size, center=center))
+            edit_parts.append(
+                face_model.render(plan.edited.index(ks), plan.tform[srcs], image_size=image_size, center=plan.center[srcs])
+            )
     return _cat_buffers(src_parts), _cat_buffers(edit_parts)
 
 
