@@ -147,6 +147,11 @@ def test_deca_checkpoint_strict_keys_and_shapes(tmp_path: Path, synthetic_assets
     # BatchNorm counters may be absent (checkpoints from old torch)
     torch.save({"E_flame": {k: v for k, v in state.items() if "num_batches_tracked" not in k}}, p)
     assert "layers.0.weight" in A.load_deca_checkpoint(p)
+    from dre.face3d.encoders import build_deca_encoder
+
+    enc = build_deca_encoder(A.load_deca_checkpoint(p))
+    assert not any(t.is_meta for t in [*enc.parameters(), *enc.buffers()])
+    torch.testing.assert_close(enc.E_flame.layers[2].weight, state["layers.2.weight"])
 
 
 @pytest.mark.parametrize("global_pose,jaw_pose,rows", [(False, False, 50), (True, True, 56), (True, False, 53)])
