@@ -175,7 +175,9 @@ def _renderable_codes(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 def _fp16_close(stored: np.ndarray, ref: np.ndarray) -> None:
     err = np.abs(stored.astype(np.float32) - ref)
-    bound = np.maximum(np.abs(ref) * 2.0**-11, 2.0**-25)
+    # fp16 half-ulp, plus fp32 noise: pack renders in batches and ref one at a time, and batched GEMMs
+    # (FLAME blend shapes) round differently (~1e-8 on vertices, ~1e-6 on the interpolated buffers)
+    bound = np.maximum(np.abs(ref) * 2.0**-11, 2.0**-25) + 1e-5
     assert (err <= bound).all(), f"max error/bound {float((err / bound).max()):.3f}"
 
 
