@@ -148,6 +148,8 @@ def _chumpy_standin() -> Iterator[type]:
             self._dirty_vars: set = set()
             self._itr = None
             self._depends_on_deps: dict = {}
+            self._make_dense = False
+            self._make_sparse = False
 
     Ch.__module__ = "chumpy.ch"
     Ch.__qualname__ = "Ch"
@@ -360,11 +362,13 @@ def _texture(mesh: _Mesh, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
         mean[:] = mean * (1 - mask[..., None]) + np.array(bgr) * mask[..., None]
 
     for eye in (slice(36, 42), slice(42, 48)):
-        paint(0.9 * _gauss(lat, lon, la[eye].mean(), lo[eye].mean(), 0.035, 0.07), (60, 55, 50))
+        paint(0.9 * _gauss(lat, lon, la[eye].mean(), lo[eye].mean(), 0.05, 0.12), (70, 60, 55))
+        paint(0.9 * _gauss(lat, lon, la[eye].mean(), lo[eye].mean(), 0.025, 0.05), (40, 30, 30))
     for brow in (slice(17, 22), slice(22, 27)):
-        paint(0.8 * _gauss(lat, lon, la[brow].mean(), lo[brow].mean(), 0.03, 0.16), (40, 55, 75))
-    paint(0.8 * _gauss(lat, lon, la[48:60].mean(), 0.0, 0.05, 0.17), (95, 90, 175))
-    paint(0.7 * (lat > 0.55).astype(float) * (np.cos(lon) < 0.6) + 0.7 * (lat > 0.85), (30, 35, 45))  # hair
+        paint(0.8 * _gauss(lat, lon, la[brow].mean(), lo[brow].mean(), 0.035, 0.22), (40, 55, 75))
+    paint(0.85 * _gauss(lat, lon, la[48:60].mean(), 0.0, 0.07, 0.28), (95, 90, 175))
+    hair = 1 / (1 + np.exp(-(lat - 0.62 - 0.25 * np.cos(lon)) / 0.05))  # hairline higher at the front
+    paint(0.8 * hair, (30, 35, 45))
     # smooth variation + basis: a few random cosines per component and channel
     k = TEX_PCS
     freq = rng.uniform(0.5, 3.0, (k, 3, 4, 2)) * np.pi

@@ -120,3 +120,12 @@ def test_mediapipe_finds_one_face_in_every_photo(demo_root: Path) -> None:
         counts = {p.name: len(mesh.process(np.asarray(Image.open(p).convert("RGB"))).multi_face_landmarks or [])
                   for p in paths}
     assert counts == {name: 1 for name in counts}
+
+
+def test_album_folders_hold_only_photos_for_align(demo_root: Path) -> None:
+    """`dre align` reports every non-image file of an album: the manifest is hidden so it is not one."""
+    from dre.align.imageio import list_album
+
+    for name in ("album", "prior"):
+        images, others = list_album(demo_root / name)
+        assert len(images) == 6 and others == []

@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.workflow_layout import Layout, make_layout
+from tests.workflow_layout import REPO, Layout, make_layout
 
 FULL_CHAIN = {
     "align": 2,  # affectnet + obama (raw albums)
@@ -157,13 +158,41 @@ BAD_ROWS = [
 ]
 
 
+def check_sheets_in_process(layout: Layout, monkeypatch) -> None:
+    """What common.smk does at start-up, without starting Snakemake (workflow/sheets.py)."""
+    monkeypatch.chdir(layout.root)
+    monkeypatch.syspath_prepend(str(REPO / "workflow"))
+    import sheets
+
+    config = yaml.safe_load((layout.root / "config" / "config.yaml").read_text())
+    schemas = REPO / "workflow" / "schemas"
+    albums = sheets.load_sheet(config["albums"], schemas / "albums.schema.yaml", "album")
+    edits = sheets.load_sheet(config["edits"], schemas / "edits.schema.yaml", "edit")
+    sheets.check_cross_references(config, albums, edits)
+
+
+def test_example_sheets_pass_the_checks(layout: Layout, monkeypatch) -> None:
+    check_sheets_in_process(layout, monkeypatch)
+
+
 @pytest.mark.parametrize("sheet, cells, fragments", BAD_ROWS)
-def test_bad_sheet_rows_stop_with_file_row_and_column(layout: Layout, sheet, cells, fragments) -> None:
+def test_bad_sheet_rows_stop_with_file_row_and_column(layout: Layout, monkeypatch, sheet, cells, fragments) -> None:
+    from snakemake.exceptions import WorkflowError
+
     layout.append_row(sheet, cells)
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_bad_row_stops_the_snakemake_run_with_the_message(layout: Layout) -> None:
+    """The same checks run at workflow start-up: one case end to end through Snakemake."""
+    layout.append_row("edits.tsv", BAD_ROWS[0].values[1])
     result = layout.snakemake("-n", "results/edits/obama12_exp")
     text = result.stdout + result.stderr
     assert result.returncode != 0
-    for fragment in fragments:
+    for fragment in BAD_ROWS[0].values[2]:
         assert fragment in text, text
 
 
@@ -175,13 +204,14 @@ def test_bad_config_value_is_reported(layout: Layout) -> None:
     assert "vgg16" in text and "encoder" in text, text
 
 
-def test_missing_required_column_is_reported(layout: Layout) -> None:
+def test_missing_required_column_is_reported(layout: Layout, monkeypatch) -> None:
+    from snakemake.exceptions import WorkflowError
+
     sheet = layout.sheet("albums.tsv")
     lines = sheet.read_text().splitlines()
     header = lines[0].split("\t")
     drop = header.index("role")
     sheet.write_text("\n".join("\t".join(c for j, c in enumerate(l.split("\t")) if j != drop) for l in lines) + "\n")
-    result = layout.snakemake("-n", "results/edits/obama12_exp")
-    text = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "config/albums.tsv, row 1, column 'role'" in text, text
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    assert "config/albums.tsv, row 1, column 'role'" in str(info.value)

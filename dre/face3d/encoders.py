@@ -143,9 +143,13 @@ def check_state_dict(state: Mapping[str, object], out_size: int, what: str) -> d
 
 def load_encoder(state: Mapping[str, torch.Tensor], out_size: int, what: str) -> ResnetEncoder:
     """Build a ``ResnetEncoder`` and load ``state`` strictly (checked first for a readable message)."""
-    state = check_state_dict(state, out_size, what)
-    model = ResnetEncoder(out_size)
-    model.load_state_dict(state, strict=False)  # strictness enforced above (only BN counters may be absent)
+    state = dict(check_state_dict(state, out_size, what))
+    for key in expected_shapes(out_size):  # the only keys allowed to be absent: fill them in
+        if key not in state:
+            state[key] = torch.tensor(0, dtype=torch.long)
+    with torch.device("meta"):  # no random init of 25 M parameters that are overwritten anyway
+        model = ResnetEncoder(out_size)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True, assign=True)
     return model.eval()
 
 
@@ -210,6 +214,7 @@ class FaceEncoder(nn.Module):
         self.flags = flags if e_expression is not None else None
         if e_expression is not None and e_expression.out_size != (flags or EmocaFlags()).out_size:
             raise ValueError("E_expression output size does not match the EMOCA flags")
+        self.requires_grad_(False)  # inference only: no autograd bookkeeping even without no_grad()
 
     @property
     def kind(self) -> str:

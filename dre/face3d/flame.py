@@ -90,6 +90,8 @@ class Flame(nn.Module):
         self.n_shape, self.n_exp = n_shape, n_exp
         self.register_buffer("v_template", torch.as_tensor(model.v_template, dtype=f32))
         self.register_buffer("shapedirs", torch.as_tensor(sd, dtype=f32))  # (V, 3, n_shape + n_exp)
+        # the same basis as one (n_shape + n_exp, V*3) matrix: blend shapes become a single GEMM
+        self.register_buffer("_shapedirs_mat", torch.as_tensor(sd.reshape(v * 3, -1).T.copy(), dtype=f32), persistent=False)
         # (36, V*3): row p holds pose-corrective offsets for pose feature p (FLAME's (V,3,36) transposed)
         self.register_buffer("posedirs", torch.as_tensor(model.posedirs.reshape(v * 3, -1).T.copy(), dtype=f32))
         self.register_buffer("J_regressor", torch.as_tensor(model.J_regressor, dtype=f32))
@@ -122,8 +124,8 @@ class Flame(nn.Module):
         """Blend shapes + linear blend skinning. Returns (vertices, posed joints, rotations (B, 5, 3, 3))."""
         b = betas.shape[0]
         n_j = len(self.parents)
-        v_shaped = self.v_template + torch.einsum("bl,vcl->bvc", betas, self.shapedirs)
-        joints = torch.einsum("jv,bvc->bjc", self.J_regressor, v_shaped)  # rest joints (B, 5, 3)
+        v_shaped = self.v_template + (betas @ self._shapedirs_mat).view(b, -1, 3)
+        joints = self.J_regressor @ v_shaped  # rest joints (B, 5, 3)
         rots = batch_rodrigues(full_pose.reshape(-1, 3)).view(b, n_j, 3, 3)
         eye = torch.eye(3, dtype=rots.dtype, device=rots.device)
         pose_feature = (rots[:, 1:] - eye).reshape(b, -1)  # (B, 36)
@@ -143,8 +145,9 @@ class Flame(nn.Module):
         # remove each joint's rest position so the transform acts on rest-pose vertices
         a = g.clone()
         a[:, :, :3, 3] = g[:, :, :3, 3] - (g[:, :, :3, :3] @ joints[..., None])[..., 0]
-        t = torch.einsum("vj,bjmn->bvmn", self.lbs_weights, a)  # (B, V, 4, 4)
-        verts = (t[:, :, :3, :3] @ v_posed[..., None])[..., 0] + t[:, :, :3, 3]
+        t = (self.lbs_weights @ a[:, :, :3, :].reshape(b, n_j, 12)).view(b, -1, 3, 4)  # (B, V, 3, 4) blended
+        x, y, z = (c[..., None] for c in v_posed.unbind(-1))
+        verts = t[..., 3] + t[..., 0] * x + t[..., 1] * y + t[..., 2] * z  # rows of [R|t] applied to [v, 1]
         return verts, posed_joints, rots
 
     def forward(self, shape: torch.Tensor, exp: torch.Tensor, pose: torch.Tensor) -> FlameOutput:

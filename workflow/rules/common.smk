@@ -6,13 +6,14 @@ values into `dre` CLI flags. No `dre` module reads the config itself.
 
 import math
 import shlex
+import sys
 from pathlib import Path
 
-import pandas as pd
 from snakemake.exceptions import WorkflowError
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+from sheets import check_cross_references, load_sheet  # noqa: E402  (workflow/sheets.py: testable on its own)
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
@@ -20,74 +21,6 @@ validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EXTRACTORS = ("deca", "emoca")
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
-TRUE_WORDS = {"true", "yes", "y", "1", "t"}
-FALSE_WORDS = {"false", "no", "n", "0", "f"}
-
-
-def _coerce(value, kind):
-    """Turn a TSV cell into the schema's type; leave it as text when it does not parse (the schema says why)."""
-    text = value.strip()
-    if kind == "boolean":
-        low = text.lower()
-        if low in TRUE_WORDS:
-            return True
-        if low in FALSE_WORDS:
-            return False
-        return text
-    if kind == "integer":
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    return text
-
-
-def _sheet_error(sheet_path, line, column, message):
-    where = f"{sheet_path}, row {line}" + (f", column '{column}'" if column else "")
-    return WorkflowError(f"Invalid sheet {where}: {message}")
-
-
-def load_sheet(sheet_path, schema_path, key):
-    """Read a TSV sheet, coerce types, validate every row; errors name file, row (file line) and column."""
-    import yaml
-
-    if not Path(sheet_path).is_file():
-        raise WorkflowError(f"Sheet {sheet_path} (named in the config) does not exist")
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    props = schema.get("properties", {})
-    table = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    missing = [c for c in schema.get("required", []) if c not in table.columns]
-    if missing:
-        raise _sheet_error(sheet_path, 1, missing[0], f"required column '{missing[0]}' is missing (header row)")
-    # jsonschema directly (snakemake.utils.validate checks the config): its error carries the column.
-    row_validator = Draft202012Validator(schema)
-    rows = []
-    for i, record in enumerate(table.to_dict("records")):
-        line = i + 2  # header is line 1
-        row = {}
-        for col, val in record.items():
-            kind = props.get(col, {}).get("type")
-            if val.strip() == "" and col not in schema.get("required", []):
-                continue
-            row[col] = _coerce(val, kind)
-        error = best_match(row_validator.iter_errors(row))
-        if error is not None:
-            path = list(error.absolute_path)
-            column = str(path[0]) if path else None
-            if column is None and error.validator == "required":
-                column = str(error.message).split("'")[1]
-            raise _sheet_error(sheet_path, line, column, error.message)
-        row["_line"] = line
-        rows.append(row)
-    seen = {}
-    for row in rows:
-        name = row[key]
-        if name in seen:
-            raise _sheet_error(
-                sheet_path, row["_line"], key, f"duplicate {key} '{name}' (first defined on row {seen[name]})"
-            )
-        seen[name] = row["_line"]
-    return {row[key]: row for row in rows}
 
 
 def prepare_demo_inputs():
@@ -99,8 +32,6 @@ def prepare_demo_inputs():
     demo = config.get("demo")
     if not demo:
         return
-    import sys
-
     sys.path.insert(0, str(Path(workflow.basedir).resolve().parent))  # this checkout's dre
     from dre.demo import prepare_demo
 
@@ -114,55 +45,7 @@ EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
 PRIORS = config["stage1"]["priors"]
 
 
-def _check_cross_references():
-    """Checks a JSON schema cannot express: references between sheets and the config, existing folders."""
-    sheet = config["albums"]
-    for name, row in ALBUMS.items():
-        if not Path(row["path"]).is_dir():
-            raise _sheet_error(sheet, row["_line"], "path", f"album folder '{row['path']}' does not exist")
-        if row["role"] == "personal":
-            prior = row.get("prior", "")
-            if not prior:
-                raise _sheet_error(sheet, row["_line"], "prior", "a personal album needs a stage-1 prior")
-            if prior not in PRIORS:
-                raise _sheet_error(
-                    sheet, row["_line"], "prior",
-                    f"unknown prior '{prior}' (config stage1.priors has: {', '.join(sorted(PRIORS))})",
-                )
-    used = {row.get("prior") for row in ALBUMS.values() if row["role"] == "personal"}
-    for prior, spec in PRIORS.items():
-        if prior not in used:  # e.g. the default config's prior when a --configfile adds its own
-            continue
-        weights = spec.get("weights", [])
-        if weights and len(weights) != len(spec["albums"]):
-            raise WorkflowError(
-                f"config stage1.priors.{prior}: {len(weights)} weights for {len(spec['albums'])} albums"
-            )
-        if spec.get("official_checkpoint"):
-            continue
-        for album in spec["albums"]:
-            if album not in ALBUMS:
-                raise WorkflowError(f"config stage1.priors.{prior}: album '{album}' is not a row of {sheet}")
-            if ALBUMS[album]["role"] != "prior":
-                raise WorkflowError(
-                    f"config stage1.priors.{prior}: album '{album}' has role '{ALBUMS[album]['role']}' "
-                    f"in {sheet}; only role 'prior' albums train stage 1"
-                )
-    esheet = config["edits"]
-    for name, row in EDITS.items():
-        album = row["album"]
-        if album not in ALBUMS:
-            raise _sheet_error(
-                esheet, row["_line"], "album",
-                f"unknown album '{album}' (rows of {sheet}: {', '.join(sorted(ALBUMS))})",
-            )
-        if ALBUMS[album]["role"] != "personal":
-            raise _sheet_error(esheet, row["_line"], "album", f"album '{album}' is not a personal album")
-        if not Path(row["target"]).is_file():
-            raise _sheet_error(esheet, row["_line"], "target", f"target image '{row['target']}' does not exist")
-
-
-_check_cross_references()
+check_cross_references(config, ALBUMS, EDITS)
 
 
 def _alternatives(names):

@@ -1,0 +1,135 @@
+"""The sheets (albums.tsv, edits.tsv): typed rows, validated against their JSON schemas, cross-checked.
+
+Lives beside the Snakefile as a plain module (common.smk imports it) so that every error case can be tested
+in-process, without starting Snakemake. Errors name the sheet file, the row (the file's line number, header
+= 1) and the column, because a user fixing a sheet needs exactly those three.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from snakemake.exceptions import WorkflowError
+
+TRUE_WORDS = {"true", "yes", "y", "1", "t"}
+FALSE_WORDS = {"false", "no", "n", "0", "f"}
+
+
+def _coerce(value: str, kind: str | None) -> object:
+    """Turn a TSV cell into the schema's type; leave it as text when it does not parse (the schema says why)."""
+    text = value.strip()
+    if kind == "boolean":
+        low = text.lower()
+        if low in TRUE_WORDS:
+            return True
+        if low in FALSE_WORDS:
+            return False
+        return text
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _sheet_error(sheet_path: str | Path, line: int, column: str | None, message: str) -> WorkflowError:
+    where = f"{sheet_path}, row {line}" + (f", column '{column}'" if column else "")
+    return WorkflowError(f"Invalid sheet {where}: {message}")
+
+
+def load_sheet(sheet_path: str | Path, schema_path: str | Path, key: str) -> dict[str, dict]:
+    """Read a TSV sheet, coerce types, validate every row; errors name file, row (file line) and column."""
+    if not Path(sheet_path).is_file():
+        raise WorkflowError(f"Sheet {sheet_path} (named in the config) does not exist")
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    props = schema.get("properties", {})
+    table = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    missing = [c for c in schema.get("required", []) if c not in table.columns]
+    if missing:
+        raise _sheet_error(sheet_path, 1, missing[0], f"required column '{missing[0]}' is missing (header row)")
+    # jsonschema directly (snakemake.utils.validate checks the config): its error carries the column.
+    row_validator = Draft202012Validator(schema)
+    rows = []
+    for i, record in enumerate(table.to_dict("records")):
+        line = i + 2  # header is line 1
+        row = {}
+        for col, val in record.items():
+            kind = props.get(col, {}).get("type")
+            if val.strip() == "" and col not in schema.get("required", []):
+                continue
+            row[col] = _coerce(val, kind)
+        error = best_match(row_validator.iter_errors(row))
+        if error is not None:
+            path = list(error.absolute_path)
+            column = str(path[0]) if path else None
+            if column is None and error.validator == "required":
+                column = str(error.message).split("'")[1]
+            raise _sheet_error(sheet_path, line, column, error.message)
+        row["_line"] = line
+        rows.append(row)
+    seen = {}
+    for row in rows:
+        name = row[key]
+        if name in seen:
+            raise _sheet_error(
+                sheet_path, row["_line"], key, f"duplicate {key} '{name}' (first defined on row {seen[name]})"
+            )
+        seen[name] = row["_line"]
+    return {row[key]: row for row in rows}
+
+
+
+def check_cross_references(config: dict, albums: dict, edits: dict) -> None:
+    """Checks a JSON schema cannot express: references between sheets and the config, existing folders."""
+    priors = config["stage1"]["priors"]
+    sheet = config["albums"]
+    for name, row in albums.items():
+        if not Path(row["path"]).is_dir():
+            raise _sheet_error(sheet, row["_line"], "path", f"album folder '{row['path']}' does not exist")
+        if row["role"] == "personal":
+            prior = row.get("prior", "")
+            if not prior:
+                raise _sheet_error(sheet, row["_line"], "prior", "a personal album needs a stage-1 prior")
+            if prior not in priors:
+                raise _sheet_error(
+                    sheet, row["_line"], "prior",
+                    f"unknown prior '{prior}' (config stage1.priors has: {', '.join(sorted(priors))})",
+                )
+    used = {row.get("prior") for row in albums.values() if row["role"] == "personal"}
+    for prior, spec in priors.items():
+        if prior not in used:  # e.g. the default config's prior when a --configfile adds its own
+            continue
+        weights = spec.get("weights", [])
+        if weights and len(weights) != len(spec["albums"]):
+            raise WorkflowError(
+                f"config stage1.priors.{prior}: {len(weights)} weights for {len(spec['albums'])} albums"
+            )
+        if spec.get("official_checkpoint"):
+            continue
+        for album in spec["albums"]:
+            if album not in albums:
+                raise WorkflowError(f"config stage1.priors.{prior}: album '{album}' is not a row of {sheet}")
+            if albums[album]["role"] != "prior":
+                raise WorkflowError(
+                    f"config stage1.priors.{prior}: album '{album}' has role '{albums[album]['role']}' "
+                    f"in {sheet}; only role 'prior' albums train stage 1"
+                )
+    esheet = config["edits"]
+    for name, row in edits.items():
+        album = row["album"]
+        if album not in albums:
+            raise _sheet_error(
+                esheet, row["_line"], "album",
+                f"unknown album '{album}' (rows of {sheet}: {', '.join(sorted(albums))})",
+            )
+        if albums[album]["role"] != "personal":
+            raise _sheet_error(esheet, row["_line"], "album", f"album '{album}' is not a personal album")
+        if not Path(row["target"]).is_file():
+            raise _sheet_error(esheet, row["_line"], "target", f"target image '{row['target']}' does not exist")
+
+
