@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-buffers", action="store_true", help="also show the rendered buffers in grid.png (the buffers are always saved as npz)")
     p.add_argument("--out", required=True, help="output folder (results/edits/<edit>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="UNet arithmetic: auto = bf16 on a GPU, fp32 on the CPU (byte-identical reruns)",
+    )
     p.set_defaults(func=run)
 
 
@@ -63,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> "EditConfig":  # noqa: F821
         batch_size=args.batch_size,
         save_buffers=args.save_buffers,
         device=args.device,
+        precision=args.precision,
     )
     cfg.validate()
     return cfg

@@ -62,7 +62,7 @@ def plan_edits(
     source, i.e. with the album mean shape when one is used. The original computed it with the
     source's own shape and then rendered the mean shape, so even a pure lighting edit moved the head
     a little away from where the training buffers had it. Here an edit that does not change the
-    geometry (``light``, ``latent``) renders exactly the training buffers of the source.
+    geometry (``light``, ``latent``) renders the training buffers of the source.
     """
     import torch
 
@@ -91,26 +91,24 @@ def _cat_buffers(parts: list["Buffers"]) -> "Buffers":
 def render_plan(face_model, plan: EditPlan, image_size: int, batch_size: int) -> tuple["Buffers", "Buffers"]:
     """(source buffers (N), edited buffers (N·M)), rendered in chunks on the face model's device.
 
-    Edited heads are re-centred on their source's FFHQ centre. For jobs whose mode leaves the geometry
-    alone the requested centre is the edited mesh's own centre, so the shift is exactly zero.
+    Every edited head is re-centred on its source's FFHQ centre. For modes that leave the geometry
+    alone (light, latent) the edited mesh *is* the source mesh, so the shift is zero up to float
+    rounding (~1e-7 of the head size) and the buffers are the source's.
     """
     import torch
 
     src_parts, edit_parts = [], []
+    job_src = plan.job_sources()
     with torch.no_grad():
         for a in range(0, plan.n_sources, batch_size):
             idx = list(range(a, min(a + batch_size, plan.n_sources)))
             src_parts.append(face_model.render(plan.source.index(idx), plan.tform[idx], image_size=image_size))
-        job_src = plan.job_sources()
         for a in range(0, plan.n_jobs, batch_size):
             ks = list(range(a, min(a + batch_size, plan.n_jobs)))
-            codes = plan.edited.index(ks)
             srcs = [job_src[k] for k in ks]
-            center = plan.center[srcs].clone()
-            own = face_model.ffhq_center(codes)
-            keep = torch.tensor([not plan.modes[plan.job(k)[1]].moves_geometry for k in ks], device=center.device)
-            center[keep] = own[keep]
-            edit_parts.append(face_model.render(codes, plan.tform[srcs], image_size=image_size, center=center))
+            edit_parts.append(
+                face_model.render(plan.edited.index(ks), plan.tform[srcs], image_size=image_size, center=plan.center[srcs])
+            )
     return _cat_buffers(src_parts), _cat_buffers(edit_parts)
 
 
@@ -156,15 +154,22 @@ def encode_latents(model, images: "torch.Tensor", batch_size: int) -> "torch.Ten
 ModelFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
-def _model_fn(model, cond: "torch.Tensor", latent: "torch.Tensor") -> ModelFn:
-    def fn(x_t: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
-        return model(x_t, t, cond, latent=latent)
+def _model_fn(model, cond: "torch.Tensor", latent: "torch.Tensor", precision: str) -> ModelFn:
+    from dre.model import eps_fn
 
-    return fn
+    return eps_fn(model, cond, latent, precision)
 
 
 def invert_sources(
-    model, diffusion, x0: "torch.Tensor", cond: "torch.Tensor", latent: "torch.Tensor", steps: int, batch_size: int
+    model,
+    diffusion,
+    x0: "torch.Tensor",
+    cond: "torch.Tensor",
+    latent: "torch.Tensor",
+    *,
+    steps: int,
+    batch_size: int,
+    precision: str = "fp32",
 ) -> "torch.Tensor":
     """x_T of each source by DDIM inversion under its own (unedited) buffers and latent."""
     import torch
@@ -175,7 +180,7 @@ def invert_sources(
     with torch.inference_mode():
         for a in range(0, x0.shape[0], batch_size):
             s = slice(a, a + batch_size)
-            parts.append(ddim_invert(diffusion, _model_fn(model, cond[s], latent[s]), x0[s], respacing=f"ddim{steps}"))
+            parts.append(ddim_invert(diffusion, _model_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
     return torch.cat(parts)
 
 
@@ -190,6 +195,7 @@ def sample_jobs(
     eta: float,
     batch_size: int,
     seed: int,
+    precision: str = "fp32",
 ) -> "torch.Tensor":
     """DDIM samples (B, 3, H, W) in [-1, 1] for every job, in chunks.
 
@@ -211,7 +217,7 @@ def sample_jobs(
             out.append(
                 ddim_sample(
                     diffusion,
-                    _model_fn(model, cond[s], latent[s]),
+                    _model_fn(model, cond[s], latent[s], precision),
                     x_T[s],
                     respacing=f"ddim{steps}",
                     eta=eta,

@@ -43,6 +43,7 @@ class EditConfig:
     batch_size: int = 16
     save_buffers: bool = False
     device: str = "auto"
+    precision: str = "auto"
     extra_meta: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -97,11 +98,11 @@ def run_edit(cfg: EditConfig) -> Path:
     import torch
 
     _require_parts()
-    from dre.diffusion import DiffusionConfig, GaussianDiffusion
+    from dre.diffusion import GaussianDiffusion
     from dre.edit import engine
     from dre.edit.writer import EditResult, write_edit_folder
     from dre.face3d.model import FaceModel
-    from dre.model import load_model_file
+    from dre.model import load_model_file, resolve_precision, to_channels_last
     from dre.utils.device import resolve_device
     from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
@@ -111,6 +112,9 @@ def run_edit(cfg: EditConfig) -> Path:
     model_path = Path(cfg.model)
     if not model_path.is_file():
         raise DreError(f"--model {model_path} does not exist")
+    # cheap input checks first: a target without a face should fail before any network is loaded
+    faces = list_sources(Path(cfg.source))
+    target = load_target(Path(cfg.target))
     model, meta = load_model_file(model_path, map_location=device)
     model = model.to(device).eval()
     trained_with = meta.get("extractor")
@@ -121,15 +125,17 @@ def run_edit(cfg: EditConfig) -> Path:
         )
         warnings.warn(msg, stacklevel=2)
         log.warning(msg)
-    diffusion = GaussianDiffusion(DiffusionConfig(**_diffusion_fields(meta)))
+    diffusion = GaussianDiffusion(_diffusion_config(meta))
     image_size = int(model.cfg.image_size)
+    precision = resolve_precision(cfg.precision, device)
+    if device.type == "cuda":
+        to_channels_last(model)
 
     face_model = FaceModel.from_assets(cfg.assets, device)
     synthetic = bool(is_synthetic_assets(cfg.assets) or getattr(face_model, "synthetic", False) or meta.get("synthetic"))
     if synthetic:
         warn_synthetic("dre edit")
 
-    faces = list_sources(Path(cfg.source))
     if cfg.source_codes is not None:
         faces, src_codes, src_tform = codes_for_sources(faces, Path(cfg.source_codes), cfg.source_extractor, device)
     else:
@@ -137,7 +143,6 @@ def run_edit(cfg: EditConfig) -> Path:
             faces, Path(cfg.assets), cfg.source_extractor, device, cfg.emoca_model, "--source"
         )
     src_tform = tform_to_size(src_tform.to(device), faces, image_size)
-    target = load_target(Path(cfg.target))
     tgt_codes, _ = extract_codes([target], Path(cfg.assets), cfg.target_extractor, device, cfg.emoca_model, "--target")
     ms = resolve_mean_shape(cfg.mean_shape, meta, model_path)
     mean_shape = None if ms is None else torch.from_numpy(ms).to(device)
@@ -159,13 +164,16 @@ def run_edit(cfg: EditConfig) -> Path:
         [z_tgt[0] if plan.modes[plan.job(k)[1]].swaps_latent else z_src[job_src[k]] for k in range(plan.n_jobs)]
     )
     if cfg.init == "inversion":
-        x_T_src = engine.invert_sources(model, diffusion, x0, src_cond, z_src, cfg.steps, cfg.batch_size)
+        x_T_src = engine.invert_sources(
+            model, diffusion, x0, src_cond, z_src, steps=cfg.steps, batch_size=cfg.batch_size, precision=precision
+        )
     else:
         x_T_src = engine.source_noise(cfg.seed, stems, (3, image_size, image_size)).to(device)
     x_T = x_T_src[job_src]
     t1 = time.perf_counter()
     images = engine.sample_jobs(
-        model, diffusion, x_T, edit_cond, latent, steps=cfg.steps, eta=cfg.eta, batch_size=cfg.batch_size, seed=cfg.seed
+        model, diffusion, x_T, edit_cond, latent, steps=cfg.steps, eta=cfg.eta, batch_size=cfg.batch_size, seed=cfg.seed,
+        precision=precision,
     )
     t2 = time.perf_counter()
     log.info("sampled %d edits (%d sources × %d modes) in %.1f s", plan.n_jobs, len(stems), len(cfg.modes), t2 - t1)
@@ -182,7 +190,8 @@ def run_edit(cfg: EditConfig) -> Path:
         edit_buffers=edit_buf,
         noise_seeds=[engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems),
         meta={
-            "model_meta": {k: v for k, v in meta.items() if k != "mean_shape"},
+            "model_meta": _plain_meta(meta),
+            "precision": precision,
             "mean_shape": ms is not None,
             "synthetic": synthetic,
             "image_size": image_size,
@@ -207,12 +216,23 @@ def _require_parts() -> None:
             raise DreError(f"`dre edit` needs {what}, which is not available: {exc}") from None
 
 
-def _diffusion_fields(meta: dict) -> dict:
+def _diffusion_config(meta: dict) -> "DiffusionConfig":  # noqa: F821
     """The diffusion settings stored with the model (official checkpoints: the published defaults)."""
-    from dataclasses import fields
-
     from dre.diffusion import DiffusionConfig
 
-    stored = meta.get("diffusion_config") or {}
-    names = {f.name for f in fields(DiffusionConfig)}
-    return {k: v for k, v in stored.items() if k in names}
+    stored = meta.get("diffusion_config")
+    if isinstance(stored, DiffusionConfig):
+        return stored
+    if isinstance(stored, dict):
+        return DiffusionConfig.from_dict(stored)
+    return DiffusionConfig()
+
+
+def _plain_meta(meta: dict) -> dict:
+    """The model's metadata as JSON-able values (configs as dicts, the mean shape left out: it is long)."""
+    out = {}
+    for k, v in meta.items():
+        if k == "mean_shape":
+            continue
+        out[k] = v.to_dict() if hasattr(v, "to_dict") else v
+    return out
