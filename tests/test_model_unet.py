@@ -110,12 +110,23 @@ def test_parameter_count_of_published_configuration() -> None:
 def test_bad_config_is_a_clear_error() -> None:
     with pytest.raises(DreError, match="channel_mult"):
         ModelConfig(image_size=96)
-    with pytest.raises(DreError, match="GroupNorm"):
-        ModelConfig(image_size=32, model_channels=20, channel_mult=(1, 2))
+    with pytest.raises(DreError, match="norm_groups"):
+        ModelConfig(norm_groups=0)
     with pytest.raises(DreError, match="scale_shift"):
         ModelConfig(use_scale_shift_norm=False)
     with pytest.raises(DreError, match="encoder"):
         ModelConfig(encoder="vit")
+
+
+def test_group_norm_groups() -> None:
+    """32 groups everywhere in the published network; narrow networks use gcd(32, C) groups."""
+    with torch.device("meta"):
+        full = UNet(ModelConfig())
+        narrow = UNet(ModelConfig(image_size=16, model_channels=16, channel_mult=(1, 3), attention_resolutions=(8,)))
+    assert {m.num_groups for m in full.modules() if isinstance(m, torch.nn.GroupNorm)} == {32}
+    got = {(m.num_channels, m.num_groups) for m in narrow.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert (16, 16) in got and (48, 16) in got and (64, 32) in got  # 64 = 48 + 16 decoder concat
+    assert all(c % g == 0 and g == math.gcd(32, c) for c, g in got)
 
 
 def test_config_dict_round_trip() -> None:
