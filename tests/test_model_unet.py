@@ -307,3 +307,22 @@ def test_backward_reaches_every_parameter() -> None:
     out.square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager_and_keeps_state_dict_keys() -> None:
+    """``maybe_compile`` compiles the UNet in place: same outputs, official state-dict keys."""
+    from dre.model import maybe_compile
+
+    cfg = tiny_cfg()
+    model = DiffusionRig(cfg)
+    randomize(model)
+    model.eval()
+    keys = list(model.state_dict())
+    x, t, c, z = inputs(cfg)
+    with torch.no_grad():
+        eager = model(x, t, c, latent=z)
+        maybe_compile(model, True)
+        compiled = model(x, t, c, latent=z)
+    assert list(model.state_dict()) == keys
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
