@@ -11,7 +11,7 @@ Three sets are made from independent random streams of one seed, so they never s
 ``personal`` (the stage-2 album), ``prior`` (stage-1 data, since FFHQ is not available) and ``target``
 (one photo whose expression/pose/lighting the demo edit transfers).
 
-Every set is written atomically with a ``demo_album.json`` manifest recording how it was made; an
+Every set is written atomically with a hidden ``.demo_album.json`` manifest recording how it was made; an
 existing set with the same manifest is left untouched, so the workflow's file times (and therefore its
 rerun decisions) stay stable however often the demo is prepared.
 """
@@ -31,7 +31,7 @@ from PIL import Image
 from dre.errors import DreError
 from dre.utils.atomic import atomic_dir, atomic_path
 
-MANIFEST_NAME = "demo_album.json"
+MANIFEST_NAME = ".demo_album.json"  # hidden: album readers (dre align) skip dot files
 FORMAT = "dre-demo-album/1"
 KINDS = ("personal", "prior", "target")
 # One independent random stream per kind (numpy SeedSequence spawn keys), so sets never overlap.
@@ -77,7 +77,7 @@ SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
         Source("astronaut", "NASA photograph, public domain (skimage.data.astronaut)", (96, 0, 368, 272), _astronaut),
-        Source("camera", "CC0 (skimage.data.camera)", (110, 10, 360, 260), _camera),
+        Source("camera", "CC0 (skimage.data.camera)", (140, 40, 320, 220), _camera),
         Source("grace_hopper", "US Navy photograph, public domain (matplotlib grace_hopper.jpg)",
                (96, 48, 432, 384), _grace_hopper),
     )

@@ -86,7 +86,8 @@ def write_store(path: Path, images: list[np.ndarray], conds: list[np.ndarray], *
 
 def write_codes_table(path: Path, image_dir: Path, n: int, size: int, *, seed: int = 0, bad_rows: tuple[int, ...] = (),
                       flat: np.ndarray | None = None, tform: np.ndarray | None = None,
-                      synthetic: bool = True) -> tuple[np.ndarray, np.ndarray, list[Path]]:  # fmt: skip
+                      synthetic: bool = True, assets: dict[str, str] | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray, list[Path]]:  # fmt: skip
     """Aligned PNGs + a codes.parquet in the `dre extract` contract (docs/ARCHITECTURE.md)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -111,6 +112,25 @@ def write_codes_table(path: Path, image_dir: Path, n: int, size: int, *, seed: i
     cols["extractor"] = ["emoca"] * n
     f32 = pa.list_(pa.float32())
     table = pa.table({k: pa.array(v, f32 if k in (*CODE_ORDER, "tform") else pa.string()) for k, v in cols.items()})
-    md = {"schema": 1, "extractor": "emoca", "assets": {"generic_model.pkl": "11"}, "synthetic": synthetic, "image_size": size}
+    assets = {"generic_model.pkl": "11"} if assets is None else assets
+    md = {"schema": 1, "extractor": "emoca", "assets": assets, "synthetic": synthetic, "image_size": size}
     pq.write_table(table.replace_schema_metadata({"dre": json.dumps(md)}), path)
     return flat, tform, paths
+
+
+def renderable_codes(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """DECA-like codes that put the (synthetic) head in frame: cam scale 9, small shape/exp, lit from the front."""
+    rng = np.random.default_rng(seed)
+    flat = np.zeros((n, 236), np.float32)
+    flat[:, :100] = rng.normal(0, 1.0, (n, 100))  # shape: different per image, so the mean-shape swap shows
+    flat[:, 100:150] = rng.normal(0, 0.5, (n, 50))  # tex
+    flat[:, 150:200] = rng.normal(0, 0.3, (n, 50))  # exp
+    flat[:, 200:203] = rng.normal(0, 0.1, (n, 3))  # global pose
+    flat[:, 206:209] = [9.0, 0.0, 0.0]  # cam s, tx, ty
+    light = np.zeros((n, 9, 3), np.float32)
+    light[:, 0] = 3.0
+    light[:, 3] = 0.5  # n_z term: front light
+    flat[:, 209:] = light.reshape(n, 27)
+    k = 224.0 / size
+    tform = np.tile(np.diag([k, k, 1.0]).astype(np.float32), (n, 1, 1))
+    return flat, tform

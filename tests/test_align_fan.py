@@ -36,3 +36,57 @@ def test_missing_weights_error_names_files_and_folder(tmp_path: Path, monkeypatc
     (folder / "2DFAN4-11f355bf06.pth.tar").write_bytes(b"x")
     assert check_weights() == folder
     assert set(FAN_FILES) == {"s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar"}
+
+
+@pytest.fixture(scope="module")
+def fake_fan_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TORCH_HOME holding *untrained* S3FD/FAN weights under the real file names.
+
+    Not a stand-in for FAN's accuracy: it exercises our wiring (file lookup, FaceAlignment construction
+    with the current enum and compile=False, detection → landmark calls, the batched path). The
+    detector's classification and box-regression heads are zeroed with a bias that makes every anchor
+    of the coarsest level a "face" (p = 0.88); a 128² image has one such anchor, so one box.
+    """
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("face_alignment")
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.models import FAN
+
+    home = tmp_path_factory.mktemp("torch_home")
+    folder = home / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    det = s3fd()
+    with torch.no_grad():
+        for name, mod in det.named_children():
+            if "mbox" in name:
+                mod.weight.zero_()
+                mod.bias.zero_()
+                if "conf" in name:
+                    mod.bias.copy_(torch.tensor([2.0, 2.0, 2.0, -2.0]) if mod.bias.numel() == 4 else torch.tensor([2.0, -2.0]))
+        det.conv7_2_mbox_conf.bias.copy_(torch.tensor([-1.0, 1.0]))
+    torch.save(det.state_dict(), folder / "s3fd-619a316812.pth")
+    torch.save(FAN(4).state_dict(), folder / "2DFAN4-11f355bf06.pth.tar")
+    return home
+
+
+@pytest.mark.slow  # ~1-2 min on 2 shared CPU cores (VGG-16 detector + hourglass FAN, untrained)
+def test_fan_wiring_with_untrained_weights(fake_fan_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("TORCH_HOME", str(fake_fan_home))
+    from dre.align.fan import FanBackend
+
+    be = FanBackend(device="cpu")
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+    single = be.detect(imgs[0], Path("a.png"))
+    assert len(single) == 1
+    face = single[0]
+    assert face.landmarks.shape == (68, 2) and np.isfinite(face.landmarks).all()
+    assert face.confidence == pytest.approx(1 / (1 + np.exp(-2.0)), abs=1e-3)
+    batch = be.detect_batch(imgs, [Path("a.png"), Path("b.png")])
+    assert [len(b) for b in batch] == [1, 1]
+    np.testing.assert_allclose(batch[0][0].landmarks, face.landmarks, atol=1e-3)  # batched = one by one
+    mixed = be.detect_batch([imgs[0], imgs[1][:100]], [Path("a.png"), Path("c.png")])  # sizes differ
+    np.testing.assert_allclose(mixed[0][0].landmarks, face.landmarks, atol=1e-3)

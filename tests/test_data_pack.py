@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from _data_helpers import face_like_cond, image_index, index_image, write_codes_table
+from _data_helpers import face_like_cond, image_index, index_image, renderable_codes, write_codes_table
 from dre.data import FaceDataset, LmdbAlbum
 from dre.data.manifest import read_manifest_meta
 from dre.data.pack import MEAN_SHAPE_FILE, PackConfig, pack_album
@@ -129,7 +129,7 @@ def test_user_errors_name_the_row_or_flag(tmp_path):
     (tmp_path / "aligned" / "face_001.png").unlink()
     cfg = PackConfig(out=tmp_path / "e.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
                      size=SIZE, device="cpu")  # fmt: skip
-    with pytest.raises(DreError, match=r"row 3: image .*face_001.png"):
+    with pytest.raises(DreError, match=r"row 1 \(0-based\): image .*face_001.png"):
         pack_album(cfg, face_model=RecordingRenderer())
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", 2, SIZE, bad_rows=(0, 1))
     with pytest.raises(DreError, match="no row has status 'ok'"):
@@ -155,34 +155,19 @@ def face_model_and_assets(request):
     return FaceModel, request.getfixturevalue("synthetic_assets")
 
 
-def _renderable_codes(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """DECA-like codes that put the (synthetic) head in frame: cam scale 9, small shape/exp, lit from the front."""
-    rng = np.random.default_rng(seed)
-    flat = np.zeros((n, 236), np.float32)
-    flat[:, :100] = rng.normal(0, 1.0, (n, 100))  # shape: different per image, so the mean-shape swap shows
-    flat[:, 100:150] = rng.normal(0, 0.5, (n, 50))  # tex
-    flat[:, 150:200] = rng.normal(0, 0.3, (n, 50))  # exp
-    flat[:, 200:203] = rng.normal(0, 0.1, (n, 3))  # global pose
-    flat[:, 206:209] = [9.0, 0.0, 0.0]  # cam s, tx, ty
-    light = np.zeros((n, 9, 3), np.float32)
-    light[:, 0] = 3.0
-    light[:, 3] = 0.5  # n_z term: front light
-    flat[:, 209:] = light.reshape(n, 27)
-    k = 224.0 / size
-    tform = np.tile(np.diag([k, k, 1.0]).astype(np.float32), (n, 1, 1))
-    return flat, tform
-
-
 def _fp16_close(stored: np.ndarray, ref: np.ndarray) -> None:
+    """Stored fp16 within half an fp16 ulp of a fresh fp32 render, plus the fp32 render's own run-to-run
+    wobble (a different batch composition or thread count changes the last fp32 bits)."""
     err = np.abs(stored.astype(np.float32) - ref)
-    bound = np.maximum(np.abs(ref) * 2.0**-11, 2.0**-25)
+    bound = np.maximum(np.abs(ref) * 2.0**-11, 2.0**-25) + 1e-5 * np.abs(ref) + 1e-6
     assert (err <= bound).all(), f"max error/bound {float((err / bound).max()):.3f}"
+    assert err.max() <= 2.0**-11 * max(1.0, float(np.abs(ref).max())) + 1e-5
 
 
 def test_pack_cli_renders_with_face_model(tmp_path, face_model_and_assets, dre_cmd, cli_env):
     FaceModel, synthetic_assets = face_model_and_assets
     n = 3
-    flat, tform = _renderable_codes(n, SIZE)
+    flat, tform = renderable_codes(n, SIZE)
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", n, SIZE, flat=flat, tform=tform)
     out = tmp_path / "album.deca.lmdb"
     r = subprocess.run([*dre_cmd, "pack", "--images", str(tmp_path / "aligned"), "--codes", str(tmp_path / "codes.parquet"),
@@ -205,7 +190,7 @@ def test_pack_cli_renders_with_face_model(tmp_path, face_model_and_assets, dre_c
 def test_mean_shape_album_renders_with_the_mean(tmp_path, face_model_and_assets):
     FaceModel, synthetic_assets = face_model_and_assets
     n = 3
-    flat, tform = _renderable_codes(n, SIZE, seed=1)
+    flat, tform = renderable_codes(n, SIZE, seed=1)
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", n, SIZE, flat=flat, tform=tform)
     model = FaceModel.from_assets(synthetic_assets, torch.device("cpu"))
     cfg = PackConfig(out=tmp_path / "m.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",

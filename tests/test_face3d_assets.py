@@ -111,6 +111,21 @@ def test_unpickler_converts_sparse_and_rejects_chumpy_expressions(tmp_path: Path
         load_chumpy_pickle(p)
 
 
+def test_flame_pickle_any_protocol(tmp_path: Path, synthetic_assets: Path) -> None:
+    """FLAME 2020 was pickled by Python 2: old protocols use copy_reg._reconstructor and __builtin__ names."""
+    from dre.synth import _chumpy_standin, _flame_dict, _Mesh
+
+    ref = A.load_flame(synthetic_assets / A.FLAME_FILE)
+    with _chumpy_standin() as Ch:
+        d = _flame_dict(_Mesh(), np.random.default_rng(0), Ch)
+        blobs = {proto: pickle.dumps(d, protocol=proto) for proto in (0, 1, 2)}
+    assert b"copy_reg" in blobs[1] and b"_reconstructor" in blobs[1]
+    for proto, blob in blobs.items():
+        (tmp_path / A.FLAME_FILE).write_bytes(blob)
+        m = A.load_flame(tmp_path / A.FLAME_FILE, official=False)
+        assert np.array_equal(m.v_template, ref.v_template) and np.array_equal(m.J_regressor, ref.J_regressor), proto
+
+
 def test_html_instead_of_tar(tmp_path: Path) -> None:
     p = tmp_path / A.DECA_FILE
     p.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>")

@@ -45,6 +45,9 @@ def run_snakemake_slurm(cluster: LocalSlurm, workdir: Path, args: list[str], tim
     """
     env = dict(cluster.env)
     env["XDG_CACHE_HOME"] = str(workdir / ".cache")
+    # Jobs run `python -m dre` (and the jobstep `python -m snakemake`): this interpreter first on PATH,
+    # after the srun wrapper, as an activated venv would have it.
+    env["PATH"] = os.pathsep.join([str(cluster.bin), str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [
         "timeout", "-k", "5", str(timeout),
@@ -93,4 +96,28 @@ def test_tiny_workflow_runs_under_slurm(cluster: LocalSlurm, tmp_path: Path) -> 
     assert "gres/gpu=1" in job or "gpu:1" in job, job
     # A rerun has nothing to do.
     again = run_snakemake_slurm(cluster, tmp_path, [], timeout=120)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_under_slurm(cluster: LocalSlurm, tmp_path: Path) -> None:
+    """The built-in demo through the unmodified profile: every rule a SLURM job, GPU rules on the fake GPU."""
+    from tests.demo_project import CONFIG_FLAG, DEMO_TARGET, make_project, missing_parts, planned_jobs
+
+    missing = missing_parts()
+    if missing:
+        pytest.skip("the demo needs parts that have not landed yet: " + "; ".join(missing))
+    project = make_project(tmp_path / "project")
+    r = run_snakemake_slurm(cluster, project.root, ["--verbose", CONFIG_FLAG, DEMO_TARGET], timeout=1800)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-6000:]
+    assert planned_jobs(r).get("train_stage1") == 1 and planned_jobs(r).get("edit") == 1
+    for path in ("results/models/stage2/demo.deca/model.pt", f"{DEMO_TARGET}/grid.png", f"{DEMO_TARGET}/edit.parquet"):
+        assert (project.root / path).exists(), path
+    # GPU rules asked SLURM for a GPU (the plugin's sbatch lines), CPU rules did not; training got its runtime.
+    calls = {line.split("--comment ", 1)[1].split()[0]: line for line in out.splitlines()
+             if line.startswith("sbatch call:") and "--comment " in line}
+    assert "--gpus=1" in calls["rule_train_stage1"] and "--gpus" not in calls["rule_align"], calls
+    assert " -t 2880 " in calls["rule_train_stage1"], calls["rule_train_stage1"]
+    again = run_snakemake_slurm(cluster, project.root, [CONFIG_FLAG, DEMO_TARGET], timeout=300)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -79,7 +79,7 @@ class MediaPipeBackend(SequentialBatch):
 
     name = "mediapipe"
 
-    def __init__(self, min_detection_confidence: float = 0.5, max_faces: int = 16) -> None:
+    def __init__(self, min_detection_confidence: float = 0.5, max_faces: int = 16, refine_passes: int = 1) -> None:
         mp = _import_mediapipe()
         self._fd_full = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=min_detection_confidence
@@ -91,6 +91,7 @@ class MediaPipeBackend(SequentialBatch):
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
         )
         self.max_faces = max_faces
+        self.refine_passes = refine_passes
 
     def close(self) -> None:
         for obj in (self._fd_full, self._fd_short, self._mesh):
@@ -111,26 +112,24 @@ class MediaPipeBackend(SequentialBatch):
 
     def mesh_in_box(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """478 mesh points (pixel-index coordinates of ``image``) for the face in ``box``, or None."""
-        h, w = image.shape[:2]
         side = CONTEXT * max(box[2] - box[0], box[3] - box[1])
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         x0, y0 = cx - side / 2, cy - side / 2
         scale = WORK_SIZE / side
-        # Square crop with context, zero outside the photo, resampled straight to the working size.
-        # Pillow's EXTENT transform maps the (area-coordinate) box onto the output.
-        crop = Image.fromarray(image).transform(
-            (WORK_SIZE, WORK_SIZE),
-            Image.Transform.EXTENT,
-            (x0 + 0.5, y0 + 0.5, x0 + 0.5 + side, y0 + 0.5 + side),
-            Image.Resampling.BILINEAR if scale >= 1 else Image.Resampling.BOX,
-        )
+        # Square crop with context, zero outside the photo, resampled to the working size. Pillow's
+        # crop fills outside the photo with black; resize's float ``box`` (area coordinates) keeps
+        # sub-pixel placement, and its filters antialias when a big face is scaled down.
+        ix0, iy0 = int(np.floor(x0 + 0.5)), int(np.floor(y0 + 0.5))
+        ix1, iy1 = int(np.ceil(x0 + 0.5 + side)), int(np.ceil(y0 + 0.5 + side))
+        region = Image.fromarray(image).crop((ix0, iy0, ix1, iy1))
+        box = (x0 + 0.5 - ix0, y0 + 0.5 - iy0, x0 + 0.5 - ix0 + side, y0 + 0.5 - iy0 + side)
+        crop = region.resize((WORK_SIZE, WORK_SIZE), Image.Resampling.BILINEAR, box=box)
         res = self._mesh.process(np.ascontiguousarray(np.asarray(crop)))
         if not res.multi_face_landmarks:
             return None
         pts = np.array([(p.x, p.y) for p in res.multi_face_landmarks[0].landmark], dtype=np.float64)
         # normalised → crop area coords → photo area coords → photo index coords
         pts = pts * WORK_SIZE / scale + np.array([x0 + 0.5, y0 + 0.5]) - 0.5
-        del h, w
         return pts
 
     def detect(self, image: np.ndarray, path: Path) -> list[Face]:
@@ -140,8 +139,23 @@ class MediaPipeBackend(SequentialBatch):
             if mesh is None:
                 log.debug("%s: face box %s: mesh found no face", path, np.round(box).tolist())
                 continue
+            for _ in range(self.refine_passes):
+                # Re-centre the crop on the mesh itself: the result no longer depends on where the
+                # detector's box happened to sit (measured in bench/align_stability.py).
+                again = self.mesh_in_box(image, _mesh_box(mesh))
+                if again is None:
+                    break
+                mesh = again
             faces.append(Face(mesh_to_ibug(mesh), score))
         return _dedupe(faces)
+
+
+def _mesh_box(mesh: np.ndarray) -> np.ndarray:
+    """A detector-like square box from mesh points (the mesh spans forehead to chin, ~1.2× a box)."""
+    lo, hi = mesh.min(0), mesh.max(0)
+    c = (lo + hi) / 2
+    half = max(hi - lo) / 2 / 1.2
+    return np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
 
 
 def _dedupe(faces: list[Face], iou: float = 0.5) -> list[Face]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from dre.errors import NotImplementedYet
-
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """Architecture and diffusion flags (defaults = the published 256² configuration)."""
@@ -59,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--ema", type=float, default=0.0, help="EMA decay (0 = off, as the original)")
     t.add_argument("--train-encoder-bn", action="store_true",
                    help="stage 2: keep updating the frozen encoder's BatchNorm statistics (original behaviour)")
+    t.add_argument("--local-bn", action="store_true",
+                   help="normalise the encoder's BatchNorm per process (the original under DDP) instead of "
+                        "over the global batch; only matters with several processes")
     t.add_argument("--save-every", type=int, default=5000)
     t.add_argument("--keep", type=int, default=2, help="checkpoints to keep besides the final one")
     t.add_argument("--sample-every", type=int, default=0, help="DDIM sample grid every K steps (0 = off)")
@@ -71,4 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedYet("train", 7)
+    from dre.train import TrainConfig, train
+
+    cfg = TrainConfig.from_args(args)
+    out = train(cfg)
+    print(out)
+    return 0

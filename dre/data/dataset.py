@@ -77,10 +77,7 @@ class FaceDataset(_TorchDataset):
         album = self.albums[a]
         img = album.image(j)  # (H,W,3) uint8
         image = torch.from_numpy(img).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-        s = self.image_size
-        cond = np.empty((len(schema.BUFFER_CHANNELS), s, s), dtype=np.float32)
-        album.cond_into(j, cond)
-        cond_t = torch.from_numpy(cond)
+        cond_t = album.cond(j)
         if self.flip and bool(torch.rand(()) < 0.5):
             image = image.flip(-1)
             cond_t = cond_t.flip(-1)
@@ -177,9 +174,9 @@ def load_album_tensors(path: str | os.PathLike[str]) -> tuple["torch.Tensor", "t
     if n == 0:
         raise DreError(f"{path} holds no samples")
     images = torch.empty((n, 3, s, s), dtype=torch.float32)
-    cond = np.empty((n, len(schema.BUFFER_CHANNELS), s, s), dtype=np.float32)
+    cond = torch.empty((n, len(schema.BUFFER_CHANNELS), s, s), dtype=torch.float32)
     for i in range(n):
         images[i] = torch.from_numpy(album.image(i)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
         album.cond_into(i, cond[i])
     album.close()
-    return images, torch.from_numpy(cond)
+    return images, cond

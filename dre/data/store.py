@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -250,12 +251,29 @@ class LmdbAlbum:
         full[:, y0:y1, x0:x1] = crop
         return full
 
-    def cond_into(self, i: int, out: np.ndarray) -> np.ndarray:
-        """Write sample ``i``'s buffers as float32 into ``out`` (9,H,W): the one copy a loader must make."""
+    def cond_into(self, i: int, out: "np.ndarray | torch.Tensor") -> "np.ndarray | torch.Tensor":
+        """Write sample ``i``'s buffers as float32 into ``out`` (9,H,W): the one copy a loader must make.
+
+        Done with torch, whose vectorised half→float copy is ~8x faster than numpy's here.
+        """
+        import torch
+
         (y0, y1, x0, x1), crop = self.buffers_box(i)
-        out.fill(0.0)
-        out[:, y0:y1, x0:x1] = crop
+        dst = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+        dst.zero_()
+        with warnings.catch_warnings():
+            # the source is LMDB's read-only map; it is only read, never written through
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            src = torch.from_numpy(crop)
+        dst[:, y0:y1, x0:x1].copy_(src)
         return out
+
+    def cond(self, i: int) -> "torch.Tensor":
+        """(9,H,W) float32 tensor of sample ``i``'s buffers (a fresh tensor)."""
+        import torch
+
+        s = self.image_size
+        return self.cond_into(i, torch.empty((len(schema.BUFFER_CHANNELS), s, s), dtype=torch.float32))
 
     def source(self, i: int) -> str:
         return bytes(self._raw(i, "source")).decode("utf-8")

@@ -204,7 +204,9 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
     import torch
     import torch._utils
 
-    def load_storage_bytes(b: bytes) -> Any:
+    def load_storage_bytes(b: bytes | str) -> Any:
+        if isinstance(b, str):  # a Python 2 pickle's bytes arrive latin1-decoded
+            b = b.encode("latin1")
         return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
 
     def rebuild_from_type(func: Callable[..., Any], new_type: type, args: tuple, state: Any) -> Any:

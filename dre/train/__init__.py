@@ -1,0 +1,14 @@
+"""Training for both DiffusionRig stages: resumable, reproducible, distributed, observable.
+
+``TrainConfig`` holds every ``dre train`` flag; :func:`train` runs or resumes the run in
+``cfg.run_dir`` and returns the exported model file (``cfg.out``). See ``loop`` for the step order,
+``sampling`` for the stateless data order and noise, ``checkpoint`` for the state files and
+``distributed`` for launcher detection (torchrun, srun, mpiexec).
+"""
+
+from __future__ import annotations
+
+from dre.train.config import TrainConfig
+from dre.train.loop import TrainingInterrupted, train
+
+__all__ = ["TrainConfig", "TrainingInterrupted", "train"]

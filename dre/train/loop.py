@@ -1,0 +1,456 @@
+"""The training loop for both stages (one code path for 1..N processes).
+
+Order of one step s (0-based; after it the model has seen s+1 updates and the step counter is s+1):
+global batch of s → this rank's slice → timesteps and noise of s → loss under autocast → backward
+(DDP averages gradients) → unscale → clip → optimiser (lr of s) → EMA. Every ``log_every`` steps the
+loss and mse are averaged over ranks and written by rank 0; every ``sample_every`` steps rank 0 writes
+a DDIM sample grid; every ``save_every`` steps (and at the end, or on SIGTERM/SIGUSR1) rank 0 writes a
+state file. The final model file is exported by rank 0 and is the rule's output.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from dre.errors import DreError
+from dre.train import checkpoint as ckpt
+from dre.train.config import TrainConfig
+from dre.train.data import DataInfo, LmdbData, MemoryData, inspect_lmdbs
+from dre.train.distributed import DistEnv, Distributed, detect_env, select_device
+from dre.train.ema import EMA
+from dre.train.metrics import MetricsWriter
+from dre.train.precision import Precision, resolve_precision
+from dre.train.sampling import EpochStream, derive_seed, rank_slice, step_noise, step_timesteps
+from dre.train.syncbn import convert_global_bn
+from dre.utils.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(DreError):
+    """SIGTERM/SIGUSR1 (e.g. a SLURM wall-time warning): state saved; rerun the command to continue."""
+
+    exit_code = 75  # EX_TEMPFAIL: a retry (snakemake --retries) resumes from the saved state
+
+
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    """Constant learning rate with an optional linear warm-up over the first ``warmup`` steps."""
+    if warmup <= 0:
+        return base_lr
+    return base_lr * min(1.0, (step + 1) / warmup)
+
+
+@dataclass
+class Built:
+    """The objects one run trains."""
+
+    model: nn.Module  # the raw DiffusionRig (unwrapped)
+    net: nn.Module  # what the step calls: DDP(model) or model
+    diffusion: Any
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    ema: EMA | None
+    params: list[nn.Parameter]
+
+
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
+    """(model, diffusion, model_config, diffusion_config) from the flags, seeded for identical init."""
+    from dre.diffusion import DiffusionConfig, GaussianDiffusion
+    from dre.model import DiffusionRig, ModelConfig
+
+    model_cfg = ModelConfig(**cfg.model_kwargs())
+    diff_cfg = DiffusionConfig(**cfg.diffusion_kwargs())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = DiffusionRig(model_cfg)
+    return model, GaussianDiffusion(diff_cfg), model_cfg, diff_cfg
+
+
+def load_init(model: nn.Module, path: str, model_cfg: Any) -> dict[str, Any]:
+    """Stage 2: copy the weights of a stage-1 model file (ours or an official ``model*.pt``) into ``model``.
+
+    The architecture comes from the flags; a file of another architecture is an error naming the
+    differing settings. Files with an EMA initialise from the EMA weights (the better model).
+    """
+    from dre.model.checkpoint import load_model_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise DreError(f"--init {path}: no such model file")
+    loaded, meta = load_model_file(p, map_location="cpu", weights="auto", model_config=model_cfg)
+    theirs = meta.get("model_config")
+    if theirs is not None and hasattr(theirs, "to_dict"):
+        a, b = theirs.to_dict(), model_cfg.to_dict()
+        diffs = [f"{k}: file {a[k]!r} vs flags {b.get(k)!r}" for k in a if a[k] != b.get(k)
+                 and not (k == "channel_mult" and tuple(theirs.resolved_channel_mult()) == tuple(model_cfg.resolved_channel_mult()))]
+        if diffs:
+            raise DreError(
+                f"--init {path} was trained with another architecture ({'; '.join(diffs)}); pass the "
+                "architecture flags (--image-size, --model-channels, --channel-mult, --latent-dim, --encoder, ...) "
+                "it was trained with"
+            )
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    log.info("initialised from %s (%s weights%s)", path, meta.get("weights", "raw"),
+             ", official DiffusionRig checkpoint" if meta.get("official") else "")
+    return meta
+
+
+def _trainable(cfg: TrainConfig, model: nn.Module) -> list[nn.Parameter]:
+    if cfg.stage == 1:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return list(model.parameters())
+    # stage 2: the global encoder is frozen; the whole UNet (FiLM layers included) is fine-tuned
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("denoisingUNet."))
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _set_modes(cfg: TrainConfig, model: nn.Module) -> None:
+    """Training mode, except the frozen stage-2 encoder (eval unless --train-encoder-bn)."""
+    model.train()
+    if cfg.stage == 2 and not cfg.train_encoder_bn:
+        model.encoder.eval()
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGUSR1 into a flag checked between steps (save, then exit for a retry)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if sig is None:
+                continue
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (tests): no signal handling
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
+    """Run (or resume) the training described by ``cfg``; returns the exported model file.
+
+    ``on_step(step)`` is called after every completed step (monitoring, and tests that interrupt a run).
+    """
+    env = detect_env()
+    device = select_device(cfg.device, env)
+    dist = Distributed(env, device).init()
+    try:
+        info = inspect_lmdbs(cfg.lmdb, cfg.image_size)
+        data: LmdbData | MemoryData
+        data = MemoryData.from_lmdb(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
+        return run_training(cfg, data, dist, device, on_step=on_step)
+    finally:
+        dist.close()
+
+
+def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distributed, device: torch.device, *,
+                 on_step: Callable[[int], None] | None = None) -> Path:
+    """The loop proper, on already opened data and an already joined process group."""
+    from dre.model import maybe_compile, save_model_file, to_channels_last
+    from dre.utils.synthetic import warn_synthetic
+
+    run_dir, out = Path(cfg.run_dir), Path(cfg.out)
+    info: DataInfo = data.info
+    rank, world = dist.rank, dist.world
+    part = rank_slice(cfg.batch_size, rank, world)
+    local_batch = part.stop - part.start
+    precision = resolve_precision(cfg.precision, device)
+
+    model, diffusion, model_cfg, diff_cfg = build_model(cfg)
+    init_meta: dict[str, Any] = {}
+    if cfg.stage == 2:
+        init_meta = load_init(model, str(cfg.init), model_cfg)
+    synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
+    if synthetic and dist.is_main:
+        warn_synthetic("dre train")
+    if dist.distributed and cfg.sync_bn:
+        convert_global_bn(model.encoder)
+    model.to(device)
+    if device.type == "cuda":
+        to_channels_last(model)
+    params = _trainable(cfg, model)
+    # fused Adam: the same update rule as the original's Adam, in one kernel (≈8× faster on CPU)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=device.type in ("cpu", "cuda"))
+    scaler = precision.make_scaler()
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+
+    # ---------------------------------------------------------------- resume or start
+    start_step = 0
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            for _, p in ckpt.list_states(run_dir):
+                log.info("--no-resume: removing %s", p)
+                p.unlink()
+    dist.barrier()
+    found = ckpt.latest_state(run_dir) if (cfg.resume and dist.is_main) else None
+    resume_path = dist.broadcast_object(str(found[0]) if found else None)
+    if resume_path:
+        state = found[1] if found else ckpt.load_state(resume_path)
+        diffs = cfg.trajectory_diff(state["config"])
+        if diffs:
+            raise DreError(
+                f"--run-dir {run_dir} holds a checkpoint of another configuration ({resume_path}):\n  "
+                + "\n  ".join(diffs)
+                + "\nuse another --run-dir, or --no-resume to start over (deletes its checkpoints)"
+            )
+        if list(state.get("data_lengths", info.lengths)) != list(info.lengths):
+            raise DreError(
+                f"{resume_path} was trained on LMDBs with {state['data_lengths']} samples but --lmdb now gives "
+                f"{info.lengths}; the data changed: use another --run-dir or --no-resume"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        start_step = int(state["step"])
+        rngs = state.get("rng") or []
+        if len(rngs) == world:
+            ckpt.restore_rng(rngs[rank], device)
+        else:
+            log.warning("checkpoint saved by %d process(es), now %d: dropout RNG reseeded", len(rngs), world)
+            torch.manual_seed(derive_seed(cfg.seed, "rank", rank, start_step))
+        if dist.is_main:
+            log.info("resuming from %s (step %d)", resume_path, start_step)
+        del state
+    else:
+        torch.manual_seed(derive_seed(cfg.seed, "rank", rank))
+        if device.type == "cuda":
+            torch.cuda.manual_seed(derive_seed(cfg.seed, "cuda", rank))
+    if dist.is_main:
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    _set_modes(cfg, model)
+    maybe_compile(model, cfg.compile)
+    net: nn.Module = model
+    if dist.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False,
+            find_unused_parameters=False, gradient_as_bucket_view=True,
+        )
+    stream = EpochStream(info.lengths, cfg.mixing_weights(), cfg.seed)
+    metrics = MetricsWriter(run_dir, start_step, cfg.max_steps) if dist.is_main else None
+
+    fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+    if cfg.sample_every and dist.is_main:
+        fixed = data.fixed(min(8, cfg.batch_size), device)
+
+    def save(step: int) -> None:
+        rngs = dist.all_gather_object(ckpt.capture_rng(device))
+        if dist.is_main:
+            ckpt.save_state(run_dir, step, {
+                "config": cfg.to_dict(),
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "ema": ema.state_dict() if ema is not None else None,
+                "rng": rngs,
+                "data_lengths": list(info.lengths),
+                "world_size": world,
+                "images_seen": step * cfg.batch_size,
+            })
+            ckpt.prune_states(run_dir, cfg.keep, cfg.max_steps)
+        dist.barrier()
+
+    loss_sum = torch.zeros((), device=device)
+    mse_sum = torch.zeros((), device=device)
+    n_acc = 0
+    t_last = time.perf_counter()
+    step = start_step
+    last_saved = start_step if resume_path else -1
+    grad_norm = torch.zeros((), device=device)
+    try:
+        with _StopFlag() as stop:
+            batches = data.batches(stream, cfg.batch_size, rank, world, start_step, cfg.max_steps, device)
+            for step in range(start_step, cfg.max_steps):
+                x0, cond = next(batches)
+                if device.type == "cuda":
+                    x0 = x0.contiguous(memory_format=torch.channels_last)
+                    cond = cond.contiguous(memory_format=torch.channels_last)
+                t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion_steps).to(device)
+                noise = step_noise(cfg.seed, step, part, x0.shape[1:], device)
+                lr = lr_at(step, cfg.lr, cfg.warmup_steps)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                try:
+                    loss, mse, grad_norm = _step(cfg, model, net, diffusion, optimizer, scaler, precision,
+                                                 params, x0, cond, t, noise)
+                except torch.OutOfMemoryError as exc:
+                    raise DreError(
+                        f"out of memory on {device} at {local_batch} samples per process (global --batch-size "
+                        f"{cfg.batch_size} over {world} process(es)); try --batch-size {max(world, cfg.batch_size // 2)} "
+                        "or more processes"
+                    ) from exc
+                if ema is not None:
+                    ema.update(model)
+                loss_sum += loss
+                mse_sum += mse
+                n_acc += 1
+                done = step + 1
+                if done % cfg.log_every == 0 or done == cfg.max_steps:
+                    stats = dist.all_reduce_mean(torch.stack([loss_sum / n_acc, mse_sum / n_acc, grad_norm.float()]))
+                    now = time.perf_counter()
+                    values = {
+                        "loss": float(stats[0]), "mse": float(stats[1]), "grad_norm": float(stats[2]), "lr": lr,
+                        "images_per_s": n_acc * cfg.batch_size / max(now - t_last, 1e-9),
+                    }
+                    if not math.isfinite(values["loss"]):
+                        raise DreError(
+                            f"the loss became {values['loss']} at step {done}; lower --lr, use --precision fp32 "
+                            f"or bf16, or resume from the last checkpoint in {run_dir / 'checkpoints'}"
+                        )
+                    if metrics is not None:
+                        metrics.write(done, values)
+                    loss_sum.zero_()
+                    mse_sum.zero_()
+                    n_acc, t_last = 0, now
+                if cfg.sample_every and done % cfg.sample_every == 0 and dist.is_main and fixed is not None:
+                    _write_grid(cfg, model, ema, diffusion, fixed, done, run_dir, metrics, device, precision)
+                if done % cfg.save_every == 0 or done == cfg.max_steps:
+                    save(done)
+                    last_saved = done
+                if on_step is not None:
+                    on_step(done)
+                if dist.any_true(stop.raised) and done < cfg.max_steps:
+                    if last_saved != done:
+                        save(done)
+                    raise TrainingInterrupted(
+                        f"stopped by a signal after step {done}; state saved in {run_dir / 'checkpoints'}: "
+                        "rerun the same command to continue"
+                    )
+        final = cfg.max_steps
+        if last_saved != final:
+            save(final)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+    if dist.is_main:
+        meta = {
+            "stage": cfg.stage,
+            "extractor": info.extractor,
+            "lmdbs": list(info.lmdbs),
+            "mean_shape": info.mean_shape,
+            "synthetic": synthetic,
+            "step": cfg.max_steps,
+        }
+        if cfg.stage == 2:
+            meta["init"] = str(cfg.init)
+        save_model_file(out, model, model_cfg, diff_cfg, meta, ema_state=ema.state_dict() if ema else None)
+        log.info("exported %s", out)
+    dist.barrier()
+    return out
+
+
+def _step(cfg: TrainConfig, model: nn.Module, net: nn.Module, diffusion: Any, optimizer: torch.optim.Optimizer,
+          scaler: torch.amp.GradScaler | None, precision: Precision, params: list[nn.Parameter],
+          x0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor,
+          noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    optimizer.zero_grad(set_to_none=True)
+    with precision.autocast():
+        if cfg.stage == 2:
+            with torch.no_grad():  # frozen encoder: the latent is a constant of the step
+                z = model.encode(x0)
+
+            def model_fn(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+                return net(x_t, tt, cond, latent=z)
+        else:
+            def model_fn(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+                return net(x_t, tt, cond, x_start=x0)
+
+        losses = diffusion.training_losses(model_fn, x0, t, noise)
+        loss = losses["loss"].float().mean()
+        mse = losses["mse"].float().mean().detach()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return loss.detach(), mse, grad_norm
+
+
+def _grid_respacing(steps: int) -> str:
+    """DDIM-20 (as the published inference) where the schedule allows it, else up to 20 even steps."""
+    from dre.diffusion import space_timesteps
+
+    try:
+        space_timesteps(steps, "ddim20")
+        return "ddim20"
+    except DreError:
+        return str(min(20, steps))
+
+
+@torch.no_grad()
+def _write_grid(cfg: TrainConfig, model: nn.Module, ema: EMA | None, diffusion: Any,
+                fixed: tuple[torch.Tensor, torch.Tensor], step: int, run_dir: Path,
+                metrics: MetricsWriter | None, device: torch.device, precision: Precision) -> Path:
+    """DDIM samples of a fixed batch from fixed noise (EMA weights when kept): input | buffer | sample rows.
+
+    Runs under a forked RNG and in eval mode, so it changes nothing the training trajectory depends on.
+    """
+    from dre.diffusion import ddim_sample
+
+    from dre.train.grid import save_grid
+
+    net = model
+    if ema is not None:
+        net = copy.deepcopy(model)
+        net.load_state_dict(ema.shadow)  # copy_ casts the fp32 average to the model's dtypes
+    was_training = {m: m.training for m in net.modules()}
+    net.eval()
+    x0, cond = fixed
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            g = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "grid"))
+            noise = torch.randn(x0.shape, generator=g, device=device)
+            with precision.autocast():
+                z = net.encode(x0)
+
+                def model_fn(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+                    return net(x_t, tt, cond, latent=z)
+
+                respacing = _grid_respacing(cfg.diffusion_steps)
+                sample = ddim_sample(diffusion, model_fn, noise, respacing=respacing, eta=0.0)
+    finally:
+        for m, flag in was_training.items():
+            m.train(flag)
+    path = save_grid(run_dir / "samples" / f"step-{step:07d}.png", [x0, cond[:, :3] * 2 - 1, sample.float()])
+    if metrics is not None:
+        from dre.train.grid import grid_array
+
+        metrics.add_image("samples", grid_array([x0, cond[:, :3] * 2 - 1, sample.float()]).transpose(2, 0, 1), step)
+    return path
