@@ -279,6 +279,10 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 "ema": ema.state_dict() if ema is not None else None,
                 "rng": rngs,
                 "data_lengths": list(info.lengths),
+                # the data order is a pure function of these (see dre.train.sampling): stream position
+                # step·batch of the EpochStream(lengths, weights, seed)
+                "data_order": {"seed": cfg.seed, "position": step * cfg.batch_size,
+                               "weights": list(cfg.mixing_weights()), "stream": "EpochStream/1"},
                 "world_size": world,
                 "images_seen": step * cfg.batch_size,
             })
