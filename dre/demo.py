@@ -77,7 +77,7 @@ SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
         Source("astronaut", "NASA photograph, public domain (skimage.data.astronaut)", (96, 0, 368, 272), _astronaut),
-        Source("camera", "CC0 (skimage.data.camera)", (110, 10, 360, 260), _camera),
+        Source("camera", "CC0 (skimage.data.camera)", (140, 40, 320, 220), _camera),
         Source("grace_hopper", "US Navy photograph, public domain (matplotlib grace_hopper.jpg)",
                (96, 48, 432, 384), _grace_hopper),
     )

@@ -129,7 +129,7 @@ def test_user_errors_name_the_row_or_flag(tmp_path):
     (tmp_path / "aligned" / "face_001.png").unlink()
     cfg = PackConfig(out=tmp_path / "e.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
                      size=SIZE, device="cpu")  # fmt: skip
-    with pytest.raises(DreError, match=r"row 3: image .*face_001.png"):
+    with pytest.raises(DreError, match=r"row 1 \(0-based\): image .*face_001.png"):
         pack_album(cfg, face_model=RecordingRenderer())
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", 2, SIZE, bad_rows=(0, 1))
     with pytest.raises(DreError, match="no row has status 'ok'"):

@@ -124,7 +124,7 @@ def _resolve_image(images: Path | None, name: str, row: int, codes_path: Path) -
         if c.is_file():
             return c
     where = f" in --images {images}" if images is not None else ""
-    raise DreError(f"--codes {codes_path}, row {row}: image {name!r} not found{where}")
+    raise DreError(f"--codes {codes_path}, row {row} (0-based): image {name!r} not found{where}")
 
 
 def _load_image(path: Path, size: int) -> tuple[bytes, float]:
@@ -182,7 +182,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
         log.warning("%s: skipping %d row(s) whose status is not 'ok'", codes_path, skipped)
     if len(ok) == 0:
         raise DreError(f"--codes {codes_path}: no row has status 'ok'; nothing to pack")
-    rows = [int(r) + 2 for r in np.flatnonzero((df["status"] == "ok").to_numpy())]  # file-style row numbers
+    rows = [int(r) for r in np.flatnonzero((df["status"] == "ok").to_numpy())]  # 0-based, as pandas shows them
     paths = [_resolve_image(cfg.images, str(name), row, codes_path) for name, row in zip(ok["image"], rows)]
     try:
         all_codes, all_tform = FlameCodes.from_frame(ok)
@@ -320,9 +320,12 @@ def import_legacy(cfg: PackConfig) -> PackResult:
                     (schema.sample_key(i, "source"), f"image_{i:06d}".encode()),
                 ]
                 manifest_rows.add(i, f"{old.path}#image_{i:06d}", f"image_{i:06d}", schema.decode_buffer_box(rec, where)[0], None)
-                if len(batch) >= 4 * 64:
+                if len(batch) >= 3 * 64:
                     builder.put(batch)
                     batch = []
+                if (i + 1) % 1000 == 0:
+                    dt = time.perf_counter() - t0
+                    log.info("imported %d/%d samples (%.1f samples/s)", i + 1, old.length, (i + 1) / max(dt, 1e-9))
             builder.put(batch)
             meta = schema.make_meta(
                 count=old.length,

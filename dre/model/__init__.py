@@ -1,0 +1,30 @@
+"""DiffusionRig network (issue 6): UNet, global latent encoder, wrapper, model files, speed switches."""
+
+from __future__ import annotations
+
+from dre.model.checkpoint import FORMAT, infer_official_config, load_model_file, save_model_file
+from dre.model.config import DEFAULT_CHANNEL_MULT, ModelConfig
+from dre.model.encoder import build_encoder
+from dre.model.fast import autocast, eps_fn, maybe_compile, resolve_precision, set_recipe, to_channels_last
+from dre.model.rig import DiffusionRig
+from dre.model.unet import AttentionBlock, ResBlock, UNet
+
+__all__ = [
+    "DEFAULT_CHANNEL_MULT",
+    "FORMAT",
+    "AttentionBlock",
+    "DiffusionRig",
+    "ModelConfig",
+    "ResBlock",
+    "UNet",
+    "autocast",
+    "build_encoder",
+    "eps_fn",
+    "infer_official_config",
+    "load_model_file",
+    "maybe_compile",
+    "resolve_precision",
+    "save_model_file",
+    "set_recipe",
+    "to_channels_last",
+]

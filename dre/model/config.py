@@ -1,0 +1,120 @@
+"""Architecture configuration of the DiffusionRig model.
+
+Every size is a field so that the published 256² network, the tiny test networks and the demo
+network are built by the same code. The defaults are the published configuration (see
+``shared/reference/diffusionrig.md`` §3.1). The dataclass is stored verbatim in every model file
+(``dre.model.checkpoint``), so a model file always says how to rebuild its network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from dre.errors import DreError
+
+#: ``channel_mult`` used by the original code when none is given, keyed by image size.
+DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
+    512: (0.5, 1, 1, 2, 2, 4, 4),
+    256: (1, 1, 2, 2, 4, 4),
+    128: (1, 1, 2, 3, 4),
+    64: (1, 2, 3, 4),
+}
+
+ENCODERS = ("resnet18", "resnet50")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the UNet and of the global latent encoder (defaults = the published model)."""
+
+    image_size: int = 256
+    in_channels: int = 12
+    out_channels: int = 3
+    model_channels: int = 128
+    channel_mult: tuple[float, ...] = ()  # () = by image size (DEFAULT_CHANNEL_MULT)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (16,)  # resolutions (pixels), not downsample factors
+    num_heads: int = 1
+    num_head_channels: int = -1  # != -1 overrides num_heads (heads = channels // num_head_channels)
+    dropout: float = 0.1
+    latent_dim: int = 64
+    encoder: str = "resnet18"
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    norm_groups: int = field(default=32)  # GroupNorm groups; the original always uses 32
+
+    def __post_init__(self) -> None:
+        self.channel_mult = tuple(self.channel_mult)
+        self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
+        self.validate()
+
+    # ------------------------------------------------------------------ derived values
+    def resolved_channel_mult(self) -> tuple[float, ...]:
+        """The channel multipliers actually used (the original's per-size default when empty)."""
+        if self.channel_mult:
+            return tuple(self.channel_mult)
+        if self.image_size not in DEFAULT_CHANNEL_MULT:
+            raise DreError(
+                f"image size {self.image_size} has no default channel_mult (known: "
+                f"{sorted(DEFAULT_CHANNEL_MULT)}); pass --channel-mult explicitly"
+            )
+        return DEFAULT_CHANNEL_MULT[self.image_size]
+
+    def attention_downsample_factors(self) -> set[int]:
+        """Downsample factors at which attention is used (the original converts resolutions so)."""
+        return {self.image_size // r for r in self.attention_resolutions if r > 0}
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Reject configurations the network cannot be built with, naming the field."""
+        if self.image_size <= 0:
+            raise DreError(f"model image_size must be positive, got {self.image_size}")
+        mult = self.resolved_channel_mult()
+        if not mult or any(m <= 0 for m in mult):
+            raise DreError(f"model channel_mult must be positive numbers, got {mult}")
+        if self.image_size % (2 ** (len(mult) - 1)) != 0:
+            raise DreError(
+                f"image_size {self.image_size} is not divisible by 2^{len(mult) - 1} "
+                f"(channel_mult {mult} has {len(mult)} levels)"
+            )
+        g = self.norm_groups
+        for m in mult:
+            c = int(m * self.model_channels)
+            if c % g != 0:
+                raise DreError(
+                    f"model_channels {self.model_channels} × channel_mult {m} = {c} is not a multiple of "
+                    f"the {g} GroupNorm groups; choose model_channels so every level is"
+                )
+        if self.num_head_channels != -1 and self.num_head_channels <= 0:
+            raise DreError(f"num_head_channels must be -1 or positive, got {self.num_head_channels}")
+        if self.num_heads <= 0:
+            raise DreError(f"num_heads must be positive, got {self.num_heads}")
+        if self.encoder not in ENCODERS:
+            raise DreError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if not self.use_scale_shift_norm:
+            # The original's latent FiLM is 2C wide and only fits the scale-shift path; without it the
+            # original crashes with a shape error. Say so instead of building a different network.
+            raise DreError("use_scale_shift_norm=False is not supported: the latent FiLM needs scale-shift norm")
+        if self.num_res_blocks < 1:
+            raise DreError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DreError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists, not tuples), so the dict survives ``torch.load(weights_only=True)``."""
+        d = dataclasses.asdict(self)
+        d["channel_mult"] = list(self.channel_mult)
+        d["attention_resolutions"] = list(self.attention_resolutions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error (a newer file format)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise DreError(f"model_config has unknown fields {unknown}; the file was written by a newer dre")
+        return cls(**d)
