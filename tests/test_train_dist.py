@@ -16,12 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("dre.model.rig", reason="dre.model (issue 6) has not landed on this branch yet")
-pytest.importorskip("dre.data.store", reason="dre.data (issue 5) has not landed on this branch yet")
+from dre.train import train
 
-from dre.train import train  # noqa: E402
-
-from train_support import make_cfg, train_argv, write_tiny_lmdb  # noqa: E402
+from train_support import make_cfg, train_argv, write_tiny_lmdb
 
 torch.set_num_threads(1)
 
