@@ -47,17 +47,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(fn: Callable[[], None], device: torch.device, iters: int, rounds: int) -> float:
-    """Seconds per call: the best of ``rounds`` timings of ``iters`` calls (robust to a shared box)."""
-    fn()
+def interleaved_best(fns: dict[str, Callable[[], None]], device: torch.device, iters: int, rounds: int) -> dict[str, float]:
+    """Seconds per call for each function, timed in alternation (round-robin) and keeping each one's
+    best round, so load from other processes hits every variant alike."""
+    for fn in fns.values():
+        fn()
     sync(device)
-    best = math.inf
+    best = {k: math.inf for k in fns}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync(device)
-        best = min(best, (time.perf_counter() - t0) / iters)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            sync(device)
+            best[k] = min(best[k], (time.perf_counter() - t0) / iters)
     return best
 
 
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = leave)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--skip-sampling", action="store_true")
+    ap.add_argument("--cpu-bf16", action="store_true", help="also time bf16 autocast on a CPU")
     args = ap.parse_args(argv)
 
     device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
@@ -179,39 +183,38 @@ def main(argv: list[str] | None = None) -> int:
     orig_prec = "fp16" if gpu else "fp32"
     # channels-last helps cuDNN tensor-core convs; on CPUs (mkldnn, few channels) it is slower, so off there
     cl = gpu
-    variants = [("original", "original", False, orig_prec, False),
-                ("ours-fp32", "fast", cl, "fp32", False),
-                ("ours-bf16", "fast", cl, "bf16", False)]
+    variants = [("original", "original", False, orig_prec, False), ("ours-fp32", "fast", cl, "fp32", False)]
+    if gpu or args.cpu_bf16:  # CPUs without bf16 units emulate it: slow and meaningless there
+        variants.append(("ours-bf16", "fast", cl, "bf16", False))
     if args.compile:
-        variants.append(("ours-bf16-compile", "fast", cl, "bf16", True))
+        variants.append(("ours-bf16-compile" if gpu else "ours-fp32-compile", "fast", cl, "bf16" if gpu else "fp32", True))
 
     print("\n== training step (forward + backward + Adam), images/s ==")
+    steps, models = {}, {}
+    for label, recipe, cl_, prec, comp in variants:
+        models[label] = build(cfg, device, recipe, cl_, comp)
+        steps[label] = train_step_fn(models[label], diffusion, x0, cond, prec, device)
+    secs = interleaved_best(steps, device, iters, args.rounds)
     print(f"{'variant':<20}{'precision':<11}{'s/step':>10}{'img/s':>10}{'ratio':>8}")
-    base = None
-    flops = None
-    for label, recipe, cl, prec, comp in variants:
-        model = build(cfg, device, recipe, cl, comp)
-        step = train_step_fn(model, diffusion, x0, cond, prec, device)
-        sec = best_time(step, device, iters, args.rounds)
-        if gpu and label == "ours-bf16" and flops is None:
-            flops = flops_per_image(model, diffusion, x0, cond, device)
-        base = base or sec
+    base = secs["original"]
+    for label, _, _, prec, _ in variants:
+        sec = secs[label]
         print(f"{label:<20}{prec:<11}{sec:>10.4f}{batch / sec:>10.2f}{base / sec:>7.2f}x")
-        if gpu and flops and label.startswith("ours-bf16"):
-            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-            # training FLOPs = forward+backward as counted, plus the encoder's share already included
-            tflops = flops * batch / sec / 1e12
+    if gpu and "ours-bf16" in models:
+        flops = flops_per_image(models["ours-bf16"], diffusion, x0, cond, device)
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        for label in [v[0] for v in variants if v[0].startswith("ours-bf16")]:
+            tflops = flops * batch / secs[label] / 1e12
             frac = f"{tflops / peak:.1%} of {peak:.0f} TFLOP/s bf16 peak" if peak else "peak unknown"
-            print(f"{'':<20}model {flops / 1e12:.3f} TFLOP/img fwd+bwd → {tflops:.1f} TFLOP/s ({frac})")
-        del model, step
-        if gpu:
-            torch.cuda.empty_cache()
+            print(f"{label}: model {flops / 1e12:.3f} TFLOP/img fwd+bwd -> {tflops:.1f} TFLOP/s ({frac})")
+    del steps, models
+    if gpu:
+        torch.cuda.empty_cache()
 
     if not args.skip_sampling:
         print(f"\n== DDIM-{args.steps} sampling (inference, batch {batch}), images/s ==")
         print(f"{'variant':<34}{'s/batch':>10}{'img/s':>10}{'ratio':>8}")
         noise = torch.randn(x0.shape, device=device, generator=torch.Generator(device=device).manual_seed(1))
-        rows = []
         orig = build(cfg, device, "original", False, False).eval()
         fast = build(cfg, device, "fast", gpu, False).eval()
         latent = fast.encode(x0).detach()
@@ -225,18 +228,21 @@ def main(argv: list[str] | None = None) -> int:
             return fn
 
         sample_iters = 1 if not gpu else 3
+        steps_s = f"ddim{args.steps}"
+        fns = {
+            "original loop + original model": lambda: original_style_ddim(diffusion, fn_for(orig, orig_prec), noise, args.steps),
+            "our loop + original model": lambda: ddim_sample(diffusion, fn_for(orig, orig_prec), noise, steps_s),
+            "our loop + fast model fp32": lambda: ddim_sample(diffusion, fn_for(fast, "fp32"), noise, steps_s),
+        }
+        if gpu or args.cpu_bf16:
+            fns["our loop + fast model bf16"] = lambda: ddim_sample(diffusion, fn_for(fast, "bf16"), noise, steps_s)
         with torch.inference_mode():
-            rows.append(("original loop + original model", best_time(
-                lambda: original_style_ddim(diffusion, fn_for(orig, orig_prec), noise, args.steps), device, sample_iters, args.rounds)))
-            rows.append(("our loop + original model", best_time(
-                lambda: ddim_sample(diffusion, fn_for(orig, orig_prec), noise, f"ddim{args.steps}"), device, sample_iters, args.rounds)))
-            for prec in ("fp32", "bf16"):
-                rows.append((f"our loop + fast model {prec}", best_time(
-                    lambda: ddim_sample(diffusion, fn_for(fast, prec), noise, f"ddim{args.steps}"), device, sample_iters, args.rounds)))
+            rows = list(interleaved_best(fns, device, sample_iters, args.rounds).items())
             zero = lambda x, t: x * 0.5  # noqa: E731  (loop overhead only)
             small = noise[:, :, :8, :8].contiguous()
-            t_orig_loop = best_time(lambda: original_style_ddim(diffusion, zero, small, args.steps), device, 20, args.rounds)
-            t_our_loop = best_time(lambda: ddim_sample(diffusion, zero, small, f"ddim{args.steps}"), device, 20, args.rounds)
+            loops = interleaved_best({"orig": lambda: original_style_ddim(diffusion, zero, small, args.steps),
+                                      "ours": lambda: ddim_sample(diffusion, zero, small, steps_s)}, device, 20, args.rounds)
+            t_orig_loop, t_our_loop = loops["orig"], loops["ours"]
         base = rows[0][1]
         for label, sec in rows:
             print(f"{label:<34}{sec:>10.4f}{batch / sec:>10.2f}{base / sec:>7.2f}x")

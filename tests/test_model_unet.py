@@ -326,3 +326,22 @@ def test_torch_compile_matches_eager_and_keeps_state_dict_keys() -> None:
         compiled = model(x, t, c, latent=z)
     assert list(model.state_dict()) == keys
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_precision_helpers_and_eps_fn() -> None:
+    from dre.model import eps_fn, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(DreError, match="precision"):
+        resolve_precision("fp8", "cpu")
+    cfg = tiny_cfg()
+    model = DiffusionRig(cfg)
+    randomize(model.denoisingUNet)
+    model.eval()
+    x, t, c, z = inputs(cfg)
+    with torch.no_grad():
+        want = model(x, t, c, latent=z)
+        torch.testing.assert_close(eps_fn(model, c, z)(x, t), want)
+        low = eps_fn(model, c, z, precision="bf16")(x, t)
+    assert low.dtype == torch.float32 and (low - want).norm() / want.norm() < 3e-2

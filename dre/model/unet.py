@@ -155,15 +155,20 @@ class AttentionBlock(nn.Module):
         t, heads = hh * ww, self.num_heads
         ch = c // heads
         n = self.norm(x)
-        tok = n.permute(0, 2, 3, 1).reshape(b, t, c)  # a view for channels-last activations
-        qkv = F.linear(tok, self.qkv.weight.squeeze(-1), self.qkv.bias)
-        q, k, v = qkv.view(b, t, heads, 3, ch).permute(3, 0, 2, 1, 4).unbind(0)  # (B, heads, T, ch)
-        a = F.scaled_dot_product_attention(q, k, v)
-        a = a.transpose(1, 2).reshape(b, t, c)
-        out = F.linear(a, self.proj_out.weight.squeeze(-1), self.proj_out.bias).view(b, hh, ww, c).permute(0, 3, 1, 2)
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            out = out.contiguous()  # keep NCHW activations NCHW (mixed layouts send convs to slow kernels)
-        return x + out
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # token layout (B, T, C) is a free view of channels-last activations: 1×1 convs become GEMMs
+            tok = n.permute(0, 2, 3, 1).reshape(b, t, c)
+            qkv = F.linear(tok, self.qkv.weight.squeeze(-1), self.qkv.bias)
+            q, k, v = qkv.view(b, t, heads, 3, ch).permute(3, 0, 2, 1, 4).unbind(0)  # (B, heads, T, ch)
+            a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, c)
+            out = F.linear(a, self.proj_out.weight.squeeze(-1), self.proj_out.bias)
+            return x + out.view(b, hh, ww, c).permute(0, 3, 1, 2)
+        # NCHW: keep (B, C, T) for the 1×1 convs, hand SDPA transposed views
+        qkv = F.conv1d(n.reshape(b, c, t), self.qkv.weight, self.qkv.bias)
+        q, k, v = qkv.view(b, heads, 3, ch, t).transpose(-1, -2).unbind(2)  # (B, heads, T, ch)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, t)
+        out = F.conv1d(a, self.proj_out.weight, self.proj_out.bias)
+        return x + out.view(b, c, hh, ww)
 
     def _forward_original(self, x: Tensor) -> Tensor:
         b, c, hh, ww = x.shape
