@@ -22,6 +22,11 @@ ModelFn = Callable[[Tensor, Tensor], Tensor]
 Respacing = str | Sequence[int]
 
 
+def _batched_timesteps(ts: Tensor, batch: int) -> Tensor:
+    """(N, B) contiguous copy of the visited timesteps, made once: row i is step i's ``t`` for the batch."""
+    return ts[:, None].expand(ts.shape[0], batch).contiguous()
+
+
 def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
@@ -52,14 +57,13 @@ def ddim_sample(
     x ← √ᾱ'·x̂₀ + √(1−ᾱ'−σ²)·ε + σ·z. η = 0 is deterministic (the published inference setting).
     """
     sched = diffusion.spaced(respacing)
-    ts = sched.timesteps_on(noise.device)
+    ts = _batched_timesteps(sched.timesteps_on(noise.device), noise.shape[0])
     ac = sched.alphas_cumprod.tolist()
     ac_prev = sched.alphas_cumprod_prev.tolist()
     x = noise.float()
-    b = x.shape[0]
     for i in reversed(range(sched.num_steps)):
         a, ap = ac[i], ac_prev[i]
-        eps = model_fn(x, ts[i].expand(b)).float()
+        eps = model_fn(x, ts[i]).float()
         x0, eps = _pred_x0(x, eps, a, clip_denoised)
         sigma = eta * math.sqrt((1.0 - ap) / (1.0 - a)) * math.sqrt(1.0 - a / ap)
         c_eps = math.sqrt(max(1.0 - ap - sigma * sigma, 0.0))
@@ -83,15 +87,14 @@ def ddpm_sample(
     var_0 = posterior variance at index 1.
     """
     sched = diffusion.spaced(respacing)
-    ts = sched.timesteps_on(noise.device)
+    ts = _batched_timesteps(sched.timesteps_on(noise.device), noise.shape[0])
     ac = sched.alphas_cumprod.tolist()
     c1 = sched.posterior_mean_coef1.tolist()
     c2 = sched.posterior_mean_coef2.tolist()
     std = sched.fixed_large_variance.sqrt().tolist()
     x = noise.float()
-    b = x.shape[0]
     for i in reversed(range(sched.num_steps)):
-        eps = model_fn(x, ts[i].expand(b)).float()
+        eps = model_fn(x, ts[i]).float()
         x0, _ = _pred_x0(x, eps, ac[i], clip_denoised)
         x = torch.add(x0 * c1[i], x, alpha=c2[i])
         if i > 0:
@@ -118,13 +121,12 @@ def ddim_invert(
     leave [−1, 1].
     """
     sched = diffusion.spaced(respacing)
-    ts = sched.timesteps_on(x0.device)
+    ts = _batched_timesteps(sched.timesteps_on(x0.device), x0.shape[0])
     ac = sched.alphas_cumprod.tolist()
     x = x0.float()
-    b = x.shape[0]
     a_cur = 1.0
     for i in range(sched.num_steps):
-        eps = model_fn(x, ts[i].expand(b)).float()
+        eps = model_fn(x, ts[i]).float()
         if a_cur < 1.0:
             xs, eps = _pred_x0(x, eps, a_cur, clip_denoised)
         else:
