@@ -205,3 +205,17 @@ def test_own_format_round_trip_and_weights_only(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded.state_dict()["encoder.fc.bias"], ema["encoder.fc.bias"])
     loaded, m = load_model_file(path, weights="raw")
     torch.testing.assert_close(loaded.state_dict()["encoder.fc.bias"], model.state_dict()["encoder.fc.bias"])
+
+
+def test_meta_must_be_plain(tmp_path: Path) -> None:
+    import numpy as np
+
+    cfg = ModelConfig(image_size=16, model_channels=16, channel_mult=(1, 2), latent_dim=8, attention_resolutions=(8,))
+    model = DiffusionRig(cfg)
+    with pytest.raises(TypeError, match=r"meta\.mean_shape is a ndarray"):
+        save_model_file(tmp_path / "m.pt", model, cfg, DiffusionConfig(), {"mean_shape": np.zeros(3)})
+    with pytest.raises(TypeError, match=r"meta\.lmdbs\[0\] is a PosixPath"):
+        save_model_file(tmp_path / "m.pt", model, cfg, DiffusionConfig(), {"lmdbs": [tmp_path]})
+    with pytest.raises(TypeError, match=r"meta\.step is a float64"):
+        save_model_file(tmp_path / "m.pt", model, cfg, DiffusionConfig(), {"step": np.float64(3)})
+    assert not list(tmp_path.iterdir())

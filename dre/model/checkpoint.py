@@ -34,6 +34,28 @@ def _plain_state(model_or_state: nn.Module | Mapping[str, Tensor]) -> dict[str, 
     return {k.replace("_orig_mod.", ""): v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse values ``torch.load(weights_only=True)`` would reject later (numpy arrays, Paths, ...):
+    better a clear error when saving than an unreadable model file after a long training run."""
+    if type(value) in _PLAIN or isinstance(value, Tensor):  # exact types: np.float64 is a float subclass
+        return
+    if type(value) in (list, tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if type(value) is dict:
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"model file {where}: key {k!r} is not a string")
+            _check_plain(v, f"{where}.{k}")
+        return
+    raise TypeError(f"model file {where} is a {type(value).__name__}; store plain types (str, int, float, bool, "
+                    "None, lists, dicts) or tensors")
+
+
 def save_model_file(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -51,6 +73,7 @@ def save_model_file(
         "ema_state_dict": _plain_state(ema_state) if ema_state is not None else None,
         "meta": dict(meta),
     }
+    _check_plain(payload["meta"], "meta")
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
