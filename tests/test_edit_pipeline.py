@@ -297,6 +297,8 @@ def test_sources_are_sorted_and_missing_targets_named(case, tmp_path):
     faces = list_sources(case["album"])
     assert [f.stem for f in faces] == ["a_photo", "b_photo", "c_photo"]
     assert faces[0].landmarks.shape == (68, 2) and faces[0].image.shape == (ALIGNED, ALIGNED, 3)
+    one = list_sources(case["album"] / "b_photo.png")  # a single file of an aligned folder
+    assert [f.stem for f in one] == ["b_photo"] and np.array_equal(one[0].landmarks, faces[1].landmarks)
     with pytest.raises(DreError, match="no face found"):
         load_target(case["noface"])
     bare = tmp_path / "bare.png"
