@@ -146,8 +146,8 @@ def pack_with_face_model(root: Path, n: int, size: int) -> tuple[float, float, f
     assets = root / "assets"
     write_synthetic_assets(assets, seed=0)
     flat, tform = renderable_codes(n, size)
-    write_codes_table(root / "codes.parquet", root / "aligned", n, size, flat=flat, tform=tform)
     model = FaceModel.from_assets(assets, torch.device("cpu"))
+    write_codes_table(root / "codes.parquet", root / "aligned", n, size, flat=flat, tform=tform, assets=model.checksums)
     cfg = PackConfig(out=root / "fm.lmdb", images=root / "aligned", codes=root / "codes.parquet", size=size,
                      batch_size=16, device="cpu")  # fmt: skip
     res = pack_album(cfg, face_model=model)

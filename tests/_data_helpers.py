@@ -86,7 +86,8 @@ def write_store(path: Path, images: list[np.ndarray], conds: list[np.ndarray], *
 
 def write_codes_table(path: Path, image_dir: Path, n: int, size: int, *, seed: int = 0, bad_rows: tuple[int, ...] = (),
                       flat: np.ndarray | None = None, tform: np.ndarray | None = None,
-                      synthetic: bool = True) -> tuple[np.ndarray, np.ndarray, list[Path]]:  # fmt: skip
+                      synthetic: bool = True, assets: dict[str, str] | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray, list[Path]]:  # fmt: skip
     """Aligned PNGs + a codes.parquet in the `dre extract` contract (docs/ARCHITECTURE.md)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -111,7 +112,8 @@ def write_codes_table(path: Path, image_dir: Path, n: int, size: int, *, seed: i
     cols["extractor"] = ["emoca"] * n
     f32 = pa.list_(pa.float32())
     table = pa.table({k: pa.array(v, f32 if k in (*CODE_ORDER, "tform") else pa.string()) for k, v in cols.items()})
-    md = {"schema": 1, "extractor": "emoca", "assets": {"generic_model.pkl": "11"}, "synthetic": synthetic, "image_size": size}
+    assets = {"generic_model.pkl": "11"} if assets is None else assets
+    md = {"schema": 1, "extractor": "emoca", "assets": assets, "synthetic": synthetic, "image_size": size}
     pq.write_table(table.replace_schema_metadata({"dre": json.dumps(md)}), path)
     return flat, tform, paths
 

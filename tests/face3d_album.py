@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-IMAGE_SIZE = 256
+IMAGE_SIZE = 160
+"""Smaller than a real 256² album to keep the tests fast; nothing in extraction depends on the size."""
 
 
 def random_codes(n: int, seed: int):
@@ -25,10 +26,10 @@ def random_codes(n: int, seed: int):
     return FlameCodes.from_flat(torch.from_numpy(flat.astype(np.float32)))
 
 
-def image_tform(n: int) -> torch.Tensor:
-    """A fixed 'aligned image → crop' similarity: the 256² image scaled onto the 224² crop."""
+def image_tform(n: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """A fixed 'aligned image → crop' similarity: the size² image scaled onto the 224² crop."""
     t = torch.eye(3).repeat(n, 1, 1)
-    t[:, 0, 0] = t[:, 1, 1] = 224 / IMAGE_SIZE
+    t[:, 0, 0] = t[:, 1, 1] = 224 / size
     return t
 
 

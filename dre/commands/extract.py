@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from dre.errors import NotImplementedYet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,4 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedYet("extract", 4)
+    from dre.face3d.extraction import ExtractConfig, extract_album
+
+    cfg = ExtractConfig(
+        images=args.images,
+        extractor=args.extractor,
+        assets=args.assets,
+        out=args.out,
+        align_report=args.align_report,
+        emoca_model=args.emoca_model,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    report = extract_album(cfg)
+    print(f"dre extract: {report.summary()} -> {report.out}", flush=True)
+    return 0

@@ -76,20 +76,22 @@ def warp_crops(images: torch.Tensor, tforms: torch.Tensor, crop_size: int = CROP
     """Warp (B, C, H, W) float images into (B, C, crop, crop) crops through image→crop ``tforms``.
 
     Output pixel (row r, col c) samples the input at ``inverse(tform) @ (c, r, 1)`` bilinearly, with zeros
-    outside — what ``skimage.transform.warp(img, tform.inverse, output_shape=(crop, crop))`` does.
+    outside — what ``skimage.transform.warp(img, tform.inverse, output_shape=(crop, crop))`` does. The
+    pixel-to-pixel map is folded with both ``align_corners=True`` normalisations (pixel centres on
+    integers, ±1 on the first/last centre) into one affine ``theta`` for ``affine_grid``.
     """
     b, _, h, w = images.shape
     inv = torch.linalg.inv(tforms.to(torch.float64))
-    r = torch.arange(crop_size, dtype=torch.float64, device=images.device)
-    yy, xx = torch.meshgrid(r, r, indexing="ij")
-    pts = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(-1, 3)  # (P, 3) as (x, y, 1)
-    src = torch.einsum("bij,pj->bpi", inv.to(images.device), pts)
-    sx = src[..., 0] / src[..., 2]
-    sy = src[..., 1] / src[..., 2]
-    # align_corners=True: -1 and +1 are the centres of the first and last pixels (integer coordinates).
-    gx = sx * (2.0 / max(w - 1, 1)) - 1.0
-    gy = sy * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack([gx, gy], dim=-1).reshape(b, crop_size, crop_size, 2).to(images.dtype)
+    out_to_px = torch.tensor(
+        [[(crop_size - 1) / 2, 0, (crop_size - 1) / 2], [0, (crop_size - 1) / 2, (crop_size - 1) / 2], [0, 0, 1]],
+        dtype=torch.float64,
+        device=inv.device,
+    )
+    px_to_in = torch.tensor(
+        [[2 / max(w - 1, 1), 0, -1], [0, 2 / max(h - 1, 1), -1], [0, 0, 1]], dtype=torch.float64, device=inv.device
+    )
+    theta = (px_to_in @ inv @ out_to_px)[:, :2].to(device=images.device, dtype=images.dtype)
+    grid = F.affine_grid(theta, [b, images.shape[1], crop_size, crop_size], align_corners=True)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 

@@ -217,8 +217,12 @@ def _encode_batch(ext, items: list[Item], batch: list[int], decoded: list, rows:
         sizes[max(images[k].shape[:2])] += 1
 
 
-def extract_album(cfg: ExtractConfig) -> ExtractReport:
-    """Encode every aligned image of ``cfg.images`` and write ``cfg.out``."""
+def extract_album(cfg: ExtractConfig, extractor=None) -> ExtractReport:
+    """Encode every aligned image of ``cfg.images`` and write ``cfg.out``.
+
+    ``extractor``: an already loaded :class:`~dre.face3d.extractor.Extractor` of kind ``cfg.extractor``
+    (tests and notebooks reuse one); by default it is loaded from ``cfg.assets``.
+    """
     import torch
 
     from dre.face3d.extractor import Extractor
@@ -235,8 +239,12 @@ def extract_album(cfg: ExtractConfig) -> ExtractReport:
     for it in items:
         check_landmarks(it)
 
-    device = resolve_device(cfg.device)
-    ext = Extractor.from_assets(cfg.assets, cfg.extractor, device, emoca_model=cfg.emoca_model)
+    if extractor is None:
+        ext = Extractor.from_assets(cfg.assets, cfg.extractor, resolve_device(cfg.device), emoca_model=cfg.emoca_model)
+    elif extractor.kind != cfg.extractor:
+        raise ValueError(f"an {extractor.kind} extractor was passed for --extractor {cfg.extractor}")
+    else:
+        ext = extractor
     if ext.synthetic:
         warn_synthetic("dre extract")
 

@@ -44,7 +44,9 @@ class Extractor:
         self.checksums: dict[str, str] = dict(checksums or {})
         self.synthetic = bool(synthetic)
         self.requantize = requantize
-        self._lut = torch.from_numpy(_diffusionrig_lut().astype(np.uint8)).to(self.device) if requantize else None
+        # uint8 level → float in [0, 1], with DiffusionRig's requantisation folded in when asked
+        levels = _diffusionrig_lut() if requantize else np.arange(256)
+        self._to_float = torch.from_numpy(levels.astype(np.float32) / 255.0).to(self.device)
 
     @classmethod
     def from_assets(
@@ -90,10 +92,8 @@ class Extractor:
         for i, im in enumerate(imgs):
             groups.setdefault(im.shape, []).append(i)
         for idx in groups.values():
-            batch = torch.from_numpy(np.stack([imgs[i] for i in idx])).to(self.device, non_blocking=True)
-            if self._lut is not None:
-                batch = self._lut[batch.long()]
-            batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+            raw = torch.from_numpy(np.stack([imgs[i] for i in idx])).to(self.device, non_blocking=True)
+            batch = self._to_float.index_select(0, raw.reshape(-1).int()).view(raw.shape).permute(0, 3, 1, 2)
             crops[idx] = warp_crops(batch, tforms[idx].to(self.device), CROP_SIZE)
         return crops, tforms.to(device=self.device, dtype=torch.float32)
 
