@@ -12,7 +12,7 @@ Both run the very same training step of ``dre.train.loop`` (stage 1: UNet + enco
 On CUDA the model FLOPs per step are counted once (``FlopCounterMode``) and reported as TFLOP/s and,
 with ``--peak-tflops``, as a fraction of the GPU's dense bf16 peak.
 
-    PYTHONPATH=. python bench/bench_train.py                       # CPU demo-size model
+    PYTHONPATH=. python bench/bench_train.py          # CPU, the demo's model (config/demo/config.yaml)
     PYTHONPATH=. python bench/bench_train.py --device cuda --size 256 --channel-mult "" --res-blocks 2 \
         --channels 128 --batch 32 --peak-tflops 989
 """
@@ -89,12 +89,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--channels", type=int, default=32)
     p.add_argument("--channel-mult", default="1,2,2", help="empty = by image size (the published 256² model)")
     p.add_argument("--res-blocks", type=int, default=1)
     p.add_argument("--attention", type=int, default=16)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=4, help="timed steps per recipe per round")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per recipe per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet in our recipe")

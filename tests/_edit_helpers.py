@@ -78,7 +78,7 @@ def write_model(path: Path, *, extractor: str = "deca", mean_shape=None, seed: i
 
     torch.manual_seed(seed)
     cfg = ModelConfig(image_size=MODEL_SIZE, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(16,), latent_dim=16, dropout=0.0)
+                      attention_resolutions=(16,), latent_dim=16, dropout=0.0, norm_groups=8)
     model = DiffusionRig(cfg)
     with torch.no_grad():  # a random UNet's last conv is zero-initialised: make it say something
         for p in model.parameters():
@@ -89,3 +89,26 @@ def write_model(path: Path, *, extractor: str = "deca", mean_shape=None, seed: i
     save_model_file(path, model, cfg, DiffusionConfig(), meta)
 
 
+
+
+def synthetic_codes(n: int, seed: int):
+    """Codes around the synthetic encoder's bias (dre.synth.code_statistics), varied per face."""
+    import torch
+
+    from dre.face3d.codes import FlameCodes
+    from dre.synth import code_statistics
+
+    mean, std = code_statistics()
+    rng = np.random.default_rng(seed)
+    flat = mean[None] + std[None] * rng.standard_normal((n, mean.size))
+    return FlameCodes.from_flat(torch.from_numpy(flat.astype(np.float32)))
+
+
+def crop_tforms_for(faces):
+    """DECA crop transforms (aligned px → 224 crop px) from the faces' landmarks, as extraction makes them."""
+    import torch
+
+    from dre.face3d.crop import crop_tforms
+
+    lm = torch.from_numpy(np.stack([f.landmarks for f in faces]).astype(np.float64))
+    return crop_tforms(lm).float()

@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("dre.model.rig", reason="dre.model (issue 6) has not landed on this branch yet")
-pytest.importorskip("dre.data.store", reason="dre.data (issue 5) has not landed on this branch yet")
+from dre.errors import DreError
+from dre.train import checkpoint as ckpt
+from dre.train import train
 
-from dre.errors import DreError  # noqa: E402
-from dre.train import checkpoint as ckpt  # noqa: E402
-from dre.train import train  # noqa: E402
-
-from train_support import make_cfg, train_argv, write_tiny_lmdb  # noqa: E402
+from train_support import make_cfg, train_argv, write_tiny_lmdb
 
 torch.set_num_threads(1)
 
@@ -60,7 +57,7 @@ def test_stage1_exports_logs_and_prunes(stage1: dict[str, Path], lmdbs: dict[str
     assert f["state_dict"]["denoisingUNet.out.2.weight"].abs().sum() > 0
     assert not torch.equal(f["ema_state_dict"]["denoisingUNet.out.2.weight"], f["state_dict"]["denoisingUNet.out.2.weight"])
     model, meta = load_model_file(stage1["model"], weights="raw")
-    assert meta["model_config"].latent_dim == 8
+    assert model.cfg.latent_dim == 8 and meta["stage"] == 1
     # keep=1 plus the final state
     assert [s for s, _ in ckpt.list_states(stage1["run"])] == [2, 3]
     state = ckpt.load_state(ckpt.state_path(stage1["run"], 3))
@@ -211,3 +208,37 @@ def test_cli_runs_stage1_and_prints_the_model(lmdbs: dict[str, Path], tmp_path: 
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(tmp_path / "m.pt") and "SYNTHETIC" in r.stderr
     assert _load(tmp_path / "m.pt")["meta"]["step"] == 1
+
+
+def test_out_of_memory_suggests_a_batch_size(lmdbs: dict[str, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import dre.train.loop as loop
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "_step", oom)
+    with pytest.raises(DreError, match=r"out of memory on cpu at 4 samples per process .* try --batch-size 2"):
+        train(make_cfg(1, [lmdbs["affect"]], tmp_path / "run", tmp_path / "m.pt", "--batch-size", "4",
+                       "--max-steps", "1"))
+
+
+def test_sigterm_saves_and_exits_for_a_retry(lmdbs: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from dre.train import TrainingInterrupted
+
+    cfg = make_cfg(1, [lmdbs["affect"]], tmp_path / "run", tmp_path / "m.pt", "--batch-size", "2",
+                   "--max-steps", "2", "--save-every", "100", "--precision", "fp16")
+
+    def term(step: int) -> None:
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before the wall-time kill
+
+    with pytest.raises(TrainingInterrupted, match="rerun the same command") as info:
+        train(cfg, on_step=term)
+    assert info.value.exit_code == 75
+    state = ckpt.load_state(ckpt.state_path(tmp_path / "run", 1))
+    assert state["scaler"] and state["scaler"]["scale"] > 0  # fp16 GradScaler state travels with the run
+    assert train(cfg) == tmp_path / "m.pt" and _load(tmp_path / "m.pt")["meta"]["step"] == 2

@@ -9,7 +9,7 @@ ones that may change between attempts (more steps, another device, other logging
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from dre.errors import DreError
@@ -99,7 +99,6 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -247,7 +246,7 @@ class TrainConfig:
         mine = self.to_dict()
         diffs = []
         for key, value in mine.items():
-            if key in RUNTIME_FIELDS or key == "extra":
+            if key in RUNTIME_FIELDS:
                 continue
             if key not in other:
                 continue

@@ -51,6 +51,7 @@ def inspect_lmdbs(paths: Sequence[str], image_size: int) -> DataInfo:
             album = LmdbAlbum(path)
             meta = dict(album.meta)
             n = len(album)
+            album.close()  # workers reopen lazily; nothing stays mapped in the parent
         except DreError:
             raise
         except Exception as exc:

@@ -77,7 +77,7 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
     return model, GaussianDiffusion(diff_cfg), model_cfg, diff_cfg
 
 
-def load_init(model: nn.Module, path: str, model_cfg: Any) -> dict[str, Any]:
+def load_init(model: nn.Module, path: str, model_cfg: Any, diff_cfg: Any) -> dict[str, Any]:
     """Stage 2: copy the weights of a stage-1 model file (ours or an official ``model*.pt``) into ``model``.
 
     The architecture comes from the flags; a file of another architecture is an error naming the
@@ -89,8 +89,8 @@ def load_init(model: nn.Module, path: str, model_cfg: Any) -> dict[str, Any]:
     if not p.is_file():
         raise DreError(f"--init {path}: no such model file")
     loaded, meta = load_model_file(p, map_location="cpu", weights="auto", model_config=model_cfg)
-    theirs = meta.get("model_config")
-    if theirs is not None and hasattr(theirs, "to_dict"):
+    theirs = getattr(loaded, "cfg", None)
+    if theirs is not None:
         a, b = theirs.to_dict(), model_cfg.to_dict()
         diffs = [f"{k}: file {a[k]!r} vs flags {b.get(k)!r}" for k in a if a[k] != b.get(k)
                  and not (k == "channel_mult" and tuple(theirs.resolved_channel_mult()) == tuple(model_cfg.resolved_channel_mult()))]
@@ -100,6 +100,13 @@ def load_init(model: nn.Module, path: str, model_cfg: Any) -> dict[str, Any]:
                 "architecture flags (--image-size, --model-channels, --channel-mult, --latent-dim, --encoder, ...) "
                 "it was trained with"
             )
+    dc = meta.get("diffusion_config")
+    if isinstance(dc, dict) and not meta.get("official"):
+        mine = diff_cfg.to_dict() if hasattr(diff_cfg, "to_dict") else dict(vars(diff_cfg))
+        bad = [f"{k}: file {dc[k]!r} vs flags {mine[k]!r}" for k in ("steps", "schedule") if k in dc and dc[k] != mine.get(k)]
+        if bad:
+            raise DreError(f"--init {path} was trained with another noise schedule ({'; '.join(bad)}); pass "
+                           "--diffusion-steps/--noise-schedule as in stage 1")
     model.load_state_dict(loaded.state_dict(), strict=True)
     log.info("initialised from %s (%s weights%s)", path, meta.get("weights", "raw"),
              ", official DiffusionRig checkpoint" if meta.get("official") else "")
@@ -182,7 +189,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     model, diffusion, model_cfg, diff_cfg = build_model(cfg)
     init_meta: dict[str, Any] = {}
     if cfg.stage == 2:
-        init_meta = load_init(model, str(cfg.init), model_cfg)
+        init_meta = load_init(model, str(cfg.init), model_cfg, diff_cfg)
     synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
     if synthetic and dist.is_main:
         warn_synthetic("dre train")
@@ -272,6 +279,10 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 "ema": ema.state_dict() if ema is not None else None,
                 "rng": rngs,
                 "data_lengths": list(info.lengths),
+                # the data order is a pure function of these (see dre.train.sampling): stream position
+                # step·batch of the EpochStream(lengths, weights, seed)
+                "data_order": {"seed": cfg.seed, "position": step * cfg.batch_size,
+                               "weights": list(cfg.mixing_weights()), "stream": "EpochStream/1"},
                 "world_size": world,
                 "images_seen": step * cfg.batch_size,
             })

@@ -38,14 +38,10 @@ class Precision:
 
 
 def resolve_precision(flag: str, device: torch.device) -> Precision:
-    """Turn ``--precision`` into a concrete mode for ``device``."""
-    kind = device.type
-    if flag == "auto":
-        if kind == "cuda":
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            name = "fp32"
-        return Precision(name, kind)
-    if flag == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+    """Turn ``--precision`` into a concrete mode for ``device`` (the rule is ``dre.model``'s, shared with edit)."""
+    from dre.model.fast import resolve_precision as resolve_name
+
+    name = resolve_name(flag, device)
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DreError("--precision bf16: this GPU has no bf16 support; use --precision fp16 or auto")
-    return Precision(flag, kind)
+    return Precision(name, device.type)
