@@ -135,8 +135,8 @@ def test_official_state_dict_loads_strictly(tmp_path: Path, encoder: str) -> Non
     assert meta["official"] is True and meta["step"] == 5000 and meta["extractor"] == "deca"
     cfg = model.cfg
     assert cfg == ModelConfig(image_size=64, model_channels=32, latent_dim=16, encoder=encoder)
-    assert meta["model_config"] == cfg.to_dict()
-    assert DiffusionConfig.from_dict(meta["diffusion_config"]) == DiffusionConfig()
+    assert meta["model_config"] == cfg
+    assert meta["diffusion_config"] == DiffusionConfig()
     got = model.state_dict()
     assert set(got) == set(sd)
     for k in ("denoisingUNet.output_blocks.5.2.in_layers.2.weight", "denoisingUNet.middle_block.1.qkv.weight",
@@ -191,8 +191,7 @@ def test_own_format_round_trip_and_weights_only(tmp_path: Path) -> None:
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "dre-model/1" and raw["ema_state_dict"] is None
     loaded, m = load_model_file(path)
-    assert loaded.cfg == cfg and ModelConfig.from_dict(m["model_config"]) == cfg
-    assert DiffusionConfig.from_dict(m["diffusion_config"]) == dcfg
+    assert loaded.cfg == cfg and m["model_config"] == cfg and m["diffusion_config"] == dcfg
     assert m["stage"] == 1 and m["synthetic"] is True and m["weights"] == "raw" and m["official"] is False
     model.eval()
     x, c, z = torch.randn(2, 3, 16, 16), torch.randn(2, 9, 16, 16), torch.randn(2, 8)

@@ -110,12 +110,23 @@ def test_parameter_count_of_published_configuration() -> None:
 def test_bad_config_is_a_clear_error() -> None:
     with pytest.raises(DreError, match="channel_mult"):
         ModelConfig(image_size=96)
-    with pytest.raises(DreError, match="GroupNorm"):
-        ModelConfig(image_size=32, model_channels=20, channel_mult=(1, 2))
+    with pytest.raises(DreError, match="norm_groups"):
+        ModelConfig(norm_groups=0)
     with pytest.raises(DreError, match="scale_shift"):
         ModelConfig(use_scale_shift_norm=False)
     with pytest.raises(DreError, match="encoder"):
         ModelConfig(encoder="vit")
+
+
+def test_group_norm_groups() -> None:
+    """32 groups everywhere in the published network; narrow networks use gcd(32, C) groups."""
+    with torch.device("meta"):
+        full = UNet(ModelConfig())
+        narrow = UNet(ModelConfig(image_size=16, model_channels=16, channel_mult=(1, 3), attention_resolutions=(8,)))
+    assert {m.num_groups for m in full.modules() if isinstance(m, torch.nn.GroupNorm)} == {32}
+    got = {(m.num_channels, m.num_groups) for m in narrow.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert (16, 16) in got and (48, 16) in got and (64, 32) in got  # 64 = 48 + 16 decoder concat
+    assert all(c % g == 0 and g == math.gcd(32, c) for c, g in got)
 
 
 def test_config_dict_round_trip() -> None:
@@ -296,3 +307,22 @@ def test_backward_reaches_every_parameter() -> None:
     out.square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager_and_keeps_state_dict_keys() -> None:
+    """``maybe_compile`` compiles the UNet in place: same outputs, official state-dict keys."""
+    from dre.model import maybe_compile
+
+    cfg = tiny_cfg()
+    model = DiffusionRig(cfg)
+    randomize(model)
+    model.eval()
+    keys = list(model.state_dict())
+    x, t, c, z = inputs(cfg)
+    with torch.no_grad():
+        eager = model(x, t, c, latent=z)
+        maybe_compile(model, True)
+        compiled = model(x, t, c, latent=z)
+    assert list(model.state_dict()) == keys
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)

@@ -167,9 +167,9 @@ def load_model_file(
 
     ``weights``: ``auto`` (EMA when the file has it, else raw), ``raw`` or ``ema``. ``model_config``
     overrides the architecture inferred for an official checkpoint (ignored for ours).
-    ``meta`` is the file's ``meta`` plus ``format``, ``model_config`` and ``diffusion_config`` (plain
-    dicts as stored; ``model.cfg`` is the :class:`ModelConfig`, ``DiffusionConfig.from_dict`` rebuilds
-    the other), ``weights`` (which set was loaded) and ``official`` (bool).
+    ``meta`` is the file's ``meta`` plus ``format``, ``model_config`` (:class:`ModelConfig`),
+    ``diffusion_config`` (:class:`DiffusionConfig`), ``weights`` (which set was loaded) and
+    ``official`` (bool).
     """
     path = Path(path)
     if weights not in ("auto", "raw", "ema"):
@@ -211,8 +211,8 @@ def load_model_file(
         }
     else:
         raise DreError(f"{path} is neither a dre model file (format {FORMAT}) nor an official DiffusionRig state dict")
-    meta["model_config"] = cfg.to_dict()  # plain dicts, as stored; ``model.cfg`` is the ModelConfig
-    meta["diffusion_config"] = dcfg.to_dict()
+    meta["model_config"] = cfg
+    meta["diffusion_config"] = dcfg
     model.to(map_location)
     model.eval()
     return model, meta

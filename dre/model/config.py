@@ -43,7 +43,8 @@ class ModelConfig:
     encoder: str = "resnet18"
     use_scale_shift_norm: bool = True
     resblock_updown: bool = True
-    norm_groups: int = field(default=32)  # GroupNorm groups; the original always uses 32
+    # GroupNorm groups: each norm uses gcd(norm_groups, its channels) — exactly 32 for the published widths
+    norm_groups: int = field(default=32)
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
@@ -79,14 +80,8 @@ class ModelConfig:
                 f"image_size {self.image_size} is not divisible by 2^{len(mult) - 1} "
                 f"(channel_mult {mult} has {len(mult)} levels)"
             )
-        g = self.norm_groups
-        for m in mult:
-            c = int(m * self.model_channels)
-            if c % g != 0:
-                raise DreError(
-                    f"model_channels {self.model_channels} × channel_mult {m} = {c} is not a multiple of "
-                    f"the {g} GroupNorm groups; choose model_channels so every level is"
-                )
+        if self.norm_groups < 1:
+            raise DreError(f"norm_groups must be >= 1, got {self.norm_groups}")
         if self.num_head_channels != -1 and self.num_head_channels <= 0:
             raise DreError(f"num_head_channels must be -1 or positive, got {self.num_head_channels}")
         if self.num_heads <= 0:

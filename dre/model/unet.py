@@ -37,6 +37,16 @@ from dre.model.layers import (
 RECIPES = ("fast", "original")
 
 
+def make_norm(groups: int, channels: int) -> GroupNorm32:
+    """GroupNorm with ``gcd(groups, channels)`` groups.
+
+    The published widths are all multiples of 32, so there this is exactly GroupNorm(32, C); narrow
+    test/demo networks (e.g. 16 channels), which the original could not build, get the largest
+    group count that divides their width instead of an error. Parameters do not depend on it.
+    """
+    return GroupNorm32(math.gcd(groups, channels), channels)
+
+
 class ResBlock(nn.Module):
     """Residual block conditioned on the time embedding and the global latent (FiLM, time first).
 
@@ -65,12 +75,12 @@ class ResBlock(nn.Module):
         self.resample = upsample if up else downsample if down else None
         self.recipe = "fast"
         self.in_layers = nn.Sequential(
-            GroupNorm32(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+            make_norm(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
         self.cond_emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(latent_dim, 2 * out_channels))
         self.out_layers = nn.Sequential(
-            GroupNorm32(groups, out_channels),
+            make_norm(groups, out_channels),
             nn.SiLU(),
             nn.Dropout(p=dropout),
             zero_(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
@@ -134,7 +144,7 @@ class AttentionBlock(nn.Module):
         self.channels = channels
         self.num_heads = heads
         self.recipe = "fast"
-        self.norm = GroupNorm32(groups, channels)
+        self.norm = make_norm(groups, channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = zero_(nn.Conv1d(channels, channels, 1))
 
@@ -150,8 +160,10 @@ class AttentionBlock(nn.Module):
         q, k, v = qkv.view(b, t, heads, 3, ch).permute(3, 0, 2, 1, 4).unbind(0)  # (B, heads, T, ch)
         a = F.scaled_dot_product_attention(q, k, v)
         a = a.transpose(1, 2).reshape(b, t, c)
-        out = F.linear(a, self.proj_out.weight.squeeze(-1), self.proj_out.bias)
-        return x + out.view(b, hh, ww, c).permute(0, 3, 1, 2)
+        out = F.linear(a, self.proj_out.weight.squeeze(-1), self.proj_out.bias).view(b, hh, ww, c).permute(0, 3, 1, 2)
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous()  # keep NCHW activations NCHW (mixed layouts send convs to slow kernels)
+        return x + out
 
     def _forward_original(self, x: Tensor) -> Tensor:
         b, c, hh, ww = x.shape
@@ -232,7 +244,7 @@ class UNet(nn.Module):
                 self.output_blocks.append(TimestepSequential(*layers))
 
         self.out = nn.Sequential(
-            GroupNorm32(groups, ch), nn.SiLU(), zero_(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+            make_norm(groups, ch), nn.SiLU(), zero_(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
         )
 
     def set_recipe(self, recipe: str) -> None:
