@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--channel-mult", type=int, nargs="+", default=[1, 2, 2])
     ap.add_argument("--res-blocks", type=int, default=1)
     ap.add_argument("--attention", type=int, nargs="*", default=[16])
-    ap.add_argument("--batch-size", type=int, default=0, help="batched variant's chunk (0 = all jobs at once)")
+    ap.add_argument("--batch-size", type=int, default=16, help="batched variant's chunk (default 16 as `dre edit`; 0 = all jobs)")
     ap.add_argument("--skip-single", action="store_true", help="only the batched variant (e.g. the 256² GPU run)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     args = ap.parse_args()

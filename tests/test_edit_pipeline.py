@@ -297,6 +297,8 @@ def test_sources_are_sorted_and_missing_targets_named(case, tmp_path):
     faces = list_sources(case["album"])
     assert [f.stem for f in faces] == ["a_photo", "b_photo", "c_photo"]
     assert faces[0].landmarks.shape == (68, 2) and faces[0].image.shape == (ALIGNED, ALIGNED, 3)
+    one = list_sources(case["album"] / "b_photo.png")  # a single file of an aligned folder
+    assert [f.stem for f in one] == ["b_photo"] and np.array_equal(one[0].landmarks, faces[1].landmarks)
     with pytest.raises(DreError, match="no face found"):
         load_target(case["noface"])
     bare = tmp_path / "bare.png"
@@ -305,3 +307,18 @@ def test_sources_are_sorted_and_missing_targets_named(case, tmp_path):
         load_target(bare)
     np.save(tmp_path / "bare.npy", landmarks68(ALIGNED))
     assert load_target(bare).landmarks.shape == (68, 2)
+
+
+def test_mean_shape_file_must_match_its_lmdb(tmp_path):
+    from _data_helpers import write_store
+
+    ms = np.linspace(-1, 1, 100).astype(np.float32)
+    img = np.zeros((8, 8, 3), np.uint8)
+    cond = np.zeros((9, 8, 8), np.float16)
+    write_store(tmp_path / "album.lmdb", [img], [cond], mean_shape=ms.tolist())
+    np.save(tmp_path / "album.lmdb" / "mean_shape.npy", ms)
+    plain = {"format": "dre-model/1", "stage": 2, "mean_shape": ms.tolist()}
+    assert np.allclose(resolve_mean_shape(tmp_path / "album.lmdb" / "mean_shape.npy", plain, Path("m.pt")), ms)
+    np.save(tmp_path / "album.lmdb" / "mean_shape.npy", ms * 2)  # a file copied in from another album
+    with pytest.raises(DreError, match="does not match the mean shape recorded in the LMDB"):
+        resolve_mean_shape(tmp_path / "album.lmdb" / "mean_shape.npy", {"mean_shape": None}, Path("m.pt"))

@@ -120,6 +120,13 @@ def test_rerun_of_finished_run_only_exports(stage1: dict[str, Path], lmdbs: dict
                        _load(stage1["model"])["state_dict"]["denoisingUNet.out.2.weight"])
 
 
+def test_resume_past_max_steps_is_refused(stage1: dict[str, Path], lmdbs: dict[str, Path], tmp_path: Path) -> None:
+    cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], stage1["run"], tmp_path / "x.pt", "--weights", "3,1",
+                   "--batch-size", "4", "--max-steps", "2", "--ema", "0.9")
+    with pytest.raises(DreError, match="at step 3, past --max-steps 2"):
+        train(cfg)
+
+
 def test_checkpoint_of_another_configuration_is_refused(stage1: dict[str, Path], lmdbs: dict[str, Path],
                                                         tmp_path: Path) -> None:
     cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], stage1["run"], tmp_path / "x.pt", "--weights", "3,1",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.demo_project import (
     CONFIG_FLAG, DEMO_TARGET, DemoRun, Project, clone_project, demo_run, missing_parts, planned_jobs, tail,
@@ -132,8 +133,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(copy: Project) -> None
             proc.wait()
     assert killed, "training finished (or never checkpointed) before it could be killed:\n" + out[-3000:]
     assert proc.returncode != 0 and not (copy.root / STAGE2_MODEL).exists(), out[-3000:]
+    max_steps = yaml.safe_load((copy.root / "config/demo/config.yaml").read_text())["stage2"]["max_steps"]
     saved = sorted(p.name for p in ckpts.glob("state-*.pt"))
-    assert saved and saved[-1] != "state-0000060.pt"
+    assert saved and saved[-1] != f"state-{max_steps:07d}.pt", saved
     rerun = copy.demo(STAGE2_MODEL, timeout=600)
     assert rerun.returncode == 0, tail(rerun)
     text = log.read_text()
@@ -141,4 +143,4 @@ def test_killed_training_resumes_from_its_last_checkpoint(copy: Project) -> None
     import torch
 
     blob = torch.load(copy.root / STAGE2_MODEL, map_location="cpu", weights_only=True)
-    assert blob["meta"]["step"] == 60
+    assert blob["meta"]["step"] == max_steps

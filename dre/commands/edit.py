@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=("noise", "inversion"), default="noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--save-buffers", action="store_true", help="also show the rendered buffers in grid.png (the buffers are always saved as npz)")
+    p.add_argument(
+        "--save-buffers",
+        action="store_true",
+        help="also show the rendered buffers in grid.png (the buffers are always saved as npz)",
+    )
     p.add_argument("--out", required=True, help="output folder (results/edits/<edit>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(

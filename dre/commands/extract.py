@@ -18,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--images", required=True, help="folder of aligned images (results/aligned/<album>)")
-    p.add_argument("--align-report", help="align.parquet with landmarks (default: <images>/align.parquet)")
+    p.add_argument(
+        "--align-report",
+        help="align.parquet with landmarks (default: <images>/align.parquet; without one, DECA-style "
+        "<stem>.txt files of 68 'x y' rows beside the images)",
+    )
     p.add_argument("--extractor", choices=("deca", "emoca"), required=True)
     p.add_argument("--assets", required=True, help="assets folder (see `dre assets check`)")
     p.add_argument("--emoca-model", default="EMOCA_v2_lr_mse_20", help="EMOCA model folder name inside assets")

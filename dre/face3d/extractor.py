@@ -37,9 +37,8 @@ class Extractor:
         if kind not in KINDS:
             raise DreError(f"unknown extractor {kind!r}: use deca or emoca")
         self.device = torch.device(device)
-        self.encoder = encoder.to(self.device).eval()
-        if self.device.type == "cuda":
-            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        # NHWC convolutions are faster on both oneDNN (CPU, ~20 % here) and cuDNN
+        self.encoder = encoder.to(self.device).eval().to(memory_format=torch.channels_last)
         self.kind = kind
         self.checksums: dict[str, str] = dict(checksums or {})
         self.synthetic = bool(synthetic)
@@ -102,9 +101,7 @@ class Extractor:
         """FLAME codes for (B, 3, 224, 224) crops in [0, 1] (any batch size; no gradients)."""
         if crops.ndim != 4 or crops.shape[1:] != (3, CROP_SIZE, CROP_SIZE):
             raise ValueError(f"crops must be (B, 3, {CROP_SIZE}, {CROP_SIZE}), got {tuple(crops.shape)}")
-        x = crops.to(self.device, torch.float32)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = crops.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             return self.encoder(x)
 

@@ -230,6 +230,11 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 f"{resume_path} was trained on LMDBs with {state['data_lengths']} samples but --lmdb now gives "
                 f"{info.lengths}; the data changed: use another --run-dir or --no-resume"
             )
+        if int(state["step"]) > cfg.max_steps:
+            raise DreError(
+                f"{resume_path} is at step {state['step']}, past --max-steps {cfg.max_steps}; raise --max-steps, "
+                "use another --run-dir, or --no-resume to start over"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
