@@ -12,13 +12,7 @@ from dre.diffusion import GaussianDiffusion, ddim_invert, ddim_sample, ddpm_samp
 D = GaussianDiffusion()
 AC = D.alphas_cumprod  # checked against closed forms in test_diffusion_schedule.py
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core box: one intra-op thread is many times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -10,13 +10,7 @@ import torch
 from dre.diffusion import DiffusionConfig, GaussianDiffusion, space_timesteps
 from dre.errors import DreError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core box: one intra-op thread is many times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

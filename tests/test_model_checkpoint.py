@@ -12,13 +12,7 @@ from dre.diffusion import DiffusionConfig
 from dre.errors import DreError
 from dre.model import DiffusionRig, ModelConfig, infer_official_config, load_model_file, save_model_file
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core box: one intra-op thread is many times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

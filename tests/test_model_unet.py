@@ -13,13 +13,7 @@ from dre.model import DiffusionRig, ModelConfig, set_recipe, to_channels_last
 from dre.model.layers import timestep_embedding
 from dre.model.unet import AttentionBlock, ResBlock, UNet
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core box: one intra-op thread is many times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
