@@ -18,7 +18,7 @@ def readme_block_after(heading: str) -> str:
 
 def test_ci_runs_the_readme_setup_and_test_commands() -> None:
     ci = (REPO / ".ci" / "run").read_text()
-    for heading in ("Set up", "Test"):
+    for heading in ("Set up", "Test", "The built-in demo (no licensed assets, no GPU)"):
         command = readme_block_after(heading)
         assert command in ci, f"README '{heading}' command not in .ci/run:\n{command}"
 
