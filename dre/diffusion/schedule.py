@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from dre.errors import DreError
+from dre.utils.records import from_dict_strict
 
 SCHEDULES = ("linear", "cosine")
 
@@ -43,11 +44,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise DreError(f"diffusion_config has unknown fields {unknown}; the file was written by a newer dre")
-        return cls(**d)
+        return from_dict_strict(cls, d, "diffusion_config")
 
 
 def linear_betas(steps: int) -> Tensor:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dre.errors import DreError
+from dre.utils.records import from_dict_strict
 
 #: ``channel_mult`` used by the original code when none is given, keyed by image size.
 DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
@@ -108,8 +109,4 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error (a newer file format)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise DreError(f"model_config has unknown fields {unknown}; the file was written by a newer dre")
-        return cls(**d)
+        return from_dict_strict(cls, d, "model_config")
