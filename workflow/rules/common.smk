@@ -9,13 +9,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from sheets import check_cross_references, load_sheet  # noqa: E402  (workflow/sheets.py: testable on its own)
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
+DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -32,7 +32,7 @@ def prepare_demo_inputs():
     demo = config.get("demo")
     if not demo:
         return
-    sys.path.insert(0, str(Path(workflow.basedir).resolve().parent))  # this checkout's dre
+    sys.path.insert(0, str(DRE_ROOT))
     from dre.demo import prepare_demo
 
     prepare_demo(demo["root"], n=demo.get("n", 12), n_prior=demo.get("n_prior", 24), seed=demo.get("seed", 0))
@@ -43,8 +43,6 @@ prepare_demo_inputs()
 ALBUMS = load_sheet(config["albums"], SCHEMAS / "albums.schema.yaml", "album")
 EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
 PRIORS = config["stage1"]["priors"]
-
-
 check_cross_references(config, ALBUMS, EDITS)
 
 
@@ -56,7 +54,6 @@ def _alternatives(names):
 # command works in the project's own venv and in the per-rule conda envs (which hold the dependencies, not
 # the package). The checkout goes on PYTHONPATH through the shell prefix, so moving the checkout is not a
 # parameter change that would rerun everything.
-DRE_ROOT = Path(workflow.basedir).resolve().parent
 # (The prefix is format()ted like a shell command, hence the doubled braces.) The Snakefile applies it.
 _root = shlex.quote(str(DRE_ROOT)).replace("{", "{{").replace("}", "}}")
 SHELL_PREFIX = f"set -euo pipefail; export PYTHONPATH={_root}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
@@ -68,7 +65,10 @@ PREALIGNED_ALBUMS = [a for a, r in ALBUMS.items() if r["aligned"]]
 
 # ---------------------------------------------------------------------------------------------- paths
 def album_images(wildcards):
-    """The album's image files: inputs of its align rule, so touching one photo reruns its chain."""
+    """The album's image files: inputs of its align rule, so changing one photo reruns its chain.
+
+    (Snakemake 9 reruns on a newer input only when its checksum changed too: a bare `touch` is no change.)
+    """
     folder = Path(ALBUMS[wildcards.album]["path"])
     return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
