@@ -56,13 +56,13 @@ def print_rule_table(benchmarks: Path) -> None:
     print(f"## workflow wall time by rule ({benchmarks})")
     if not rows:
         print("no benchmark files: run the workflow first, e.g.\n"
-              "  snakemake -c2 --configfile=config/demo/config.yaml results/edits/demo_exp")
+              "  snakemake -c2 --configfile=config/demo/config.yaml")
         return
     total = sum(r[2] for r in rows)
-    print(f"{'rule':<16}{'jobs':>6}{'seconds':>10}{'share':>8}{'max RSS MiB':>13}")
+    print(f"{'rule':<20}{'jobs':>6}{'seconds':>10}{'share':>8}{'max RSS MiB':>13}")
     for rule, jobs, sec, rss in rows:
-        print(f"{rule:<16}{jobs:>6}{sec:>10.1f}{sec / total:>8.0%}{rss:>13.0f}")
-    print(f"{'total (serial)':<16}{sum(r[1] for r in rows):>6}{total:>10.1f}")
+        print(f"{rule:<20}{jobs:>6}{sec:>10.1f}{sec / total:>8.0%}{rss:>13.0f}")
+    print(f"{'total (serial)':<20}{sum(r[1] for r in rows):>6}{total:>10.1f}")
     print("(jobs may overlap with -c2: the serial total is an upper bound of the run's wall time)")
 
 

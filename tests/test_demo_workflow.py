@@ -1,4 +1,4 @@
-"""The built-in demo end to end: `snakemake -c2 --configfile=config/demo/config.yaml results/edits/demo_exp`.
+"""The built-in demo end to end: the README's `snakemake -c2 --configfile=config/demo/config.yaml`, then its report.
 
 Slow (minutes on 2 cores): marked ``slow``. Skipped, naming what is missing, until every engine it runs
 has landed. The wall time is printed (``-s``), not asserted: timings are for bench/, not for tests.
@@ -7,11 +7,14 @@ has landed. The wall time is printed (``-s``), not asserted: timings are for ben
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.demo_project import DEMO_EDIT, DEMO_TARGET, DemoRun, demo_run, missing_parts, planned_jobs, tail
+from tests.demo_project import (
+    CONFIG_FLAG, DEMO_EDIT, DEMO_TARGET, DemoRun, demo_run, missing_parts, planned_jobs, tail,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +27,13 @@ DEMO_CHAIN = {
     "train_stage1": 1,
     "train_stage2": 1,
     "edit": 1,
+    # The report's figures and tables (rules/report.smk), and rule all.
+    "report_align": 2,
+    "report_align_target": 1,
+    "report_extract": 2,
+    "report_loss_stage1": 1,
+    "report_loss_stage2": 1,
+    "all": 1,
 }
 
 
@@ -156,3 +166,32 @@ def test_edits_respond_to_the_buffers(run: DemoRun) -> None:
     assert max(reproduce) < 3.0, reproduce  # our sampling is the edit's (up to PNG rounding)
     assert len(ratios) >= len(edit) // 2, ratios
     assert float(np.median(ratios)) > 1.5, ratios
+
+
+def test_report_builds_offline_with_grid_losses_and_summaries(run: DemoRun) -> None:
+    """`snakemake --report` after the demo: one self-contained HTML holding the edit grid, both loss curves
+    and the status tables, built with every proxy pointing at a closed port (no network needed)."""
+    import base64
+
+    import pandas as pd
+
+    root = run.project.root
+    dead = "http://127.0.0.1:9"
+    offline = dict(os.environ, http_proxy=dead, https_proxy=dead, HTTP_PROXY=dead, HTTPS_PROXY=dead,
+                   no_proxy="", NO_PROXY="")
+    r = run.project.snakemake(CONFIG_FLAG, "--report", "results/report.html", timeout=300, base_env=offline)
+    assert r.returncode == 0, tail(r)
+    assert "downloading" not in (r.stdout + r.stderr).lower(), tail(r)
+    html = (root / "results/report.html").read_text()
+    assert "<script src=\"http" not in html and "<link href=\"http" not in html  # nothing fetched when viewed
+    for name in ("grid.png", "demo.deca.png", "demo_prior.tsv", "Edits", "Training", "Alignment", "Extraction"):
+        assert name in html, name
+    # The figures are embedded byte for byte (base64 data URIs), not linked.
+    for figure in (f"{DEMO_TARGET}/grid.png", "results/report/loss/stage1/demo.deca.png",
+                   "results/report/loss/stage2/demo.deca.png"):
+        assert base64.b64encode((root / figure).read_bytes()).decode()[:2000] in html, figure
+    # The alignment summary counts every demo photo as ok.
+    table = pd.read_csv(root / "results/report/align/demo.tsv", sep="\t")
+    photos = len(list((root / "resources/demo/album").glob("*.jpg")))
+    assert table.set_index("status").loc["ok", "count"] == photos
+    assert table.set_index("status").loc["total", "count"] == photos

@@ -175,6 +175,30 @@ def final_edits():
     return [f"results/edits/{e}" for e in sorted(EDITS)]
 
 
+def report_targets(edit):
+    """The report's figures and tables behind one edit (rules in report.smk).
+
+    The stage-2 loss curve of its album, the stage-1 curve of the album's prior (none when an official
+    checkpoint replaces stage 1), and counts by status of the alignment and extraction of every album the
+    edit was trained on, plus its target's alignment.
+    """
+    row = EDITS[edit]
+    album, ext = row["album"], row["source_extractor"]
+    prior = ALBUMS[album]["prior"]
+    albums = [album]
+    targets = [f"results/report/loss/stage2/{album}.{ext}.png", f"results/report/align_target/{edit}.tsv"]
+    if not PRIORS[prior].get("official_checkpoint", ""):
+        targets.append(f"results/report/loss/stage1/{prior}.{ext}.png")
+        albums += [a for a in PRIORS[prior]["albums"] if a not in albums]
+    for a in albums:
+        targets += [f"results/report/align/{a}.tsv", f"results/report/extract/{a}.{ext}.tsv"]
+    return targets
+
+
+def all_report_targets():
+    return sorted({t for e in EDITS for t in report_targets(e)})
+
+
 def demo_assets_input(wildcards):
     """With `demo:` the synthetic assets folder is a rule output (rule demo_assets), so jobs wait for it."""
     return config["assets"] if config.get("demo") else []

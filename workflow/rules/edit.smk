@@ -7,7 +7,13 @@ rule edit:
         unpack(edit_inputs),
         assets=demo_assets_input,
     output:
-        directory("results/edits/{edit}"),
+        report(
+            directory("results/edits/{edit}"),
+            patterns=["{name,grid}.png"],
+            category="Edits",
+            labels={"edit": "{edit}"},
+            caption="../report/edit.rst",
+        ),
     log:
         "logs/edit/{edit}.log",
     benchmark:

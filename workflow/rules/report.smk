@@ -1,0 +1,141 @@
+# Figures and tables for `snakemake --report report.html`: the loss curve of every training run, counts by
+# status of every alignment and extraction, and the edit grids (flagged on rule edit's output).
+# They are cheap local jobs in rule all; `--report` needs them to exist, so run `snakemake` (all) first.
+
+
+rule report_loss_stage1:
+    """Loss curve of one stage-1 run (the metrics.csv next to its checkpoints) as a PNG."""
+    input:
+        model="results/models/stage1/{prior}.{extractor}/model.pt",
+    output:
+        report(
+            "results/report/loss/stage1/{prior}.{extractor}.png",
+            category="Training",
+            subcategory="stage 1",
+            caption="../report/loss.rst",
+        ),
+    log:
+        "logs/report/loss/stage1/{prior}.{extractor}.log",
+    benchmark:
+        "benchmarks/report_loss_stage1/{prior}.{extractor}.tsv"
+    params:
+        metrics="results/runs/stage1/{prior}.{extractor}/metrics.csv",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "python -m dre report loss --metrics {params.metrics:q} --model {input.model:q} "
+        "--label '{wildcards.prior}.{wildcards.extractor}' "
+        "--title 'stage 1: prior {wildcards.prior}, {wildcards.extractor} conditions' --out {output:q} > {log:q} 2>&1"
+
+
+rule report_loss_stage2:
+    """Loss curve of one stage-2 (personal) run as a PNG."""
+    input:
+        model="results/models/stage2/{album}.{extractor}/model.pt",
+    output:
+        report(
+            "results/report/loss/stage2/{album}.{extractor}.png",
+            category="Training",
+            subcategory="stage 2",
+            caption="../report/loss.rst",
+        ),
+    log:
+        "logs/report/loss/stage2/{album}.{extractor}.log",
+    benchmark:
+        "benchmarks/report_loss_stage2/{album}.{extractor}.tsv"
+    params:
+        metrics="results/runs/stage2/{album}.{extractor}/metrics.csv",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "python -m dre report loss --metrics {params.metrics:q} --model {input.model:q} "
+        "--label '{wildcards.album}.{wildcards.extractor}' "
+        "--title 'stage 2: album {wildcards.album}, {wildcards.extractor} conditions' --out {output:q} > {log:q} 2>&1"
+
+
+rule report_align:
+    """Counts by status of one album's alignment (its align.parquet)."""
+    input:
+        "results/aligned/{album}",
+    output:
+        report(
+            "results/report/align/{album}.tsv",
+            category="Alignment",
+            labels={"album": "{album}"},
+            caption="../report/status.rst",
+        ),
+    log:
+        "logs/report/align/{album}.log",
+    benchmark:
+        "benchmarks/report_align/{album}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "python -m dre report status --table {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule report_align_target:
+    """Counts by status of one edit's target alignment (one photo: ok, or why not)."""
+    input:
+        "results/targets/{edit}",
+    output:
+        report(
+            "results/report/align_target/{edit}.tsv",
+            category="Alignment",
+            labels={"album": "target of {edit}"},
+            caption="../report/status.rst",
+        ),
+    log:
+        "logs/report/align_target/{edit}.log",
+    benchmark:
+        "benchmarks/report_align_target/{edit}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "python -m dre report status --table {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule report_extract:
+    """Counts by status of one album's FLAME code extraction."""
+    input:
+        "results/codes/{album}.{extractor}.parquet",
+    output:
+        report(
+            "results/report/extract/{album}.{extractor}.tsv",
+            category="Extraction",
+            labels={"album": "{album}", "extractor": "{extractor}"},
+            caption="../report/status.rst",
+        ),
+    log:
+        "logs/report/extract/{album}.{extractor}.log",
+    benchmark:
+        "benchmarks/report_extract/{album}.{extractor}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "python -m dre report status --table {input:q} --out {output:q} > {log:q} 2>&1"
