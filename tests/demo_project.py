@@ -50,9 +50,6 @@ def missing_parts() -> list[str]:
             found = False
         if not found:
             missing.append(f"{module} ({what})")
-    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    if "prepare_demo" not in common:
-        missing.append("the workflow's demo hooks (docs/notes_demo.md)")
     return missing
 
 

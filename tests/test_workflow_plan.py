@@ -78,6 +78,36 @@ def test_official_stage1_checkpoint_skips_stage1_training(layout: Layout) -> Non
     assert jobs == Counter({"align": 1, "align_target": 1, "extract": 1, "pack": 1, "train_stage2": 1, "edit": 1})
 
 
+REPORT_JOBS = {
+    "report_loss_stage1": 1,  # the prior ffhq_affectnet, DECA conditions
+    "report_loss_stage2": 1,  # obama
+    "report_align": 3,  # ffhq, affectnet, obama
+    "report_align_target": 1,
+    "report_extract": 3,
+}
+
+
+def test_default_target_adds_the_reports_figures_and_tables(layout: Layout) -> None:
+    """No target = every edit + what `snakemake --report` shows: loss curves and counts by status."""
+    result = layout.snakemake("-n", "-p")
+    jobs = planned_jobs(result)
+    assert jobs == Counter({**FULL_CHAIN, **REPORT_JOBS, "all": 1})
+    text = result.stdout
+    assert "--metrics results/runs/stage1/ffhq_affectnet.deca/metrics.csv" in text
+    assert "--metrics results/runs/stage2/obama.deca/metrics.csv" in text
+    assert "report status --table results/codes/affectnet.deca.parquet" in text
+
+
+def test_report_has_no_stage1_curve_with_an_official_checkpoint(layout: Layout) -> None:
+    ckpt = layout.root / "official" / "model_300000.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"placeholder file: only its path is planned")
+    layout.replace_in("config/config.yaml", 'official_checkpoint: ""', f'official_checkpoint: "{ckpt}"')
+    jobs = planned_jobs(layout.snakemake("-n"))
+    assert "report_loss_stage1" not in jobs and jobs["report_loss_stage2"] == 1
+    assert jobs["report_align"] == 1 and jobs["report_extract"] == 1  # only the personal album was used
+
+
 def test_adding_rows_makes_a_new_edit_plannable(layout: Layout) -> None:
     layout.add_album("data/alice")
     (layout.root / "data" / "targets" / "smile.jpg").write_bytes(b"")
