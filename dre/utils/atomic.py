@@ -22,6 +22,29 @@ def _tmp_sibling(dest: Path, suffix: str = "") -> Path:
     return Path(name)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``).
+
+    Why it matters: ``mkstemp``/``mkdtemp`` create 0600 files and 0700 folders, and a rename keeps
+    them, so without a fix every result would be unreadable by the user's group (a shared cluster
+    project, a web server showing the report) whatever their umask says.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # fallback: read by setting, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def _give_default_mode(path: Path, *, folder: bool) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have (0666/0777 minus the umask)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -41,6 +64,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = _tmp_sibling(dest, dest.suffix)
     try:
         yield tmp
+        _give_default_mode(tmp, folder=False)
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except BaseException:
@@ -77,6 +101,7 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        _give_default_mode(tmp, folder=True)
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
             os.replace(dest, old / "prev")
