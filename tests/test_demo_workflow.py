@@ -125,15 +125,13 @@ def edit_response_ratios(root: Path, out: Path, model_path: Path) -> tuple[list[
     import pandas as pd
     import torch
 
-    from dre.diffusion import DiffusionConfig, GaussianDiffusion, ddim_sample
+    from dre.diffusion import GaussianDiffusion, ddim_sample
     from dre.edit.engine import invert_sources, source_noise
     from dre.model import load_model_file
 
     edit = pd.read_parquet(out / "edit.parquet")
-    model, _ = load_model_file(model_path)
-    model.eval()
-    blob = torch.load(model_path, map_location="cpu", weights_only=True)
-    diffusion = GaussianDiffusion(DiffusionConfig(**blob["diffusion_config"]))
+    model, meta = load_model_file(model_path)  # in eval mode
+    diffusion = GaussianDiffusion(meta["diffusion_config"])
     ratios, reproduce = [], []
     for row in edit.itertuples():
         stem = Path(row.file).stem.rsplit("_", 1)[0]

@@ -44,6 +44,14 @@ def planned_jobs(result) -> Counter:
     return counts
 
 
+def use_official_stage1_checkpoint(layout: Layout) -> None:
+    """Point the prior's `official_checkpoint` at a file (only its path is planned, never read)."""
+    ckpt = layout.root / "official" / "model_300000.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"placeholder file: only its path is planned")
+    layout.replace_in("config/config.yaml", 'official_checkpoint: ""', f'official_checkpoint: "{ckpt}"')
+
+
 def test_lint_is_clean(layout: Layout) -> None:
     result = layout.snakemake("--lint")
     text = result.stdout + result.stderr
@@ -68,10 +76,7 @@ def test_dry_run_plans_the_whole_published_chain(layout: Layout) -> None:
 
 
 def test_official_stage1_checkpoint_skips_stage1_training(layout: Layout) -> None:
-    ckpt = layout.root / "official" / "model_300000.pt"
-    ckpt.parent.mkdir()
-    ckpt.write_bytes(b"placeholder file: only its path is planned")
-    layout.replace_in("config/config.yaml", 'official_checkpoint: ""', f'official_checkpoint: "{ckpt}"')
+    use_official_stage1_checkpoint(layout)
     jobs = planned_jobs(layout.snakemake("-n", "-p", "results/edits/obama12_exp"))
     assert "train_stage1" not in jobs
     # no prior album needs packing any more: only the personal album's chain and the edit remain
@@ -99,10 +104,7 @@ def test_default_target_adds_the_reports_figures_and_tables(layout: Layout) -> N
 
 
 def test_report_has_no_stage1_curve_with_an_official_checkpoint(layout: Layout) -> None:
-    ckpt = layout.root / "official" / "model_300000.pt"
-    ckpt.parent.mkdir()
-    ckpt.write_bytes(b"placeholder file: only its path is planned")
-    layout.replace_in("config/config.yaml", 'official_checkpoint: ""', f'official_checkpoint: "{ckpt}"')
+    use_official_stage1_checkpoint(layout)
     jobs = planned_jobs(layout.snakemake("-n"))
     assert "report_loss_stage1" not in jobs and jobs["report_loss_stage2"] == 1
     assert jobs["report_align"] == 1 and jobs["report_extract"] == 1  # only the personal album was used

@@ -20,6 +20,8 @@ rule report_loss_stage1:
         "benchmarks/report_loss_stage1/{prior}.{extractor}.tsv"
     params:
         metrics="results/runs/stage1/{prior}.{extractor}/metrics.csv",
+        label="{prior}.{extractor}",
+        title="stage 1: prior {prior}, {extractor} conditions",
     threads: 1
     resources:
         mem_mb=1000,
@@ -28,13 +30,11 @@ rule report_loss_stage1:
     conda:
         "../../envs/main.yaml"
     shell:
-        "python -m dre report loss --metrics {params.metrics:q} --model {input.model:q} "
-        "--label '{wildcards.prior}.{wildcards.extractor}' "
-        "--title 'stage 1: prior {wildcards.prior}, {wildcards.extractor} conditions' --out {output:q} > {log:q} 2>&1"
+        "python -m dre report loss --metrics {params.metrics:q} --model {input.model:q} --label {params.label:q} "
+        "--title {params.title:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule report_loss_stage2:
-    """Loss curve of one stage-2 (personal) run as a PNG."""
+use rule report_loss_stage1 as report_loss_stage2 with:
     input:
         model="results/models/stage2/{album}.{extractor}/model.pt",
     output:
@@ -50,17 +50,8 @@ rule report_loss_stage2:
         "benchmarks/report_loss_stage2/{album}.{extractor}.tsv"
     params:
         metrics="results/runs/stage2/{album}.{extractor}/metrics.csv",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    localrule: True
-    conda:
-        "../../envs/main.yaml"
-    shell:
-        "python -m dre report loss --metrics {params.metrics:q} --model {input.model:q} "
-        "--label '{wildcards.album}.{wildcards.extractor}' "
-        "--title 'stage 2: album {wildcards.album}, {wildcards.extractor} conditions' --out {output:q} > {log:q} 2>&1"
+        label="{album}.{extractor}",
+        title="stage 2: album {album}, {extractor} conditions",
 
 
 rule report_align:
@@ -89,8 +80,7 @@ rule report_align:
         "python -m dre report status --table {input:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule report_align_target:
-    """Counts by status of one edit's target alignment (one photo: ok, or why not)."""
+use rule report_align as report_align_target with:
     input:
         "results/targets/{edit}",
     output:
@@ -104,19 +94,9 @@ rule report_align_target:
         "logs/report/align_target/{edit}.log",
     benchmark:
         "benchmarks/report_align_target/{edit}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    localrule: True
-    conda:
-        "../../envs/main.yaml"
-    shell:
-        "python -m dre report status --table {input:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule report_extract:
-    """Counts by status of one album's FLAME code extraction."""
+use rule report_align as report_extract with:
     input:
         "results/codes/{album}.{extractor}.parquet",
     output:
@@ -130,12 +110,3 @@ rule report_extract:
         "logs/report/extract/{album}.{extractor}.log",
     benchmark:
         "benchmarks/report_extract/{album}.{extractor}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    localrule: True
-    conda:
-        "../../envs/main.yaml"
-    shell:
-        "python -m dre report status --table {input:q} --out {output:q} > {log:q} 2>&1"
