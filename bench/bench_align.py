@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
-    from dre.align.album import AlignConfig, align_album
+    from dre.align.run import AlignConfig, align_album
     from dre.align.ffhq import align_face
     from dre.align.photos import sample_photos
     from dre.align.sidecar import write_sidecar

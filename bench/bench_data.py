@@ -6,7 +6,7 @@ Prints
      typical FFHQ-aligned head and the worst case (buffers non-zero over the whole frame);
   2. loader samples/s: our FaceDataset vs an original-style reader (PIL + pickle.loads of three fp32
      tensors, as utils/image_datasets.py does), DataLoader with 0 and 2 workers;
-  3. pack throughput: with dre.face3d.model.FaceModel and synthetic assets when they are available
+  3. pack throughput: with dre.face3d.face_model.FaceModel and synthetic assets when they are available
      (render + encode + write), and always the store-writing part alone.
 
 Images are real photographs from scikit-image's sample data (so PNG sizes are realistic), resized to
@@ -135,9 +135,9 @@ def bytes_per_sample(path: Path, n: int) -> float:
 def pack_with_face_model(root: Path, n: int, size: int) -> tuple[float, float, float, float] | None:
     """With synthetic FLAME renders: (pack images/s, mean box coverage, bytes/sample original, ours), or None."""
     try:
-        from dre.data.pack import PackConfig, pack_album
-        from dre.face3d.model import FaceModel
-        from dre.synth import write_synthetic_assets
+        from dre.pack.run import PackConfig, pack_album
+        from dre.face3d.face_model import FaceModel
+        from dre.face3d.synth import write_synthetic_assets
     except ImportError:
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -205,7 +205,7 @@ def main() -> None:
         print("\n## pack (render + encode + write) with FaceModel on CPU, synthetic assets")
         fm = pack_with_face_model(root, min(n, 16), size)
         if fm is None:
-            print("FaceModel / dre.synth not available in this checkout: render throughput not measured")
+            print("FaceModel / dre.face3d.synth not available in this checkout: render throughput not measured")
         else:
             print(f"{fm[0]:.1f} images/s; rendered buffers' box covers {fm[1]:.2f} of the frame on average")
             print(f"bytes/sample with these renders: original {fm[2] / 2**20:.3f} MiB, ours {fm[3] / 2**20:.3f} MiB, "

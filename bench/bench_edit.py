@@ -22,9 +22,9 @@ def build(args: argparse.Namespace):
     from dre.diffusion import DiffusionConfig, GaussianDiffusion
     from dre.edit import parse_modes
     from dre.face3d.codes import FlameCodes
-    from dre.face3d.model import FaceModel
+    from dre.face3d.face_model import FaceModel
     from dre.model import DiffusionRig, ModelConfig
-    from dre.synth import write_synthetic_assets
+    from dre.face3d.synth import write_synthetic_assets
 
     device = torch.device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench_edit_"))

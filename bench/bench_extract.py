@@ -7,7 +7,7 @@ its full resolution and nearest-resized; DECA's ``SRenderY`` path (12 interpolat
 every pixel gathered, PyTorch3D ``rasterize_meshes`` with its default settings, which on CPU is the naive
 kernel). "Ours" is ``Extractor.crop`` + ``encode`` + ``FaceModel.render`` at ``--batch``. Both run on the
 same synthetic assets (random weights: speed only), by default with a FLAME-sized mesh (≈5k vertices,
-≈10k faces, 512² texture) written by ``dre.synth`` with its grid constants raised. The two paths'
+≈10k faces, 512² texture) written by ``dre.face3d.synth`` with its grid constants raised. The two paths'
 buffers are compared, so the speed-up is for the same output.
 
     PYTHONPATH=. python bench/bench_extract.py [--images 16] [--batch 32] [--device cpu|cuda] [--mesh flame|synth]
@@ -30,7 +30,7 @@ ORIG_BATCH = 8
 
 # ------------------------------------------------------------------------------------------- set-up
 def write_assets(folder: Path, mesh: str) -> Path:
-    import dre.synth as synth
+    import dre.face3d.synth as synth
 
     if mesh == "flame":  # FLAME 2020 has 5023 vertices / 9976 faces and a 512² texture space
         synth.N_LAT, synth.N_LON, synth.TEX_SIZE = 72, 70, 512
@@ -41,7 +41,7 @@ def make_photos(face_model, n: int, size: int = 256) -> tuple[list[np.ndarray], 
     """Rendered synthetic faces (uint8) and their projected 68 landmarks, as an aligned album would give."""
     from dre.face3d.codes import FlameCodes
     from dre.face3d.render import crop_to_image, orthographic_project
-    from dre.synth import code_statistics
+    from dre.face3d.synth import code_statistics
 
     mean, std = code_statistics()
     rng = np.random.default_rng(0)
@@ -202,7 +202,7 @@ def main() -> None:
 
     from dre.face3d.assets import TEXTURE_FILE, load_flame_texture
     from dre.face3d.extractor import Extractor
-    from dre.face3d.model import FaceModel
+    from dre.face3d.face_model import FaceModel
 
     with tempfile.TemporaryDirectory() as tmp:
         assets = write_assets(Path(tmp), args.mesh)

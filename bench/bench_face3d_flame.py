@@ -66,7 +66,7 @@ def main() -> None:
     from smplx.lbs import lbs as smplx_lbs
 
     from dre.face3d.assets import load_landmark_embedding
-    from dre.synth import write_synthetic_assets
+    from dre.face3d.synth import write_synthetic_assets
 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -92,11 +92,11 @@ def write_model(path: Path, *, extractor: str = "deca", mean_shape=None, seed: i
 
 
 def synthetic_codes(n: int, seed: int):
-    """Codes around the synthetic encoder's bias (dre.synth.code_statistics), varied per face."""
+    """Codes around the synthetic encoder's bias (dre.face3d.synth.code_statistics), varied per face."""
     import torch
 
     from dre.face3d.codes import FlameCodes
-    from dre.synth import code_statistics
+    from dre.face3d.synth import code_statistics
 
     mean, std = code_statistics()
     rng = np.random.default_rng(seed)

@@ -18,8 +18,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic assets folder written by our own `dre.synth` (never real licensed files)."""
-    from dre.synth import write_synthetic_assets
+    """A synthetic assets folder written by our own `dre.face3d.synth` (never real licensed files)."""
+    from dre.face3d.synth import write_synthetic_assets
 
     out = tmp_path_factory.mktemp("assets")
     write_synthetic_assets(out, seed=0)

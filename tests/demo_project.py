@@ -28,10 +28,10 @@ CONFIG_FLAG = f"--configfile={DEMO_CONFIG}"
 
 # The engines the demo runs, by module (docs/ARCHITECTURE.md); the demo test skips until all have landed.
 ENGINE_MODULES = {
-    "dre.synth": "synthetic assets (issue 4)",
+    "dre.face3d.synth": "synthetic assets (issue 4)",
     "dre.align": "alignment (issue 3)",
     "dre.face3d.extractor": "DECA/EMOCA extraction (issue 4)",
-    "dre.face3d.model": "FLAME + renderer (issue 4)",
+    "dre.face3d.face_model": "FLAME + renderer (issue 4)",
     "dre.data": "LMDB packing (issue 5)",
     "dre.model": "model (issue 6)",
     "dre.diffusion": "diffusion (issue 6)",

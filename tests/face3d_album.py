@@ -18,7 +18,7 @@ IMAGE_SIZE = 160
 def random_codes(n: int, seed: int):
     """Plausible codes for the synthetic model (its DECA code statistics, narrowed)."""
     from dre.face3d.codes import FlameCodes
-    from dre.synth import code_statistics
+    from dre.face3d.synth import code_statistics
 
     mean, std = code_statistics()
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dre.align.album import AlignConfig, align_album
+from dre.align.run import AlignConfig, align_album
 from dre.align.sidecar import write_sidecar
 from dre.align.synthface import marker_centroid, render_face, similarity, template_landmarks
 from dre.errors import DreError

@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("mediapipe")
 
-from dre.align.album import AlignConfig, align_album  # noqa: E402
+from dre.align.run import AlignConfig, align_album  # noqa: E402
 from dre.align.ffhq import ffhq_quad  # noqa: E402
 from dre.align.mediapipe_mesh import MESH_TO_IBUG, MediaPipeBackend  # noqa: E402
 from dre.align.photos import IBUG_MIRROR, sample_photos  # noqa: E402

@@ -13,7 +13,7 @@ import torch
 from _data_helpers import face_like_cond, image_index, index_image, renderable_codes, write_codes_table
 from dre.data import FaceDataset, LmdbAlbum
 from dre.data.manifest import read_manifest_meta
-from dre.data.pack import MEAN_SHAPE_FILE, PackConfig, pack_album
+from dre.pack.run import MEAN_SHAPE_FILE, PackConfig, pack_album
 from dre.errors import DreError
 from dre.face3d.codes import Buffers
 
@@ -141,15 +141,15 @@ def test_user_errors_name_the_row_or_flag(tmp_path):
 
 # ---------------------------------------------------------------- with the real renderer
 
-FACE_MODEL_MISSING = "dre.face3d.model.FaceModel / dre.synth (issue 4) not on this branch yet"
+FACE_MODEL_MISSING = "dre.face3d.face_model.FaceModel / dre.face3d.synth (issue 4) not on this branch yet"
 
 
 @pytest.fixture()
 def face_model_and_assets(request):
     """(FaceModel class, synthetic assets folder); skipped until issue 4's renderer and synth land."""
     try:
-        from dre.face3d.model import FaceModel
-        import dre.synth  # noqa: F401  (the synthetic_assets fixture needs it)
+        from dre.face3d.face_model import FaceModel
+        import dre.face3d.synth  # noqa: F401  (the synthetic_assets fixture needs it)
     except ImportError:
         pytest.skip(FACE_MODEL_MISSING)
     return FaceModel, request.getfixturevalue("synthetic_assets")

@@ -146,7 +146,7 @@ def test_demo_photos_align_on_the_face(demo_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("mediapipe")
     from PIL import Image
 
-    from dre.align.album import AlignConfig, align_album
+    from dre.align.run import AlignConfig, align_album
 
     for name in ("album", "prior"):
         align_album(AlignConfig(input=demo_root / name, output=tmp_path / name, size=64, backend="mediapipe",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-for _mod in ("dre.model", "dre.diffusion", "dre.face3d.model", "dre.face3d.extractor", "dre.synth"):
+for _mod in ("dre.model", "dre.diffusion", "dre.face3d.face_model", "dre.face3d.extractor", "dre.face3d.synth"):
     pytest.importorskip(_mod, reason=f"{_mod} has not landed yet")
 
 import pandas as pd  # noqa: E402
@@ -68,7 +68,7 @@ def case(tmp_path_factory, synthetic_assets):
 
 @pytest.fixture(scope="module")
 def face_model(case):
-    from dre.face3d.model import FaceModel
+    from dre.face3d.face_model import FaceModel
 
     return FaceModel.from_assets(case["assets"], torch.device("cpu"))
 
@@ -139,7 +139,7 @@ def test_recentring_puts_the_edited_head_on_the_source_centre(parts, face_model,
     moved = face_model.ffhq_center(plan.edited.index(k_pose))
     assert float((moved - plan.center).abs().max()) > 1e-4  # turning the head moves its FFHQ centre
     # rendering with center=source centre equals rendering a mesh translated by hand
-    from dre.face3d.model import ffhq_center_from_landmarks  # noqa: F401  (same formula the renderer uses)
+    from dre.face3d.face_model import ffhq_center_from_landmarks  # noqa: F401  (same formula the renderer uses)
 
     re_buf = face_model.render(plan.edited.index(k_pose), plan.tform, image_size=MODEL_SIZE, center=plan.center)
     assert torch.allclose(re_buf.normal, rendered[2].normal[k_pose], atol=1e-5)

@@ -23,7 +23,7 @@ from face3d_album import IMAGE_SIZE, image_tform, make_album, random_codes
 
 @pytest.fixture(scope="module")
 def face_model(synthetic_assets: Path):
-    from dre.face3d.model import FaceModel
+    from dre.face3d.face_model import FaceModel
 
     return FaceModel.from_assets(synthetic_assets)
 
@@ -87,7 +87,7 @@ def test_face_model_buffers_are_well_formed(face_model) -> None:
 
 
 def test_face_model_reports_missing_assets(tmp_path: Path) -> None:
-    from dre.face3d.model import FaceModel
+    from dre.face3d.face_model import FaceModel
 
     with pytest.raises(DreError):
         FaceModel.from_assets(tmp_path / "nope")
@@ -150,7 +150,7 @@ def test_extract_cli_album(synthetic_assets: Path, album: Path, tmp_path: Path, 
 
 def test_extract_emoca_sidecars_and_failures(synthetic_assets: Path, extractors: dict, album: Path, tmp_path: Path) -> None:
     """In-process runs (no interpreter start-up): EMOCA codes, sidecar landmarks, all-bad albums."""
-    from dre.face3d.extraction import ExtractConfig, extract_album
+    from dre.extract.run import ExtractConfig, extract_album
 
     deca_out, emoca_out = tmp_path / "d.parquet", tmp_path / "e.parquet"
     extract_album(ExtractConfig(images=album, extractor="deca", assets=synthetic_assets, out=deca_out), extractors["deca"])

@@ -113,7 +113,7 @@ def test_unpickler_converts_sparse_and_rejects_chumpy_expressions(tmp_path: Path
 
 def test_flame_pickle_any_protocol(tmp_path: Path, synthetic_assets: Path) -> None:
     """FLAME 2020 was pickled by Python 2: old protocols use copy_reg._reconstructor and __builtin__ names."""
-    from dre.synth import _chumpy_standin, _flame_dict, _Mesh
+    from dre.face3d.synth import _chumpy_standin, _flame_dict, _Mesh
 
     ref = A.load_flame(synthetic_assets / A.FLAME_FILE)
     with _chumpy_standin() as Ch:
@@ -171,7 +171,7 @@ def test_deca_checkpoint_strict_keys_and_shapes(tmp_path: Path, synthetic_assets
 
 @pytest.mark.parametrize("global_pose,jaw_pose,rows", [(False, False, 50), (True, True, 56), (True, False, 53)])
 def test_emoca_flags_and_head_rows(tmp_path: Path, synthetic_assets: Path, global_pose, jaw_pose, rows) -> None:
-    from dre.synth import write_emoca_model
+    from dre.face3d.synth import write_emoca_model
 
     e_flame = A.load_deca_checkpoint(synthetic_assets / A.DECA_FILE)
     folder = tmp_path / "M"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dre.face3d import assets as A
-from dre.synth import write_synthetic_assets
+from dre.face3d.synth import write_synthetic_assets
 from dre.utils.synthetic import MARKER_NAME, is_synthetic_assets
 
 

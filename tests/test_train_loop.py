@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dre.errors import DreError
-from dre.train import checkpoint as ckpt
+from dre.train import train_state as ckpt
 from dre.train import train
 
 from train_support import make_cfg, train_argv, write_tiny_lmdb

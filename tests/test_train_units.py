@@ -11,12 +11,12 @@ import torch
 
 from dre.cli import build_parser
 from dre.errors import DreError
-from dre.train import checkpoint as ckpt
+from dre.train import train_state as ckpt
 from dre.train.config import TrainConfig
 from dre.train.distributed import DistEnv, detect_env, expand_hostlist
 from dre.train.loop import lr_at
 from dre.train.metrics import MetricsWriter
-from dre.train.sampling import EpochStream, StepBatchSampler, derive_seed, rank_slice, step_noise, step_timesteps
+from dre.train.shards import EpochStream, StepBatchSampler, derive_seed, rank_slice, step_noise, step_timesteps
 
 
 def _args(*extra: str):

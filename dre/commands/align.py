@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dre.align.album import AlignConfig, align_album
+    from dre.align.run import AlignConfig, align_album
 
     cfg = AlignConfig(
         input=args.input,

@@ -57,7 +57,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Write the synthetic assets folder (replaced atomically)."""
-    from dre.synth import write_synthetic_assets
+    from dre.face3d.synth import write_synthetic_assets
     from dre.utils.synthetic import warn_synthetic
 
     out = write_synthetic_assets(args.out, seed=args.seed)

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dre.face3d.extraction import ExtractConfig, extract_album
+    from dre.extract.run import ExtractConfig, extract_album
 
     cfg = ExtractConfig(
         images=args.images,

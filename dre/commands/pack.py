@@ -54,7 +54,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dre.data.pack import PackConfig, import_legacy, pack_album
+    from dre.pack.run import PackConfig, import_legacy, pack_album
 
     def opt(v: str | None) -> Path | None:
         return None if v is None else Path(v)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dre.diffusion.respace import SpacedSchedule, space_timesteps
-from dre.diffusion.sampling import ddim_invert, ddim_sample, ddpm_sample
+from dre.diffusion.samplers import ddim_invert, ddim_sample, ddpm_sample
 from dre.diffusion.schedule import (
     DiffusionConfig,
     GaussianDiffusion,

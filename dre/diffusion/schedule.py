@@ -99,7 +99,7 @@ def _bcast(v: Tensor, ndim: int) -> Tensor:
 class GaussianDiffusion:
     """The forward process and training objective over the full T-step schedule.
 
-    Samplers (``dre.diffusion.sampling``) work on respaced sub-schedules derived from it.
+    Samplers (``dre.diffusion.samplers``) work on respaced sub-schedules derived from it.
     """
 
     def __init__(self, cfg: DiffusionConfig | None = None) -> None:

@@ -101,7 +101,7 @@ def run_edit(cfg: EditConfig) -> Path:
     from dre.diffusion import GaussianDiffusion
     from dre.edit import engine
     from dre.edit.writer import EditResult, write_edit_folder
-    from dre.face3d.model import FaceModel
+    from dre.face3d.face_model import FaceModel
     from dre.model import load_model_file, resolve_precision, to_channels_last
     from dre.utils.device import resolve_device
     from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
@@ -209,7 +209,7 @@ def _require_parts() -> None:
     import importlib
 
     for module, what in (("dre.model", "the model (issue 6)"), ("dre.diffusion", "DDIM sampling (issue 6)"),
-                         ("dre.face3d.model", "the face model and renderer (issue 4)")):
+                         ("dre.face3d.face_model", "the face model and renderer (issue 4)")):
         try:
             importlib.import_module(module)
         except ImportError as exc:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dre.model.checkpoint import FORMAT, infer_official_config, load_model_file, save_model_file
-from dre.model.config import DEFAULT_CHANNEL_MULT, ModelConfig
+from dre.model.modelfile import FORMAT, infer_official_config, load_model_file, save_model_file
+from dre.model.arch import DEFAULT_CHANNEL_MULT, ModelConfig
 from dre.model.encoder import build_encoder
 from dre.model.fast import autocast, eps_fn, maybe_compile, resolve_precision, set_recipe, to_channels_last
 from dre.model.rig import DiffusionRig

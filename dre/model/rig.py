@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dre.model.config import ModelConfig
+from dre.model.arch import ModelConfig
 from dre.model.encoder import build_encoder
 from dre.model.unet import UNet
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dre.model.config import ModelConfig
+from dre.model.arch import ModelConfig
 from dre.model.layers import (
     GroupNorm32,
     downsample,

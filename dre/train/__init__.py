@@ -2,7 +2,7 @@
 
 ``TrainConfig`` holds every ``dre train`` flag; :func:`train` runs or resumes the run in
 ``cfg.run_dir`` and returns the exported model file (``cfg.out``). See ``loop`` for the step order,
-``sampling`` for the stateless data order and noise, ``checkpoint`` for the state files and
+``shards`` for the stateless data order and noise, ``train_state`` for the state files and
 ``distributed`` for launcher detection (torchrun, srun, mpiexec).
 """
 

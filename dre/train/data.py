@@ -1,7 +1,7 @@
 """Training data for both stages behind one small interface.
 
 - Stage 1 streams from one or more prior LMDBs through a ``DataLoader`` (workers open the LMDB lazily),
-  mixed by weight through :class:`~dre.train.sampling.EpochStream`.
+  mixed by weight through :class:`~dre.train.shards.EpochStream`.
 - Stage 2 holds the whole (small) album in memory on the training device, as the original does, and
   draws from the same kind of stream (so a batch larger than the album still works: a pass ends and
   the next, reshuffled, begins).
@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from dre.errors import DreError
-from dre.train.sampling import EpochStream, StepBatchSampler, derive_seed, rank_slice
+from dre.train.shards import EpochStream, StepBatchSampler, derive_seed, rank_slice
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from dre.errors import DreError
-from dre.train import checkpoint as ckpt
+from dre.train import train_state as ckpt
 from dre.train.config import TrainConfig
 from dre.train.data import DataInfo, LmdbData, MemoryData, inspect_lmdbs
 from dre.train.distributed import DistEnv, Distributed, detect_env, select_device
 from dre.train.ema import EMA
 from dre.train.metrics import MetricsWriter
 from dre.train.precision import Precision, resolve_precision
-from dre.train.sampling import EpochStream, derive_seed, rank_slice, step_noise, step_timesteps
+from dre.train.shards import EpochStream, derive_seed, rank_slice, step_noise, step_timesteps
 from dre.train.syncbn import convert_global_bn
 from dre.utils.atomic import atomic_write_text
 
@@ -83,7 +83,7 @@ def load_init(model: nn.Module, path: str, model_cfg: Any, diff_cfg: Any) -> dic
     The architecture comes from the flags; a file of another architecture is an error naming the
     differing settings. Files with an EMA initialise from the EMA weights (the better model).
     """
-    from dre.model.checkpoint import load_model_file
+    from dre.model.modelfile import load_model_file
 
     p = Path(path)
     if not p.is_file():
@@ -284,7 +284,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 "ema": ema.state_dict() if ema is not None else None,
                 "rng": rngs,
                 "data_lengths": list(info.lengths),
-                # the data order is a pure function of these (see dre.train.sampling): stream position
+                # the data order is a pure function of these (see dre.train.shards): stream position
                 # step·batch of the EpochStream(lengths, weights, seed)
                 "data_order": {"seed": cfg.seed, "position": step * cfg.batch_size,
                                "weights": list(cfg.mixing_weights()), "stream": "EpochStream/1"},

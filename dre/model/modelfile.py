@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from dre.diffusion.schedule import DiffusionConfig
 from dre.errors import DreError
-from dre.model.config import DEFAULT_CHANNEL_MULT, ModelConfig
+from dre.model.arch import DEFAULT_CHANNEL_MULT, ModelConfig
 from dre.model.rig import DiffusionRig
 from dre.utils.atomic import atomic_path
 

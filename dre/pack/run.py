@@ -39,7 +39,7 @@ MEAN_SHAPE_FILE = "mean_shape.npy"
 
 
 class Renderer(Protocol):
-    """What pack needs from :class:`dre.face3d.model.FaceModel`."""
+    """What pack needs from :class:`dre.face3d.face_model.FaceModel`."""
 
     synthetic: bool
     checksums: dict[str, str]
@@ -198,7 +198,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     if face_model is None:
         if cfg.assets is None:
             raise DreError("dre pack needs --assets (FLAME, texture space, head template) to render buffers")
-        from dre.face3d.model import FaceModel
+        from dre.face3d.face_model import FaceModel
 
         face_model = FaceModel.from_assets(cfg.assets, device)
     extract_assets = dict(codes_meta.get("assets") or {})

@@ -1,0 +1,1 @@
+"""Stage ``extract``: aligned album images → one FLAME-codes row per image (``codes.parquet``)."""

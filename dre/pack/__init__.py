@@ -1,0 +1,1 @@
+"""Stage ``pack``: aligned images + FLAME codes → rendered buffers in a versioned LMDB."""
