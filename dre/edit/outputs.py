@@ -63,12 +63,16 @@ def make_grid(
     cell: int,
     banner: str = "",
     pad: int = 2,
+    marks: Mapping[tuple[int, int], str] | None = None,
+    notes: Mapping[tuple[int, int], str] | None = None,
 ) -> np.ndarray:
     """A labelled image grid: one row per source, one column per kind of picture.
 
     Column labels head the columns and each row is labelled with its source's stem, so a person can
     tell which picture is which without a legend. ``banner`` (e.g. the synthetic-assets warning) is
-    printed above everything, so the grid can never be mistaken for a real result.
+    printed above everything, so the grid can never be mistaken for a real result. ``marks`` frames
+    the cells at (row, column) in red with a short reason on a red strip (flagged edits: ``noisy``,
+    ``no face``); ``notes`` writes a short line at the foot of a cell (e.g. its transfer score).
     """
     n_rows, n_cols = len(cells), len(col_labels)
     if any(len(r) != n_cols for r in cells) or len(row_labels) != n_rows:
@@ -95,6 +99,15 @@ def make_grid(
         for c, img in enumerate(row):
             x = row_w + pad + c * (cell + pad)
             canvas.paste(Image.fromarray(np.ascontiguousarray(fit(img, cell))), (x, y))
+            note = (notes or {}).get((r, c))
+            if note:
+                draw.rectangle([x, y + cell - label_h, x + cell - 1, y + cell - 1], fill=(0, 0, 0))
+                draw.text((x + 2, y + cell - label_h + 2), note, fill=(255, 255, 255), font=font)
+            mark = (marks or {}).get((r, c))
+            if mark is not None:
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(230, 0, 0), width=3)
+                draw.rectangle([x, y, x + cell - 1, y + label_h - 1], fill=(230, 0, 0))
+                draw.text((x + 3, y + 2), mark, fill=(255, 255, 255), font=font)
     return np.asarray(canvas)
 
 

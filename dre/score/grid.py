@@ -1,0 +1,67 @@
+"""Grid marks: which cells of an edit grid are flagged, and the one-line note under every edit.
+
+Shared by ``dre edit`` (its grid.png) and ``dre score`` (the grid of a scored folder), so a flagged
+sample looks the same wherever it is shown: a red frame with the reason, and ``t`` (transfer) / ``id``
+(shape drift) printed at the foot of every edited cell.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _fmt(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(f) else f"{f:.2f}"
+
+
+def mark_text(row: dict) -> str | None:
+    """The red label of a flagged edit (``no face``, ``noisy``, ``no face+noisy``), None when fine."""
+    if not row.get("failed"):
+        return None
+    return str(row.get("failure") or "failed").replace("no_face", "no face").replace(",", "+")
+
+
+def note_text(row: dict) -> str:
+    """``t 0.83 id 0.40``: transfer and shape drift of one edit."""
+    return f"t {_fmt(row.get('transfer'))} id {_fmt(row.get('shape_drift'))}"
+
+
+def cell_marks(rows: list[dict], cell_of: list[tuple[int, int]]) -> tuple[dict, dict]:
+    """(marks, notes) for :func:`dre.edit.outputs.make_grid`, one entry per scored row at ``cell_of[k]``."""
+    marks, notes = {}, {}
+    for row, rc in zip(rows, cell_of):
+        if "failed" not in row:
+            continue
+        notes[rc] = note_text(row)
+        m = mark_text(row)
+        if m is not None:
+            marks[rc] = m
+    return marks, notes
+
+
+def marked_grid(ef, pictures: list[np.ndarray], rows: list[dict], *, size: int, synthetic: bool) -> np.ndarray:
+    """rows = sources, columns = source, target, each mode; flagged cells framed (``dre score``'s grid)."""
+    from dre.edit import outputs
+    from dre.score.reextract import resize_square
+
+    mode_names = list(dict.fromkeys(m.name for m in ef.modes))
+    used = sorted(set(ef.row_source))
+    row_of = {s: i for i, s in enumerate(used)}
+    blank = np.full((size, size, 3), 255, np.uint8)
+    tgt = resize_square(ef.target.image, size)
+    cells = [[resize_square(ef.sources[s].image, size), tgt] + [blank] * len(mode_names) for s in used]
+    cell_of = []
+    for k, (s, m) in enumerate(zip(ef.row_source, ef.modes)):
+        rc = (row_of[s], 2 + mode_names.index(m.name))
+        cells[rc[0]][rc[1]] = pictures[k]
+        cell_of.append(rc)
+    marks, notes = cell_marks(rows, cell_of)
+    banner = "SYNTHETIC ASSETS - not a real face reconstruction" if synthetic else ""
+    return outputs.make_grid(cells, ["source", "target"] + mode_names, [ef.sources[s].stem for s in used],
+                             cell=max(size, 96), banner=banner, marks=marks, notes=notes)

@@ -1,0 +1,142 @@
+"""What ``dre score`` scores: the pictures of an edit folder, their sources and the target.
+
+Two kinds of folder are accepted:
+
+- an edit folder written by ``dre edit``: ``edit.parquet`` names every picture (``file``), its source
+  photo, the target photo, the mode and the extractors;
+- any folder of edited pictures named ``<source_stem>_<mode>.png`` (the ``dre edit`` convention), with
+  ``--source`` (the aligned album folder or one aligned photo) and ``--target`` given on the command line.
+
+``--source`` / ``--target`` / the extractor flags, when given, override what ``edit.parquet`` says (e.g.
+when the folder moved). Sources and targets are read as ``dre edit`` reads them, with their alignment
+landmarks (the fallback when detection on the re-sized reference fails).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dre.edit.inputs import IMAGE_SUFFIXES, Face, list_sources, load_target, read_image
+from dre.edit.modes import Mode, parse_mode
+from dre.errors import DreError
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "edit.parquet"
+NOT_EDITS = ("grid",)
+"""Picture stems in an edit folder that are not edits."""
+
+
+@dataclass
+class EditFolder:
+    """The rows to score (one per edited picture) and the pictures they refer to."""
+
+    folder: Path
+    rows: list[dict]  # edit.parquet rows (or the columns source, source_stem, target, mode, file)
+    meta: dict  # edit.parquet's `dre` metadata ({} for a plain folder)
+    sources: list[Face]
+    target: Face
+    row_source: list[int]  # index into sources per row
+    modes: list[Mode]  # per row
+    source_extractor: str
+    target_extractor: str
+    synthetic: bool
+
+
+def _read_table(path: Path) -> tuple[list[dict], dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DreError(f"{path} is not a readable edit table ({exc})") from None
+    raw = (table.schema.metadata or {}).get(b"dre")
+    return table.to_pylist(), (json.loads(raw) if raw else {})
+
+
+def _rows_from_names(folder: Path) -> list[dict]:
+    """Rows for a plain folder: every ``<stem>_<mode>.png``; other pictures are skipped with a note."""
+    rows, skipped = [], []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or p.stem in NOT_EDITS:
+            continue
+        stem, sep, mode = p.stem.rpartition("_")
+        try:
+            parsed = parse_mode(mode, flag=str(p)) if sep else None
+        except DreError:
+            parsed = None
+        if parsed is None or not stem:
+            skipped.append(p.name)
+            continue
+        rows.append({"source_stem": stem, "mode": parsed.name, "file": p.name})
+    if skipped:
+        log.warning("not scored (names are not <source_stem>_<mode>.png): %s", ", ".join(skipped))
+    if not rows:
+        raise DreError(f"--edits {folder}: no pictures named <source_stem>_<mode>.png (and no {TABLE_NAME})")
+    return rows
+
+
+def _one(values: set, what: str, folder: Path):
+    values = {v for v in values if v not in (None, "")}
+    if len(values) > 1:
+        raise DreError(f"--edits {folder}: {TABLE_NAME} mixes several {what} ({sorted(map(str, values))}); "
+                       "score one edit at a time")
+    return next(iter(values), None)
+
+
+def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path | None = None,
+                     source_extractor: str | None = None, target_extractor: str | None = None) -> EditFolder:
+    """Everything needed to score ``folder``; errors say which flag or file is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DreError(f"--edits {folder} is not a folder")
+    table = folder / TABLE_NAME
+    if table.is_file():
+        rows, meta = _read_table(table)
+        if not rows:
+            raise DreError(f"{table} has no rows")
+    else:
+        rows, meta = _rows_from_names(folder), {}
+    target_path = target or _one({r.get("target") for r in rows}, "targets", folder)
+    if target_path is None:
+        raise DreError(f"--edits {folder} has no {TABLE_NAME}: pass --target (the aligned target) and --source")
+    s_kind = source_extractor or _one({r.get("source_extractor") for r in rows}, "source extractors", folder)
+    t_kind = target_extractor or _one({r.get("target_extractor") for r in rows}, "target extractors", folder)
+    for flag, kind in (("--source-extractor", s_kind), ("--target-extractor", t_kind)):
+        if kind not in ("deca", "emoca"):
+            raise DreError(f"{flag} must be deca or emoca (got {kind!r}); {folder} does not say which was used")
+    tgt = load_target(Path(target_path))
+    if source is not None:
+        faces = list_sources(Path(source))
+    else:
+        paths = list(dict.fromkeys(r.get("source") for r in rows))
+        if any(p in (None, "") for p in paths):
+            raise DreError(f"--edits {folder}: pass --source (the aligned album folder); the rows do not name their sources")
+        faces = [list_sources(Path(p))[0] for p in paths]
+    by_stem = {f.stem: k for k, f in enumerate(faces)}
+    row_source, modes = [], []
+    for r in rows:
+        stem = str(r.get("source_stem") or Path(str(r.get("source"))).stem)
+        if stem not in by_stem:
+            raise DreError(f"--edits {folder}: {r.get('file')} edits source {stem!r}, which is not among the sources "
+                           f"({', '.join(sorted(by_stem)) or 'none'})")
+        if not (folder / str(r.get("file"))).is_file():
+            raise DreError(f"--edits {folder}: the edited picture {r.get('file')} is missing")
+        row_source.append(by_stem[stem])
+        modes.append(parse_mode(str(r.get("mode")), flag=f"{folder / TABLE_NAME} mode"))
+    synthetic = bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
+    return EditFolder(folder, rows, meta, faces, tgt, row_source, modes, s_kind, t_kind, synthetic)
+
+
+def read_pictures(ef: EditFolder) -> list[np.ndarray]:
+    """The edited pictures of every row (RGB uint8), all the same square size."""
+    pics = [read_image(ef.folder / str(r["file"])) for r in ef.rows]
+    shapes = {p.shape for p in pics}
+    if len(shapes) != 1 or pics[0].shape[0] != pics[0].shape[1]:
+        raise DreError(f"--edits {ef.folder}: the edited pictures must share one square size (found {sorted(shapes)})")
+    return pics

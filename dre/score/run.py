@@ -1,0 +1,137 @@
+"""``dre score``: score an existing folder of edits without re-sampling.
+
+Reads the folder (:mod:`dre.score.inputs`), re-extracts the sources, the target and every edited picture
+(:mod:`dre.score.reextract`), scores them (:mod:`dre.score.scorer`) and writes, into a *new* folder
+(the edit folder itself belongs to ``dre edit`` and is never touched):
+
+    scores.parquet   the edit rows (all of edit.parquet's columns) + every score column
+    summary.json     flagged count, per-mode means, settings, how the references were found
+    grid.png         rows = sources, columns = source, target, each mode; flagged cells framed in red
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dre.errors import DreError
+from dre.score.scorer import ScoreSettings
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "scores.parquet"
+SUMMARY_NAME = "summary.json"
+GRID_NAME = "grid.png"
+
+
+@dataclass
+class Config:
+    """Every ``dre score`` setting."""
+
+    edits: Path
+    assets: Path
+    out: Path
+    source: Path | None = None
+    target: Path | None = None
+    source_extractor: str | None = None
+    target_extractor: str | None = None
+    emoca_model: str = "EMOCA_v2_lr_mse_20"
+    device: str = "auto"
+    settings: ScoreSettings = field(default_factory=ScoreSettings)
+
+    def validate(self) -> None:
+        self.settings.validate()
+        edits, out = Path(self.edits).resolve(), Path(self.out).resolve()
+        if out == edits or edits in out.parents or out in edits.parents:
+            raise DreError(f"--out {self.out} must be a folder of its own, not inside or around --edits {self.edits} "
+                           "(the edit folder belongs to `dre edit`)")
+        for flag, kind in (("--source-extractor", self.source_extractor), ("--target-extractor", self.target_extractor)):
+            if kind is not None and kind not in ("deca", "emoca"):
+                raise DreError(f"{flag} must be deca or emoca (got {kind!r})")
+
+
+def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, target,
+                 size: int, device: str, emoca_model: str | None, reextractor=None):
+    """A :class:`~dre.score.scorer.Scorer` for aligned source faces and a target face (``dre.edit.inputs.Face``).
+
+    ``reextractor`` reuses loaded networks (several scorers in one process); by default one is made.
+    """
+    from dre.score.reextract import Reextractor
+    from dre.score.scorer import Scorer
+
+    rx = reextractor or Reextractor(assets, landmarks=settings.landmarks, device=device, emoca_model=emoca_model,
+                                    batch_size=settings.batch_size)
+    return Scorer(rx, source_kind, target_kind, settings, [f.image for f in sources], [f.landmarks for f in sources],
+                  target.image, target.landmarks, size)
+
+
+def references_info(scorer) -> dict:
+    """How the references got their landmarks, and the album's shape spread (for summary.json)."""
+    src = scorer.source_landmarks_from
+    return {
+        "sources": len(src),
+        "sources_detected": sum(s == "detected" for s in src),
+        "sources_alignment_landmarks": sum(s == "aligned" for s in src),
+        "target_landmarks": scorer.target_landmarks_from,
+        "album_shape_spread": None if not np.isfinite(scorer.album_spread) else round(float(scorer.album_spread), 6),
+        "size": scorer.size,
+    }
+
+
+def scored_rows(rows: list[dict], columns: dict[str, np.ndarray]) -> list[dict]:
+    """``rows`` with the score columns added (plain Python values, so any table writer takes them)."""
+    out = []
+    for k, row in enumerate(rows):
+        r = dict(row)
+        for name, values in columns.items():
+            v = values[k]
+            r[name] = v.item() if isinstance(v, np.generic) else v
+        out.append(r)
+    return out
+
+
+def run(cfg: Config, *, reextractor=None) -> Path:
+    """Score ``cfg.edits`` into ``cfg.out``; returns the output folder (``reextractor``: networks already loaded)."""
+    from dre.edit import outputs
+    from dre.score.grid import marked_grid
+    from dre.score.inputs import read_edit_folder, read_pictures
+    from dre.score.scorer import Item
+    from dre.score.summary import one_line, summarise
+    from dre.utils.atomic import atomic_dir
+    from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
+
+    cfg.validate()
+    ef = read_edit_folder(Path(cfg.edits), source=cfg.source, target=cfg.target,
+                          source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor)
+    pictures = read_pictures(ef)
+    synthetic = ef.synthetic or is_synthetic_assets(cfg.assets)
+    if synthetic:
+        warn_synthetic("dre score")
+    size = pictures[0].shape[0]
+    scorer = build_scorer(Path(cfg.assets), ef.source_extractor, ef.target_extractor, cfg.settings,
+                          sources=ef.sources, target=ef.target, size=size, device=cfg.device,
+                          emoca_model=cfg.emoca_model, reextractor=reextractor)
+    items = [Item(s, m.components, p) for s, m, p in zip(ef.row_source, ef.modes, pictures)]
+    cols = scorer.score(items)
+    rows = scored_rows(ef.rows, cols)
+    for r, s in zip(rows, ef.row_source):
+        r.setdefault("source", str(ef.sources[s].path))
+        r.setdefault("target", str(ef.target.path))
+        r["synthetic"] = bool(synthetic)
+    settings = asdict(cfg.settings)
+    refs = references_info(scorer)
+    summary = summarise(rows, settings=settings, references=refs, synthetic=synthetic)
+    meta = {**ef.meta, "score": {"settings": settings, "references": refs, "edits": str(cfg.edits),
+                                 "source_extractor": ef.source_extractor, "target_extractor": ef.target_extractor},
+            "synthetic": bool(synthetic)}
+    grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
+    with atomic_dir(Path(cfg.out)) as tmp:
+        outputs.write_table(tmp / TABLE_NAME, rows, meta)
+        (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        outputs.save_png(tmp / GRID_NAME, grid)
+    log.info("scored %s: %s", cfg.edits, one_line(summary))
+    return Path(cfg.out)

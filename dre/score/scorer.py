@@ -1,0 +1,143 @@
+"""The scorer: references extracted once, then any number of edited pictures scored against them.
+
+``dre edit`` keeps one :class:`Scorer` for the whole run, so re-drawn samples (``--retry-failed``) are
+scored against exactly the same source and target codes as the first draw; ``dre score`` uses the
+same object on a folder of pictures. Columns it returns are listed in :data:`SCORE_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from dre.errors import DreError
+from dre.score import metrics, quality
+from dre.score.reextract import LANDMARK_BACKENDS, Extracted, Reextractor, resize_square
+
+LEAK_THRESHOLD = 0.5
+"""Default ``leakage`` above which an edit is marked ``leaked``: an untouched block moved at least half
+as far as the target's value is from the source's."""
+
+FLOAT_COLUMNS: tuple[str, ...] = (
+    ("transfer", "leakage", "shape_drift", "shape_to_album", "noise", "noise_source", "noise_excess")
+    + tuple(f"transfer_{b}" for b in metrics.BLOCKS)
+    + tuple(f"leak_{b}" for b in metrics.BLOCKS)
+    + tuple(f"dist_{b}_{pair}" for b in metrics.BLOCKS for pair in ("edit_source", "edit_target", "source_target"))
+    + ("dist_shape_edit_source", "dist_shape_edit_album")
+)
+BOOL_COLUMNS: tuple[str, ...] = ("failed", "noisy", "leaked")
+STR_COLUMNS: tuple[str, ...] = ("failure", "landmarks_status", "source_landmarks")
+SCORE_COLUMNS: tuple[str, ...] = STR_COLUMNS[:1] + BOOL_COLUMNS + FLOAT_COLUMNS + STR_COLUMNS[1:]
+"""Every column a score adds to an edit row (see docs/scores.md for their meaning)."""
+
+
+@dataclass
+class ScoreSettings:
+    """How edits are judged (shared by ``dre score`` and ``dre edit``)."""
+
+    landmarks: str = "mediapipe"
+    noise_threshold: float = quality.NOISE_THRESHOLD
+    leak_threshold: float = LEAK_THRESHOLD
+    batch_size: int = 16
+
+    def validate(self) -> None:
+        if self.landmarks not in LANDMARK_BACKENDS:
+            raise DreError(f"--landmarks must be one of {', '.join(LANDMARK_BACKENDS)} (got {self.landmarks!r})")
+        if not (self.noise_threshold > 0 and math.isfinite(self.noise_threshold)):
+            raise DreError(f"--noise-threshold must be a positive number of grey levels (got {self.noise_threshold})")
+        if not (self.leak_threshold > 0 and math.isfinite(self.leak_threshold)):
+            raise DreError(f"--leak-threshold must be positive (got {self.leak_threshold})")
+        if self.batch_size < 1:
+            raise DreError(f"--batch-size must be at least 1 (got {self.batch_size})")
+
+
+@dataclass
+class Item:
+    """One edited picture: which source it edits, which mode components, its RGB uint8 pixels."""
+
+    source: int
+    components: frozenset[str]
+    image: np.ndarray
+
+
+class Scorer:
+    """Source and target references at the edit's size, ready to score edited pictures."""
+
+    def __init__(self, reextractor: Reextractor, source_kind: str, target_kind: str, settings: ScoreSettings,
+                 sources: Sequence[np.ndarray], source_landmarks: Sequence[np.ndarray | None],
+                 target: np.ndarray, target_landmarks: np.ndarray | None, size: int) -> None:
+        self.rx = reextractor
+        self.source_kind, self.target_kind = source_kind, target_kind
+        self.settings = settings
+        self.size = int(size)
+        imgs = [resize_square(im, self.size) for im in sources] + [resize_square(target, self.size)]
+        fallback = [_scale_landmarks(lm, im, self.size) for lm, im in zip(source_landmarks, sources)]
+        fallback.append(_scale_landmarks(target_landmarks, target, self.size))
+        self.kinds = (target_kind, source_kind)
+        ref = reextractor.run(imgs, self.kinds, fallback)
+        self.n_sources = len(sources)
+        bad = [k for k in range(len(imgs)) if ref.status[k] != "ok"]
+        if bad:
+            raise DreError(f"scoring: no landmarks for reference picture(s) {bad} (sources 0..{self.n_sources - 1}, "
+                           f"target {self.n_sources}) and none from alignment")
+        self.ref = ref
+        self.source_landmarks_from = ref.landmarks_from[: self.n_sources]
+        self.target_landmarks_from = ref.landmarks_from[self.n_sources]
+        self._tgt_blocks = metrics.code_blocks({c: v[-1:] for c, v in ref.codes[target_kind].items()})
+        self._src_blocks = metrics.code_blocks({c: v[:-1] for c, v in ref.codes[target_kind].items()})
+        self._src_shape = ref.codes[source_kind]["shape"][:-1]
+        self.album_mean, self.album_spread = metrics.album_shape_stats(self._src_shape)
+        self._src_noise = quality.noise_sigma(np.stack(imgs[:-1]))
+
+    def score(self, items: Sequence[Item]) -> dict[str, np.ndarray]:
+        """Score columns (:data:`SCORE_COLUMNS`) for edited pictures, one row per item, in order."""
+        n = len(items)
+        if n == 0:
+            return {c: np.array([]) for c in SCORE_COLUMNS}
+        for it in items:
+            if it.image.shape != (self.size, self.size, 3):
+                raise DreError(f"edited pictures must all be {self.size}×{self.size} RGB (got {it.image.shape})")
+            if not 0 <= it.source < self.n_sources:
+                raise ValueError(f"item source {it.source} outside 0..{self.n_sources - 1}")
+        ext: Extracted = self.rx.run([it.image for it in items], self.kinds)
+        src = np.array([it.source for it in items])
+        edit_b = metrics.code_blocks(ext.codes[self.target_kind])
+        src_b = {b: v[src] for b, v in self._src_blocks.items()}
+        tgt_b = {b: np.repeat(v, n, axis=0) for b, v in self._tgt_blocks.items()}
+        cols: dict[str, np.ndarray] = metrics.block_scores(
+            edit_b, src_b, tgt_b, [metrics.mode_blocks(it.components) for it in items]
+        )
+        cols.update(metrics.identity_scores(ext.codes[self.source_kind]["shape"], self._src_shape[src],
+                                            self.album_mean, self.album_spread))
+        sigma = quality.noise_sigma(np.stack([it.image for it in items]))
+        cols["noise"], cols["noise_source"] = sigma, self._src_noise[src]
+        cols["noise_excess"] = quality.noise_excess(sigma, self._src_noise[src])
+        no_face = ~ext.ok
+        noisy = quality.is_noisy(cols["noise_excess"], self.settings.noise_threshold)
+        cols["noisy"] = noisy
+        cols["leaked"] = np.nan_to_num(cols["leakage"], nan=0.0) > self.settings.leak_threshold
+        cols["failed"] = no_face | noisy
+        cols["failure"] = np.array([",".join(w for w, f in (("no_face", a), ("noisy", b)) if f)
+                                    for a, b in zip(no_face, noisy)], dtype=object)
+        cols["landmarks_status"] = np.array(ext.status, dtype=object)
+        cols["source_landmarks"] = np.array([self.source_landmarks_from[s] for s in src], dtype=object)
+        return {c: cols[c] for c in SCORE_COLUMNS}
+
+
+def rank_key(row: dict) -> tuple:
+    """Sort key of one scored attempt, best first: not failed, then more transfer, then less noise."""
+    t = row.get("transfer")
+    t = 0.0 if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)
+    return (bool(row.get("failed")), -t, float(row.get("noise_excess") or 0.0))
+
+
+def _scale_landmarks(lm: np.ndarray | None, image: np.ndarray, size: int) -> np.ndarray | None:
+    """Alignment landmarks (pixels of ``image``) in the pixels of the picture resized to ``size``²."""
+    if lm is None:
+        return None
+    a = np.asarray(lm, np.float64).reshape(68, 2)
+    sx, sy = size / image.shape[1], size / image.shape[0]
+    return np.c_[(a[:, 0] + 0.5) * sx - 0.5, (a[:, 1] + 0.5) * sy - 0.5]
