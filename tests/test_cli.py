@@ -12,6 +12,7 @@ SUBCOMMANDS = [
     ["pack"],
     ["train"],
     ["edit"],
+    ["score"],
     ["assets", "check"],
     ["assets", "synth"],
 ]
@@ -24,7 +25,7 @@ def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def test_top_level_help_lists_every_rule_command(dre_cmd, cli_env) -> None:
     result = run([*dre_cmd, "--help"], cli_env)
     assert result.returncode == 0, result.stderr
-    for name in ("align", "extract", "pack", "train", "edit", "assets"):
+    for name in ("align", "extract", "pack", "train", "edit", "score", "assets"):
         assert name in result.stdout
 
 
