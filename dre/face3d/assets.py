@@ -23,7 +23,6 @@ structure with fewer vertices and a smaller texture.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from dre.errors import DreError
+from dre.utils.hashing import sha256_file
 from dre.utils.synthetic import is_synthetic_assets
 
 FLAME_FILE = "generic_model.pkl"
@@ -549,22 +549,6 @@ def load_emoca(folder: str | Path) -> EmocaModel:
 
 # --- checksums and the check table ---------------------------------------------------------------
 
-_sha_cache: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (cached per path/size/mtime within the process)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        _sha_cache[key] = h.hexdigest()
-    return _sha_cache[key]
-
 
 def asset_checksums(assets_dir: str | Path, extractor: str, emoca_model: str = DEFAULT_EMOCA_MODEL) -> dict[str, str]:
     """``{relative file: sha256}`` of every asset an extraction with ``extractor`` reads."""
@@ -576,7 +560,7 @@ def asset_checksums(assets_dir: str | Path, extractor: str, emoca_model: str = D
         folder = emoca_path(root, emoca_model)
         files.append(str((folder / "cfg.yaml").relative_to(root)))
         files.append(str(locate_emoca_checkpoint(folder).relative_to(root)))
-    return {f: file_sha256(root / f) for f in files if (root / f).is_file()}
+    return {f: sha256_file(root / f) for f in files if (root / f).is_file()}
 
 
 @dataclass

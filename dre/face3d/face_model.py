@@ -15,6 +15,7 @@ from dre.errors import DreError
 from dre.face3d.codes import Buffers, FlameCodes
 from dre.face3d.render import BufferRenderer
 from dre.face3d.texture import TextureSpace, face_uv_grid
+from dre.utils.hashing import sha256_file
 
 EYE_LEFT = slice(36, 42)
 EYE_RIGHT = slice(42, 48)
@@ -74,7 +75,7 @@ class FaceModel(nn.Module):
         texture = TextureSpace(tex.mean, tex.tex_dir)
         renderer = BufferRenderer(torch.as_tensor(template.faces), face_uv_grid(template.uvs, template.uv_faces))
         files = [A.FLAME_FILE, A.LANDMARK_FILE, A.TEXTURE_FILE, A.TEMPLATE_FILE]
-        sums = {f: A.file_sha256(root / f) for f in files}
+        sums = {f: sha256_file(root / f) for f in files}
         return cls(flame, texture, renderer, synthetic=is_synthetic_assets(root), checksums=sums).to(device)
 
     @property
