@@ -42,9 +42,9 @@ from dre.assets.catalog import (
     TEMPLATE_FILE,
     TEXTURE_FILE,
 )
+from dre.face3d import synth_head as head
 from dre.face3d.encoder_files import EmocaFlags
 from dre.face3d.encoders import expected_shapes
-from dre.face3d import synth_head as head
 from dre.face3d.synth_head import HeadMesh, chumpy_standin, flame_dict, obj_text, texture_space
 from dre.utils.atomic import atomic_dir
 from dre.utils.synthetic import MARKER_NAME
@@ -238,3 +238,4 @@ def write_synthetic_assets(out: str | Path, seed: int = 0) -> Path:
             "note": "random content in the official file formats; never a real face model",
         }
         (tmp / MARKER_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return out
