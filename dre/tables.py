@@ -1,8 +1,8 @@
 """The one owner of every table passed between stages: columns, types, metadata and schema version.
 
 Why one module: each stage hands the next a Parquet table (``align.parquet`` → extract and edit,
-the codes table → pack and edit, the LMDB manifest → people with pandas, ``edit.parquet`` → the report
-and people). When every reader opened these files by hand, each checked (or forgot to check) columns
+the codes table → pack and edit, the LMDB manifest → people with pandas, ``edit.parquet`` → ``dre score``,
+the report and people; ``scores.parquet`` and ``attempts.parquet`` → the report and people). When every reader opened these files by hand, each checked (or forgot to check) columns
 and metadata its own way, and a stale or foreign file failed deep inside a stage with a ``KeyError``.
 Here each table is declared once; its writer fixes the column types (so a column never changes type
 with its data) and its readers all fail the same way: a :class:`~dre.errors.DreError` naming the file
@@ -215,24 +215,90 @@ MANIFEST = Table(
 )
 """One row per LMDB sample; codes are null for legacy imports."""
 
+SCORE_BLOCKS: tuple[str, ...] = ("exp", "jaw", "pose", "light")
+"""The code blocks scores compare (``dre.score.metrics.BLOCKS``; a test keeps the two equal)."""
+
+SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("failure", "string"), ("failed", "bool"), ("noisy", "bool"), ("leaked", "bool"),
+    ("transfer", "float64"), ("leakage", "float64"), ("shape_drift", "float64"), ("shape_to_album", "float64"),
+    ("noise", "float64"), ("noise_source", "float64"), ("noise_excess", "float64"),
+    *((f"transfer_{b}", "float64") for b in SCORE_BLOCKS),
+    *((f"leak_{b}", "float64") for b in SCORE_BLOCKS),
+    *((f"dist_{b}_{pair}", "float64") for b in SCORE_BLOCKS for pair in ("edit_source", "edit_target", "source_target")),
+    ("dist_shape_edit_source", "float64"), ("dist_shape_edit_album", "float64"),
+    ("landmarks_status", "string"), ("source_landmarks", "string"),
+)  # fmt: skip
+"""What a score adds to an edited picture's row (meanings: docs/scores.md)."""
+
+DRAW_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("attempt", "int64"), ("attempts", "int64"), ("attempt_seed", "int64"), ("retry_seeds", "list<int64>"),
+)
+"""Which draw an edited picture is (``dre edit --retry-failed``; docs/edits.md)."""
+
+_EDIT_BASE = (
+    ("source", "string"), ("source_stem", "string"), ("target", "string"), ("mode", "string"),
+    ("seed", "int64"), ("noise_seed", "int64"), ("init", "string"), ("steps", "int64"), ("eta", "float64"),
+    ("model", "string"), ("source_extractor", "string"), ("target_extractor", "string"),
+    ("mean_shape", "bool"), ("file", "string"), ("buffers", "string"), ("synthetic", "bool"),
+    *((name, "list<float64>") for name in CODE_ORDER),
+)  # fmt: skip
+_EDIT_META = ("modes", "sources", "target", "seed", "init", "steps", "eta", "model", "source_extractor",
+              "target_extractor")  # fmt: skip
+
 EDIT_FILE = "edit.parquet"
 EDIT = Table(
     name=EDIT_FILE,
     writer="`dre edit`",
-    columns=(
-        ("source", "string"), ("source_stem", "string"), ("target", "string"), ("mode", "string"),
-        ("seed", "int64"), ("noise_seed", "int64"), ("init", "string"), ("steps", "int64"), ("eta", "float64"),
-        ("model", "string"), ("source_extractor", "string"), ("target_extractor", "string"),
-        ("mean_shape", "bool"), ("file", "string"), ("buffers", "string"), ("synthetic", "bool"),
-        *((name, "list<float64>") for name in CODE_ORDER),
-    ),  # fmt: skip
-    meta_keys=("modes", "sources", "target", "seed", "init", "steps", "eta", "model",
-               "source_extractor", "target_extractor"),  # fmt: skip
+    columns=(*_EDIT_BASE, *DRAW_COLUMNS, *SCORE_COLUMNS),
+    meta_keys=_EDIT_META,
+    version=2,
     compression="zstd",
 )
-"""One row per source × mode of an edit, with the edited codes."""
+"""One row per source × mode of an edit: the edited codes, the draw and the picture's scores (null with
+``--no-score``)."""
 
-TABLES: tuple[Table, ...] = (ALIGN, CODES, MANIFEST, EDIT)
+EDIT_V1 = Table(name=EDIT_FILE, writer="`dre edit`", columns=_EDIT_BASE, meta_keys=_EDIT_META, version=1,
+                compression="zstd")  # fmt: skip
+"""``edit.parquet`` as written before scores existed: read (by ``dre score``), never written."""
+
+SCORES_FILE = "scores.parquet"
+SCORES = Table(
+    name=SCORES_FILE,
+    writer="`dre score`",
+    columns=(("source", "string"), ("source_stem", "string"), ("target", "string"), ("mode", "string"),
+             ("file", "string"), ("synthetic", "bool"), *SCORE_COLUMNS),  # fmt: skip
+    meta_keys=("edits", "settings", "references", "source_extractor", "target_extractor", "synthetic"),
+    compression="zstd",
+)
+"""One row per edited picture of a folder scored by ``dre score`` (the folder's own table is not touched)."""
+
+ATTEMPTS_FILE = "attempts.parquet"
+ATTEMPTS = Table(
+    name=ATTEMPTS_FILE,
+    writer="`dre edit`",
+    columns=(("source_stem", "string"), ("mode", "string"), ("file", "string"), ("attempt", "int64"),
+             ("seed", "int64"), ("init", "string"), ("kept", "bool"), *SCORE_COLUMNS),  # fmt: skip
+    meta_keys=("synthetic", "retry_failed"),
+    compression="zstd",
+)
+"""Every draw of every edited picture (first draws and re-draws of failures) with its seed and scores."""
+
+
+def read_edit_rows(path: PathLike, *, flag: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows (base columns) and metadata of an ``edit.parquet`` of either version, for scoring it."""
+    table = EDIT
+    if Path(path).is_file():
+        raw = (_read_schema(Path(path), _where(path, flag), EDIT_FILE).metadata or {}).get(META_KEY.encode())
+        try:
+            if json.loads(raw or b"{}").get("schema") == EDIT_V1.version:
+                table = EDIT_V1
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            pass  # EDIT.read below names the problem
+    df, meta = table.read(path, columns=[name for name, _ in _EDIT_BASE], flag=flag)
+    return df.to_dict("records"), meta
+
+
+TABLES: tuple[Table, ...] = (ALIGN, CODES, MANIFEST, EDIT, SCORES, ATTEMPTS)
 
 
 def identify(path: PathLike, *, among: Sequence[Table] = TABLES, flag: str | None = None) -> Table:
@@ -249,4 +315,6 @@ def identify(path: PathLike, *, among: Sequence[Table] = TABLES, flag: str | Non
     raise DreError(f"{where}: not {kinds} (its columns: {', '.join(sorted(names))})")
 
 
-__all__ = ["ALIGN", "ALIGN_FILE", "CODES", "EDIT", "EDIT_FILE", "MANIFEST", "META_KEY", "TABLES", "Table", "identify"]
+__all__ = ["ALIGN", "ALIGN_FILE", "ATTEMPTS", "ATTEMPTS_FILE", "CODES", "DRAW_COLUMNS", "EDIT", "EDIT_FILE", "EDIT_V1",
+           "MANIFEST", "META_KEY", "SCORES", "SCORES_FILE", "SCORE_COLUMNS", "TABLES", "Table", "identify",
+           "read_edit_rows"]

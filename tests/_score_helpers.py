@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 EDIT_SIZE = 64
@@ -50,8 +47,16 @@ def write_edit_folder(folder: Path, pictures: dict[str, np.ndarray], *, sources:
                      "mode": mode, "file": f"{name}.png", "source_extractor": source_extractor,
                      "target_extractor": target_extractor, "synthetic": True})
     if table:
-        t = pa.Table.from_pylist(rows).replace_schema_metadata({b"dre": json.dumps({"synthetic": True}).encode()})
-        pq.write_table(t, folder / "edit.parquet")
+        from dre.face3d.codes import CODE_DIMS
+        from dre.tables import DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
+
+        full = [{**r, "seed": 0, "noise_seed": None, "init": "inversion", "steps": 20, "eta": 0.0, "model": "model.pt",
+                 "mean_shape": False, "buffers": "", **{c: [0.0] * n for c, n in CODE_DIMS.items()},
+                 **{c: None for c, _ in (*DRAW_COLUMNS, *SCORE_COLUMNS)}} for r in rows]
+        meta = {"modes": sorted({r["mode"] for r in rows}), "sources": sorted({r["source"] for r in rows}),
+                "target": str(tgt_png), "seed": 0, "init": "inversion", "steps": 20, "eta": 0.0, "model": "model.pt",
+                "source_extractor": source_extractor, "target_extractor": target_extractor, "synthetic": True}
+        EDIT.write(folder / EDIT_FILE, full, meta)
     return folder
 
 

@@ -16,7 +16,7 @@ from dre import tables
 from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
 from dre.report import status_counts
-from dre.tables import ALIGN, CODES, EDIT, MANIFEST
+from dre.tables import ALIGN, CODES, DRAW_COLUMNS, EDIT, EDIT_V1, MANIFEST, SCORE_COLUMNS, read_edit_rows
 
 DIMS = {**CODE_DIMS, "tform": 9}
 
@@ -65,7 +65,8 @@ def edit_sample(noise_seed: int | None = 11) -> tuple[list[dict], dict]:
            "noise_seed": noise_seed, "init": "noise" if noise_seed is not None else "inversion", "steps": 20,
            "eta": 0.0, "model": "m.pt", "source_extractor": "deca", "target_extractor": "emoca",
            "mean_shape": False, "file": "a_exp.png", "buffers": "buffers/a_exp.npz", "synthetic": True,
-           **{name: [0.5] * CODE_DIMS[name] for name in CODE_ORDER}}  # fmt: skip
+           **{name: [0.5] * CODE_DIMS[name] for name in CODE_ORDER},
+           **{name: None for name, _ in (*DRAW_COLUMNS, *SCORE_COLUMNS)}}  # fmt: skip
     meta = {"modes": ["exp"], "sources": ["/al/a.png"], "target": "/t/t.png", "seed": 3, "init": row["init"],
             "steps": 20, "eta": 0.0, "model": "m.pt", "source_extractor": "deca", "target_extractor": "emoca",
             "synthetic": True}  # fmt: skip
@@ -141,7 +142,7 @@ def test_edit_round_trip(tmp_path: Path) -> None:
     EDIT.write(tmp_path / "t.parquet", rows, meta)
     t = pq.read_table(tmp_path / "t.parquet")
     assert t.column("file").to_pylist() == ["a_exp.png"]
-    assert json.loads(t.schema.metadata[b"dre"]) == {"schema": 1, **meta}
+    assert json.loads(t.schema.metadata[b"dre"]) == {"schema": EDIT.version, **meta}
     assert pq.ParquetFile(tmp_path / "t.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
     df, got = EDIT.read(tmp_path / "t.parquet")
     assert got["modes"] == ["exp"] and df["seed"].tolist() == [3] and df["mean_shape"].tolist() == [False]
@@ -153,6 +154,22 @@ def test_column_types_do_not_depend_on_the_data(tmp_path: Path) -> None:
     EDIT.write(tmp_path / "inv.parquet", rows, meta)
     assert pq.read_schema(tmp_path / "inv.parquet").field("noise_seed").type == pa.int64()
     assert EDIT.read(tmp_path / "inv.parquet")[0]["noise_seed"].isna().all()
+
+
+def test_edit_tables_of_either_version_are_read_for_scoring(tmp_path: Path) -> None:
+    """An edit folder written before scores existed (version 1) can still be scored."""
+    from dre.score.metrics import BLOCKS
+    from dre.tables import SCORE_BLOCKS
+
+    assert SCORE_BLOCKS == BLOCKS
+    rows, meta = edit_sample()
+    EDIT.write(tmp_path / "v2.parquet", rows, meta)
+    old = [{k: v for k, v in rows[0].items() if k in EDIT_V1.names}]
+    EDIT_V1.write(tmp_path / "v1.parquet", old, meta)
+    for name in ("v1.parquet", "v2.parquet"):
+        got, got_meta = read_edit_rows(tmp_path / name)
+        assert [r["file"] for r in got] == ["a_exp.png"] and got_meta["modes"] == ["exp"]
+        assert "failed" not in got[0]
 
 
 # ------------------------------------------------------------------------------------ readers refuse

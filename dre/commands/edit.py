@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
+
+from dre.commands.score import add_settings_flags, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also show the rendered buffers in grid.png (the buffers are always saved as npz)",
     )
+    p.add_argument("--no-score", action="store_true",
+                   help="do not score the pictures (no landmark detection or re-extraction; no flags in the grid)")
+    add_settings_flags(p)
+    p.add_argument("--retry-failed", type=int, default=0, metavar="N",
+                   help="re-draw pictures flagged as failed (no face, residual noise) from new recorded seeds, at "
+                   "most N times each, keeping the best-scoring draw (docs/edits.md)")
     p.add_argument("--out", required=True, help="output folder (results/edits/<edit>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
@@ -74,6 +81,9 @@ def config_from_args(args: argparse.Namespace) -> "EditConfig":  # noqa: F821
         save_buffers=args.save_buffers,
         device=args.device,
         precision=args.precision,
+        score=not args.no_score,
+        score_settings=settings_from_args(args, args.batch_size),
+        retry_failed=args.retry_failed,
     )
     cfg.validate()
     return cfg

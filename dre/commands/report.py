@@ -7,8 +7,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="loss-curve plots and per-status tables for the Snakemake report")
-    rsub = p.add_subparsers(dest="report_command", metavar="<loss|status>", required=True)
+    p = sub.add_parser("report", help="loss curves, per-status tables and edit scores for the Snakemake report")
+    rsub = p.add_subparsers(dest="report_command", metavar="<loss|status|scores>", required=True)
     loss = rsub.add_parser("loss", help="PNG of training loss against step from metrics.csv files")
     loss.add_argument("--metrics", action="append", required=True, help="a run's metrics.csv; repeat to overlay")
     loss.add_argument("--label", action="append", help="legend label per --metrics (default: the run folder)")
@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--table", required=True, help="align.parquet (or its folder) or codes parquet")
     st.add_argument("--out", required=True, help="TSV to write")
     st.set_defaults(func=run_status)
+    sc = rsub.add_parser("scores", help="TSV table and transfer-vs-identity scatter of a scored edit folder")
+    sc.add_argument("--edits", required=True, help="edit folder (scored edit.parquet) or `dre score` output folder")
+    sc.add_argument("--table", required=True, help="TSV to write (one line per edited picture)")
+    sc.add_argument("--plot", required=True, help="PNG to write (transfer vs shape drift, flagged marked)")
+    sc.add_argument("--title", default="")
+    sc.set_defaults(func=run_scores)
 
 
 def _synthetic(model: str | None) -> bool:
@@ -46,4 +52,12 @@ def run_status(args: argparse.Namespace) -> int:
     from dre.report import write_status_table
 
     write_status_table(args.table, args.out)
+    return 0
+
+
+def run_scores(args: argparse.Namespace) -> int:
+    from dre.score.report import plot_scatter, write_table
+
+    write_table(args.edits, args.table)
+    plot_scatter(args.edits, args.plot, title=args.title)
     return 0

@@ -226,3 +226,49 @@ def sample_jobs(
                 )
             )
     return torch.cat(out)
+
+
+def seeded_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> "torch.Tensor":
+    """(len(seeds), C, H, W) standard normal noise, one CPU generator per seed (device-independent)."""
+    import torch
+
+    return torch.cat(
+        [torch.randn((1, *shape), generator=torch.Generator(device="cpu").manual_seed(int(s)), dtype=torch.float32)
+         for s in seeds]
+    )
+
+
+def sample_seeded(
+    model,
+    diffusion,
+    seeds: Sequence[int],
+    cond: "torch.Tensor",
+    latent: "torch.Tensor",
+    *,
+    steps: int,
+    eta: float,
+    batch_size: int,
+    precision: str = "fp32",
+) -> "torch.Tensor":
+    """DDIM samples of jobs that each start from the noise of their own seed (re-drawn failures).
+
+    Every picture is a function of its own seed and conditions only: with η = 0 the jobs are batched;
+    with η > 0 each job runs alone with a per-step generator seeded from its seed (``retry.eta_seed``),
+    so any one of them can be reproduced from the recorded seed.
+    """
+    import torch
+
+    from dre.diffusion import ddim_sample
+    from dre.edit.retry import eta_seed
+
+    x_T = seeded_noise(seeds, (3, *cond.shape[2:])).to(cond.device)
+    if eta <= 0:
+        return sample_jobs(model, diffusion, x_T, cond, latent, steps=steps, eta=0.0, batch_size=batch_size, seed=0,
+                           precision=precision)
+    out = []
+    with torch.inference_mode():
+        for k, s in enumerate(seeds):
+            gen = torch.Generator(device=x_T.device).manual_seed(eta_seed(s))
+            out.append(ddim_sample(diffusion, _model_fn(model, cond[k : k + 1], latent[k : k + 1], precision),
+                                   x_T[k : k + 1], respacing=f"ddim{steps}", eta=eta, clip_denoised=True, generator=gen))
+    return torch.cat(out)

@@ -14,20 +14,20 @@ landmarks (the fallback when detection on the re-sized reference fails).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dre.edit.inputs import IMAGE_SUFFIXES, Face, list_sources, load_target, read_image
+from dre.edit.inputs import Face, list_sources, load_target, read_image
 from dre.edit.modes import Mode, parse_mode
 from dre.errors import DreError
+from dre.tables import EDIT_FILE, read_edit_rows
+from dre.utils.images import list_images
 
 log = logging.getLogger(__name__)
 
-TABLE_NAME = "edit.parquet"
 NOT_EDITS = ("grid",)
 """Picture stems in an edit folder that are not edits."""
 
@@ -48,22 +48,11 @@ class EditFolder:
     synthetic: bool
 
 
-def _read_table(path: Path) -> tuple[list[dict], dict]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise DreError(f"{path} is not a readable edit table ({exc})") from None
-    raw = (table.schema.metadata or {}).get(b"dre")
-    return table.to_pylist(), (json.loads(raw) if raw else {})
-
-
 def _rows_from_names(folder: Path) -> list[dict]:
     """Rows for a plain folder: every ``<stem>_<mode>.png``; other pictures are skipped with a note."""
     rows, skipped = [], []
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or p.stem in NOT_EDITS:
+    for p in list_images(folder):
+        if p.stem in NOT_EDITS:
             continue
         stem, sep, mode = p.stem.rpartition("_")
         try:
@@ -77,14 +66,14 @@ def _rows_from_names(folder: Path) -> list[dict]:
     if skipped:
         log.warning("not scored (names are not <source_stem>_<mode>.png): %s", ", ".join(skipped))
     if not rows:
-        raise DreError(f"--edits {folder}: no pictures named <source_stem>_<mode>.png (and no {TABLE_NAME})")
+        raise DreError(f"--edits {folder}: no pictures named <source_stem>_<mode>.png (and no {EDIT_FILE})")
     return rows
 
 
 def _one(values: set, what: str, folder: Path):
     values = {v for v in values if v not in (None, "")}
     if len(values) > 1:
-        raise DreError(f"--edits {folder}: {TABLE_NAME} mixes several {what} ({sorted(map(str, values))}); "
+        raise DreError(f"--edits {folder}: {EDIT_FILE} mixes several {what} ({sorted(map(str, values))}); "
                        "score one edit at a time")
     return next(iter(values), None)
 
@@ -95,16 +84,17 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
     folder = Path(folder)
     if not folder.is_dir():
         raise DreError(f"--edits {folder} is not a folder")
-    table = folder / TABLE_NAME
+    table = folder / EDIT_FILE
     if table.is_file():
-        rows, meta = _read_table(table)
+        rows, meta = read_edit_rows(table, flag="--edits")
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]
         if not rows:
             raise DreError(f"{table} has no rows")
     else:
         rows, meta = _rows_from_names(folder), {}
     target_path = target or _one({r.get("target") for r in rows}, "targets", folder)
     if target_path is None:
-        raise DreError(f"--edits {folder} has no {TABLE_NAME}: pass --target (the aligned target) and --source")
+        raise DreError(f"--edits {folder} has no {EDIT_FILE}: pass --target (the aligned target) and --source")
     s_kind = source_extractor or _one({r.get("source_extractor") for r in rows}, "source extractors", folder)
     t_kind = target_extractor or _one({r.get("target_extractor") for r in rows}, "target extractors", folder)
     for flag, kind in (("--source-extractor", s_kind), ("--target-extractor", t_kind)):
@@ -128,7 +118,7 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
         if not (folder / str(r.get("file"))).is_file():
             raise DreError(f"--edits {folder}: the edited picture {r.get('file')} is missing")
         row_source.append(by_stem[stem])
-        modes.append(parse_mode(str(r.get("mode")), flag=f"{folder / TABLE_NAME} mode"))
+        modes.append(parse_mode(str(r.get("mode")), flag=f"{folder / EDIT_FILE} mode"))
     synthetic = bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
     return EditFolder(folder, rows, meta, faces, tgt, row_source, modes, s_kind, t_kind, synthetic)
 

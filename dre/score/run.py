@@ -4,7 +4,7 @@ Reads the folder (:mod:`dre.score.inputs`), re-extracts the sources, the target 
 (:mod:`dre.score.reextract`), scores them (:mod:`dre.score.scorer`) and writes, into a *new* folder
 (the edit folder itself belongs to ``dre edit`` and is never touched):
 
-    scores.parquet   the edit rows (all of edit.parquet's columns) + every score column
+    scores.parquet   one row per edited picture: source, source_stem, target, mode, file, synthetic + the scores
     summary.json     flagged count, per-mode means, settings, how the references were found
     grid.png         rows = sources, columns = source, target, each mode; flagged cells framed in red
 """
@@ -20,10 +20,10 @@ import numpy as np
 
 from dre.errors import DreError
 from dre.score.scorer import ScoreSettings
+from dre.tables import SCORES, SCORES_FILE
 
 log = logging.getLogger(__name__)
 
-TABLE_NAME = "scores.parquet"
 SUMMARY_NAME = "summary.json"
 GRID_NAME = "grid.png"
 
@@ -117,20 +117,18 @@ def run(cfg: Config, *, reextractor=None) -> Path:
                           emoca_model=cfg.emoca_model, reextractor=reextractor)
     items = [Item(s, m.components, p) for s, m, p in zip(ef.row_source, ef.modes, pictures)]
     cols = scorer.score(items)
-    rows = scored_rows(ef.rows, cols)
-    for r, s in zip(rows, ef.row_source):
-        r.setdefault("source", str(ef.sources[s].path))
-        r.setdefault("target", str(ef.target.path))
-        r["synthetic"] = bool(synthetic)
+    base = [{"source": str(ef.sources[s].path), "source_stem": ef.sources[s].stem, "target": str(ef.target.path),
+             "mode": m.name, "file": str(r["file"]), "synthetic": bool(synthetic)}
+            for r, s, m in zip(ef.rows, ef.row_source, ef.modes)]
+    rows = scored_rows(base, cols)
     settings = asdict(cfg.settings)
     refs = references_info(scorer)
     summary = summarise(rows, settings=settings, references=refs, synthetic=synthetic)
-    meta = {**ef.meta, "score": {"settings": settings, "references": refs, "edits": str(cfg.edits),
-                                 "source_extractor": ef.source_extractor, "target_extractor": ef.target_extractor},
-            "synthetic": bool(synthetic)}
+    meta = {"settings": settings, "references": refs, "edits": str(cfg.edits), "source_extractor": ef.source_extractor,
+            "target_extractor": ef.target_extractor, "synthetic": bool(synthetic), "summary": one_line(summary)}
     grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
     with atomic_dir(Path(cfg.out)) as tmp:
-        outputs.write_table(tmp / TABLE_NAME, rows, meta)
+        SCORES.write(tmp / SCORES_FILE, rows, meta)
         (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         outputs.save_png(tmp / GRID_NAME, grid)
     log.info("scored %s: %s", cfg.edits, one_line(summary))

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dre import tables
 from dre.errors import DreError
 from dre.score import metrics, quality
 from dre.score.reextract import LANDMARK_BACKENDS, Extracted, Reextractor, resize_square
@@ -21,16 +22,7 @@ LEAK_THRESHOLD = 0.5
 """Default ``leakage`` above which an edit is marked ``leaked``: an untouched block moved at least half
 as far as the target's value is from the source's."""
 
-FLOAT_COLUMNS: tuple[str, ...] = (
-    ("transfer", "leakage", "shape_drift", "shape_to_album", "noise", "noise_source", "noise_excess")
-    + tuple(f"transfer_{b}" for b in metrics.BLOCKS)
-    + tuple(f"leak_{b}" for b in metrics.BLOCKS)
-    + tuple(f"dist_{b}_{pair}" for b in metrics.BLOCKS for pair in ("edit_source", "edit_target", "source_target"))
-    + ("dist_shape_edit_source", "dist_shape_edit_album")
-)
-BOOL_COLUMNS: tuple[str, ...] = ("failed", "noisy", "leaked")
-STR_COLUMNS: tuple[str, ...] = ("failure", "landmarks_status", "source_landmarks")
-SCORE_COLUMNS: tuple[str, ...] = STR_COLUMNS[:1] + BOOL_COLUMNS + FLOAT_COLUMNS + STR_COLUMNS[1:]
+SCORE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in tables.SCORE_COLUMNS)
 """Every column a score adds to an edit row (see docs/scores.md for their meaning)."""
 
 

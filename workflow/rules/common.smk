@@ -126,6 +126,15 @@ def edit_mean_shape_flag(wildcards, input):
     return ""
 
 
+def score_flags(wildcards):
+    """`dre edit` / `dre score` flags of the config's `score` section (docs/scores.md)."""
+    s = config["score"]
+    return (
+        f"--landmarks {s['landmarks']} --noise-threshold {s['noise_threshold']} "
+        f"--leak-threshold {s['leak_threshold']}"
+    )
+
+
 def model_flags():
     """`dre train` architecture and diffusion flags from the config's model/diffusion sections."""
     m, d = config["model"], config["diffusion"]
@@ -193,6 +202,7 @@ def report_targets(edit):
         albums += [a for a in PRIORS[prior]["albums"] if a not in albums]
     for a in albums:
         targets += [f"results/report/align/{a}.tsv", f"results/report/extract/{a}.{ext}.tsv"]
+    targets += [f"results/report/scores/{edit}.tsv", f"results/report/scores/{edit}.png"]
     return targets
 
 

@@ -110,3 +110,40 @@ use rule report_align as report_extract with:
         "logs/report/extract/{album}.{extractor}.log",
     benchmark:
         "benchmarks/report_extract/{album}.{extractor}.tsv"
+
+
+rule report_scores:
+    """The scores of one edit's pictures: a table and a transfer-vs-identity scatter (flagged marked)."""
+    input:
+        "results/edits/{edit}",
+    output:
+        table=report(
+            "results/report/scores/{edit}.tsv",
+            category="Edits",
+            subcategory="scores",
+            labels={"edit": "{edit}", "figure": "table"},
+            caption="../report/scores.rst",
+        ),
+        plot=report(
+            "results/report/scores/{edit}.png",
+            category="Edits",
+            subcategory="scores",
+            labels={"edit": "{edit}", "figure": "transfer vs identity"},
+            caption="../report/scores.rst",
+        ),
+    log:
+        "logs/report/scores/{edit}.log",
+    benchmark:
+        "benchmarks/report_scores/{edit}.tsv"
+    params:
+        title="scores of edit {edit}",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "python -m dre report scores --edits {input:q} --table {output.table:q} --plot {output.plot:q} "
+        "--title {params.title:q} > {log:q} 2>&1"
