@@ -33,6 +33,7 @@ DEMO_CHAIN = {
     "report_extract": 2,
     "report_loss_stage1": 1,
     "report_loss_stage2": 1,
+    "report_scores": 1,
     "all": 1,
 }
 
@@ -85,6 +86,21 @@ def test_one_edited_image_per_source(run: DemoRun) -> None:
     assert set(edit["mode"]) == {"exp"}
     for name in edit["file"]:
         assert (root / DEMO_TARGET / name).is_file()
+
+
+def test_every_demo_edit_carries_its_scores(run: DemoRun) -> None:
+    """Each picture was re-extracted and scored; flagged ones are counted in summary.json; all synthetic."""
+    import json
+
+    root = run.project.root
+    edit = EDIT.read(root / DEMO_TARGET / EDIT_FILE)[0]
+    summary = json.loads((root / DEMO_TARGET / "summary.json").read_text())
+    assert edit["failed"].notna().all() and edit["noise_excess"].notna().all()
+    assert summary["synthetic"] and summary["n_edits"] == len(edit)
+    assert summary["n_flagged"] == int(edit["failed"].sum())
+    ok = edit[~edit["failed"].astype(bool)]
+    assert ok["transfer"].between(0, 1).all() and (ok["landmarks_status"] == "ok").all()
+    print(f"\ndemo scores: {summary['n_flagged']}/{summary['n_edits']} flagged; {summary['by_mode']}")
 
 
 def test_outputs_say_they_are_synthetic(run: DemoRun) -> None:
@@ -189,11 +205,12 @@ def test_report_builds_offline_with_grid_losses_and_summaries(run: DemoRun) -> N
     assert "downloading" not in (r.stdout + r.stderr).lower(), tail(r)
     html = (root / "results/report.html").read_text()
     assert "<script src=\"http" not in html and "<link href=\"http" not in html  # nothing fetched when viewed
-    for name in ("grid.png", "demo.deca.png", "demo_prior.tsv", "Edits", "Training", "Alignment", "Extraction"):
+    for name in ("grid.png", "demo.deca.png", "demo_prior.tsv", f"{DEMO_EDIT}.tsv", "Edits", "Training", "Alignment",
+                 "Extraction"):
         assert name in html, name
     # The figures are embedded byte for byte (base64 data URIs), not linked.
     for figure in (f"{DEMO_TARGET}/grid.png", "results/report/loss/stage1/demo.deca.png",
-                   "results/report/loss/stage2/demo.deca.png"):
+                   "results/report/loss/stage2/demo.deca.png", f"results/report/scores/{DEMO_EDIT}.png"):
         assert base64.b64encode((root / figure).read_bytes()).decode()[:2000] in html, figure
     # The alignment summary counts every demo photo as ok.
     table = pd.read_csv(root / "results/report/align/demo.tsv", sep="\t")

@@ -89,6 +89,7 @@ REPORT_JOBS = {
     "report_align": 3,  # ffhq, affectnet, obama
     "report_align_target": 1,
     "report_extract": 3,
+    "report_scores": 1,  # the edit's score table and scatter
 }
 
 
@@ -101,6 +102,16 @@ def test_default_target_adds_the_reports_figures_and_tables(layout: Layout) -> N
     assert "--metrics results/runs/stage1/ffhq_affectnet.deca/metrics.csv" in text
     assert "--metrics results/runs/stage2/obama.deca/metrics.csv" in text
     assert "report status --table results/codes/affectnet.deca.parquet" in text
+    assert "report scores --edits results/edits/obama12_exp" in text
+
+
+def test_the_edit_scores_itself_and_the_score_rule_rescores(layout: Layout) -> None:
+    """The edit rule passes the config's score settings; `results/scores/<edit>` re-scores without sampling."""
+    text = layout.snakemake("-n", "-p", "results/edits/obama12_exp").stdout
+    assert "--landmarks mediapipe --noise-threshold 20.0 --leak-threshold 0.5 --retry-failed 0" in text
+    result = layout.snakemake("-n", "-p", "results/scores/obama12_exp")
+    assert planned_jobs(result)["score"] == 1
+    assert "dre score --edits results/edits/obama12_exp" in result.stdout
 
 
 def test_report_has_no_stage1_curve_with_an_official_checkpoint(layout: Layout) -> None:

@@ -9,6 +9,7 @@ killed run never leaves a half-written edit folder behind.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -119,3 +120,8 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
+
+
+def write_json(path: Path, data: Mapping[str, object]) -> None:
+    """Pretty, key-sorted JSON (stable bytes for equal content)."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

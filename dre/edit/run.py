@@ -17,6 +17,7 @@ import numpy as np
 from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
 from dre.edit.modes import Mode
 from dre.errors import DreError
+from dre.score.scorer import ScoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class EditConfig:
     save_buffers: bool = False
     device: str = "auto"
     precision: str = "auto"
+    score: bool = True
+    score_settings: ScoreSettings = field(default_factory=ScoreSettings)
+    retry_failed: int = 0
     extra_meta: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -60,6 +64,11 @@ class EditConfig:
                 raise DreError(f"{flag} must be deca or emoca (got {kind!r})")
         if self.seed < 0:
             raise DreError(f"--seed must be non-negative (got {self.seed})")
+        if self.retry_failed < 0:
+            raise DreError(f"--retry-failed must be non-negative (got {self.retry_failed})")
+        if self.retry_failed and not self.score:
+            raise DreError("--retry-failed needs the scores that flag failures; drop --no-score")
+        self.score_settings.validate()
 
 
 def faces_to_tensor(faces: list[Face], size: int) -> "torch.Tensor":  # noqa: F821
@@ -178,21 +187,41 @@ def run_edit(cfg: EditConfig) -> Path:
     t2 = time.perf_counter()
     log.info("sampled %d edits (%d sources × %d modes) in %.1f s", plan.n_jobs, len(stems), len(cfg.modes), t2 - t1)
 
+    images_np = images.float().cpu().numpy()
+    noise_seeds = [engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems)
+    scored = None
+    if cfg.score:
+        from dre.edit.scoring import score_edits
+
+        def draw(jobs: list[int], seeds: list[int]) -> np.ndarray:
+            idx = torch.tensor(jobs, device=device)
+            return engine.sample_seeded(
+                model, diffusion, seeds, edit_cond[idx], latent[idx], steps=cfg.steps, eta=cfg.eta,
+                batch_size=cfg.batch_size, precision=precision,
+            ).float().cpu().numpy()
+
+        scored = score_edits(cfg, plan=plan, faces=faces, target=target, images=images_np,
+                             first_seeds=[noise_seeds[i] for i in job_src], image_size=image_size,
+                             synthetic=synthetic, draw=draw)
+        images_np = scored.images
+
     settings = EditSettings(
         model=str(cfg.model), seed=int(cfg.seed), init=cfg.init, steps=int(cfg.steps), eta=float(cfg.eta),
         source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor, save_buffers=cfg.save_buffers,
+        retry_failed=int(cfg.retry_failed),
     )
     result = EditResult(
         settings=settings,
         plan=plan,
         faces=faces,
         target=target,
-        images=images.float().cpu().numpy(),
+        images=images_np,
         source_images=x0.float().cpu().numpy(),
         target_image=tgt_img[0].float().cpu().numpy(),
         source_buffers=src_buf,
         edit_buffers=edit_buf,
-        noise_seeds=[engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems),
+        noise_seeds=noise_seeds,
+        scored=scored,
         meta={
             "model_meta": _plain_meta(meta),
             "precision": precision,

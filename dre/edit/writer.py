@@ -10,7 +10,10 @@ Layout of ``results/edits/<edit>/``::
     grid.png                      rows = sources; columns = source, target, each mode (+ rendered buffers)
     buffers/<source_stem>_<mode>.npz   the edited buffers the model was conditioned on (float16)
     buffers/<source_stem>_source.npz   the source's own buffers
-    edit.parquet                  one row per edited image (source, target, mode, seed, model, extractors, file)
+    edit.parquet                  one row per edited image (source, target, mode, seed, model, extractors, file,
+                                  which draw it is, and its scores: docs/scores.md)
+    attempts.parquet              every draw of every picture (first draws and re-draws), its seed and scores
+    summary.json                  flagged count and per-mode means of the scores
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dre.edit import outputs
-from dre.tables import EDIT, EDIT_FILE
+from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
 from dre.utils.atomic import atomic_dir
 
 if TYPE_CHECKING:
     from dre.edit.engine import EditPlan
     from dre.edit.inputs import Face
+    from dre.edit.scoring import ScoredEdits
     from dre.face3d.codes import Buffers
+
+SUMMARY_NAME = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class EditSettings:
     source_extractor: str
     target_extractor: str
     save_buffers: bool
+    retry_failed: int = 0
 
 
 @dataclass
@@ -57,6 +64,7 @@ class EditResult:
     source_buffers: "Buffers"
     edit_buffers: "Buffers"
     noise_seeds: list[int | None]
+    scored: "ScoredEdits | None" = None  # None: --no-score (the score and draw columns stay empty)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,6 +120,11 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
             }
             for code, values in edited_cols.items():
                 row[code] = values[k].tolist()
+            if res.scored is not None:
+                row.update(_draw_columns(res.scored, k))
+                row.update(res.scored.rows[k])
+            else:
+                row.update({name: None for name, _ in (*DRAW_COLUMNS, *SCORE_COLUMNS)})
             rows.append(row)
         for i, stem in enumerate(plan.stems):
             outputs.write_npz(tmp / outputs.BUFFER_DIR / f"{stem}_source.npz", _buffer_arrays(res.source_buffers, i))
@@ -128,7 +141,13 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
                 row_cells += [_rendered_preview(res.edit_buffers, i * m + j) for j in range(m)]
             grid_rows.append(row_cells)
         banner = "SYNTHETIC ASSETS - not a real face reconstruction" if synthetic else ""
-        grid = outputs.make_grid(grid_rows, labels, plan.stems, cell=max(cell, 96), banner=banner)
+        marks, notes = {}, {}
+        if res.scored is not None:
+            from dre.score.grid import cell_marks
+
+            marks, notes = cell_marks(res.scored.rows, [(k // m, 2 + k % m) for k in range(plan.n_jobs)])
+        grid = outputs.make_grid(grid_rows, labels, plan.stems, cell=max(cell, 96), banner=banner, marks=marks,
+                                 notes=notes)
         outputs.save_png(tmp / outputs.GRID_NAME, grid)
 
         meta = {
@@ -144,7 +163,36 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
             "target_extractor": settings.target_extractor,
             **{k: v for k, v in res.meta.items() if _jsonable(v)},
         }
+        if res.scored is not None:
+            summary = res.scored.summary
+            meta["score"] = {"settings": summary["settings"], "references": summary["references"],
+                             "retry_failed": int(settings.retry_failed)}
+            ATTEMPTS.write(tmp / ATTEMPTS_FILE, _draw_rows(res.scored, rows),
+                           {"synthetic": synthetic, "retry_failed": int(settings.retry_failed)})
+            outputs.write_json(tmp / SUMMARY_NAME, summary)
         EDIT.write(tmp / EDIT_FILE, rows, meta)
+
+
+def _draw_columns(scored: "ScoredEdits", k: int) -> dict:
+    """Which draw a job's picture is, and the seeds of every re-draw (docs/edits.md, re-sampling)."""
+    draws = [d for d in scored.draws if d.job == k]
+    kept = next(d for d in draws if d.attempt == scored.kept[k])
+    return {
+        "attempt": int(scored.kept[k]),
+        "attempts": len(draws),
+        "attempt_seed": kept.seed,
+        "retry_seeds": [int(d.seed) for d in draws if d.attempt > 0],
+    }
+
+
+def _draw_rows(scored: "ScoredEdits", rows: list[dict]) -> list[dict]:
+    """``attempts.parquet``: one row per draw (first draws, then each retry round), with its scores."""
+    out = []
+    for d in scored.draws:
+        r = rows[d.job]
+        out.append({"source_stem": r["source_stem"], "mode": r["mode"], "file": r["file"], "attempt": d.attempt,
+                    "seed": d.seed, "init": d.init, "kept": d.attempt == scored.kept[d.job], **d.row})
+    return out
 
 
 def _jsonable(v: Any) -> bool:

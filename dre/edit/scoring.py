@@ -1,0 +1,73 @@
+"""``dre edit``'s own scores: every sampled picture scored as it is made, failures re-drawn on request.
+
+The scorer (:mod:`dre.score`) re-extracts the sources and the target once; each picture then goes
+through landmarks → extraction and gets transfer / leakage / identity / noise scores. With
+``--retry-failed N`` the flagged pictures are re-sampled (:mod:`dre.edit.retry`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from dre.edit import outputs
+from dre.edit.retry import Draw, retry_failed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredEdits:
+    images: np.ndarray  # (J, 3, H, W) in [-1, 1]: the kept draw of every job
+    rows: list[dict]  # score columns per job
+    kept: list[int]  # kept attempt per job
+    draws: list[Draw]  # every draw
+    summary: dict  # summary.json
+
+
+def score_edits(
+    cfg,
+    *,
+    plan,
+    faces,
+    target,
+    images: np.ndarray,
+    first_seeds: Sequence[int | None],
+    image_size: int,
+    synthetic: bool,
+    draw: Callable[[list[int], list[int]], np.ndarray],
+) -> ScoredEdits:
+    """Score every job's picture and re-draw the failed ones (``cfg.retry_failed`` times at most)."""
+    from dre.score.run import build_scorer, references_info
+    from dre.score.scorer import Item
+    from dre.score.summary import one_line, summarise
+
+    settings = cfg.score_settings
+    scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, settings, sources=faces,
+                          target=target, size=image_size, device=cfg.device, emoca_model=cfg.emoca_model)
+    job_src = plan.job_sources()
+    comps = [plan.modes[plan.job(k)[1]].components for k in range(plan.n_jobs)]
+
+    def score(jobs: list[int], pics: np.ndarray) -> list[dict]:
+        u8 = outputs.to_uint8(pics)
+        cols = scorer.score([Item(job_src[k], comps[k], u8[i]) for i, k in enumerate(jobs)])
+        return [{c: _plain(v[i]) for c, v in cols.items()} for i in range(len(jobs))]
+
+    rows = score(list(range(plan.n_jobs)), images)
+    names = [(plan.stems[job_src[k]], plan.modes[plan.job(k)[1]].name) for k in range(plan.n_jobs)]
+    res = retry_failed(cfg.retry_failed, images, rows, first_seeds=first_seeds, init=cfg.init, job_names=names,
+                       seed=cfg.seed, draw=draw, score=score)
+    summary_rows = [{**r, "mode": names[k][1], "file": f"{names[k][0]}_{names[k][1]}.png",
+                     "attempts": sum(d.job == k for d in res.draws)} for k, r in enumerate(res.rows)]
+    summary = summarise(summary_rows, settings=asdict(settings), references=references_info(scorer), synthetic=synthetic)
+    summary["retry_failed"] = int(cfg.retry_failed)
+    log.info("scores: %s", one_line(summary))
+    return ScoredEdits(res.images, res.rows, res.kept, res.draws, summary)
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v

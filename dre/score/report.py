@@ -1,0 +1,100 @@
+"""The report's view of an edit's scores: a per-edit table (TSV) and a transfer-vs-identity scatter (PNG).
+
+Read from the scored ``edit.parquet`` of an edit folder (or a ``dre score`` folder's ``scores.parquet``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from dre.errors import DreError
+from dre.utils.atomic import atomic_path
+
+TABLE_COLUMNS = ("source_stem", "mode", "transfer", "leakage", "shape_drift", "noise_excess", "landmarks_status",
+                 "failure", "attempts")
+"""Columns of the report's table, in order (``attempts`` only when the edit re-drew failures)."""
+
+
+def read_scored(folder: str | Path) -> tuple[list[dict], bool]:
+    """(rows, synthetic) of a scored edit folder; a clear error when the folder carries no scores."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    for name in ("edit.parquet", "scores.parquet"):
+        path = folder / name
+        if path.is_file():
+            table = pq.read_table(path)
+            if "failed" not in table.column_names:
+                continue
+            meta = json.loads((table.schema.metadata or {}).get(b"dre", b"{}"))
+            rows = table.to_pylist()
+            if not rows:
+                raise DreError(f"{path} has no rows")
+            return rows, bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
+    raise DreError(f"{folder}: no scored edit.parquet or scores.parquet (score it with `dre score --edits {folder}`)")
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v).replace("\t", " ").replace("\n", " ")
+
+
+def write_table(folder: str | Path, out: str | Path) -> None:
+    """TSV, one line per edited picture, flagged ones first, then by mode and source."""
+    rows, synthetic = read_scored(folder)
+    cols = [c for c in TABLE_COLUMNS if c in rows[0]]
+    rows = sorted(rows, key=lambda r: (not r["failed"], str(r["mode"]), str(r["source_stem"])))
+    lines = ["\t".join(cols + (["note"] if synthetic else []))]
+    for r in rows:
+        lines.append("\t".join([_cell(r.get(c)) for c in cols] + (["synthetic assets"] if synthetic else [])))
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def plot_scatter(folder: str | Path, out: str | Path, *, title: str = "") -> None:
+    """Transfer (x) against shape drift (y), one point per source × mode, coloured by mode.
+
+    Flagged pictures are red crosses; those with no face have no scores and sit on a strip left of x = 0.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, synthetic = read_scored(folder)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=100)
+    modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
+    colours = plt.get_cmap("tab10")
+    finite = lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    ys = [r["shape_drift"] for r in rows if finite(r.get("shape_drift"))]
+    y_nf = (max(ys) if ys else 1.0) * 0.5
+    for i, mode in enumerate(modes):
+        ok = [r for r in rows if str(r["mode"]) == mode and not r["failed"]]
+        pts = [(r["transfer"] if finite(r["transfer"]) else 0.0, r["shape_drift"] if finite(r["shape_drift"]) else 0.0)
+               for r in ok]
+        if pts:
+            ax.scatter(*zip(*pts), s=36, color=colours(i % 10), label=f"{mode} ({len(pts)})", edgecolor="k", lw=0.4)
+    bad = [r for r in rows if r["failed"]]
+    if bad:
+        pts = [(r["transfer"] if finite(r["transfer"]) else -0.08,
+                r["shape_drift"] if finite(r["shape_drift"]) else y_nf) for r in bad]
+        ax.scatter(*zip(*pts), s=60, marker="x", color="red", lw=2, label=f"flagged ({len(bad)})")
+    ax.axvline(0.0, color="grey", lw=0.5)
+    ax.set_xlim(-0.15, 1.05)
+    ax.set_xlabel("transfer (0 = source's codes, 1 = target's)")
+    ax.set_ylabel("shape drift (album spreads; 0 = source's shape)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    full = title + ("\nSYNTHETIC ASSETS - not a real face model" if synthetic else "")
+    ax.set_title(full, fontsize=10, color="firebrick" if synthetic else "black")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+

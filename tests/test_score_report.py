@@ -1,0 +1,50 @@
+"""The report's score table and scatter, drawn from a scored edit table (here written by hand: what is
+tested is the drawing, the scores themselves are tested in test_score_pipeline / test_edit_scores)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+
+def _rows():
+    base = {"mode": "exp", "leakage": 0.2, "noise_excess": 1.0, "landmarks_status": "ok", "failure": "", "failed": False,
+            "synthetic": True}
+    return [
+        {**base, "source_stem": "a", "file": "a_exp.png", "transfer": 0.8, "shape_drift": 0.4},
+        {**base, "source_stem": "b", "file": "b_exp.png", "transfer": 0.5, "shape_drift": 1.1},
+        {**base, "source_stem": "c", "file": "c_exp.png", "transfer": math.nan, "shape_drift": math.nan,
+         "landmarks_status": "no_face", "failure": "no_face,noisy", "failed": True, "noise_excess": 60.0},
+    ]
+
+
+def test_report_scores_writes_a_table_flagged_first_and_a_scatter(tmp_path, dre_cmd, cli_env):
+    folder = tmp_path / "edit"
+    folder.mkdir()
+    table = pa.Table.from_pylist(_rows()).replace_schema_metadata({b"dre": json.dumps({"synthetic": True}).encode()})
+    pq.write_table(table, folder / "edit.parquet")
+    out_t, out_p = tmp_path / "t.tsv", tmp_path / "p.png"
+    r = subprocess.run([*dre_cmd, "report", "scores", "--edits", str(folder), "--table", str(out_t), "--plot",
+                        str(out_p), "--title", "scores of demo"], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    lines = out_t.read_text().splitlines()
+    assert lines[0].split("\t")[:3] == ["source_stem", "mode", "transfer"] and lines[0].endswith("note")
+    assert lines[1].startswith("c\texp\t\t") and "no_face,noisy" in lines[1]  # flagged first, empty scores
+    assert lines[2].startswith("a\texp\t0.800")
+    img = np.asarray(Image.open(out_p).convert("RGB")).astype(int)
+    assert img.shape[0] > 300 and ((img[..., 0] > 200) & (img[..., 1] < 60) & (img[..., 2] < 60)).sum() > 20
+
+
+def test_report_scores_on_an_unscored_folder_says_how_to_score_it(tmp_path, dre_cmd, cli_env):
+    folder = tmp_path / "edit"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"file": "a_exp.png", "mode": "exp"}]), folder / "edit.parquet")
+    r = subprocess.run([*dre_cmd, "report", "scores", "--edits", str(folder), "--table", str(tmp_path / "t.tsv"),
+                        "--plot", str(tmp_path / "p.png")], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 2 and "dre score --edits" in r.stderr
