@@ -82,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> "EditConfig":  # noqa: F821
         device=args.device,
         precision=args.precision,
         score=not args.no_score,
-        score_settings=settings_from_args(args, args.batch_size),
+        score_settings=settings_from_args(args),
         retry_failed=args.retry_failed,
     )
     cfg.validate()

@@ -19,11 +19,11 @@ def add_settings_flags(p: argparse.ArgumentParser) -> None:
                    help="leakage (untouched codes moved, in units of the source-target distance) marked leaked")
 
 
-def settings_from_args(args: argparse.Namespace, batch_size: int) -> "ScoreSettings":  # noqa: F821
+def settings_from_args(args: argparse.Namespace) -> "ScoreSettings":  # noqa: F821
     from dre.score import ScoreSettings
 
     return ScoreSettings(landmarks=args.landmarks, noise_threshold=args.noise_threshold,
-                         leak_threshold=args.leak_threshold, batch_size=batch_size)
+                         leak_threshold=args.leak_threshold)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = Config(
         edits=Path(args.edits), assets=Path(args.assets), out=Path(args.out), source=opt(args.source),
         target=opt(args.target), source_extractor=args.source_extractor, target_extractor=args.target_extractor,
-        emoca_model=args.emoca_model, device=args.device, settings=settings_from_args(args, args.batch_size),
+        emoca_model=args.emoca_model, device=args.device, batch_size=args.batch_size,
+        settings=settings_from_args(args),
     )
     print(run_score(cfg))
     return 0

@@ -48,7 +48,8 @@ def score_edits(
 
     settings = cfg.score_settings
     scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, settings, sources=faces,
-                          target=target, size=image_size, device=cfg.device, emoca_model=cfg.emoca_model)
+                          target=target, size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,
+                          batch_size=cfg.batch_size)
     job_src = plan.job_sources()
     comps = [plan.modes[plan.job(k)[1]].components for k in range(plan.n_jobs)]
 

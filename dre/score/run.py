@@ -41,10 +41,13 @@ class Config:
     target_extractor: str | None = None
     emoca_model: str = "EMOCA_v2_lr_mse_20"
     device: str = "auto"
+    batch_size: int = 16
     settings: ScoreSettings = field(default_factory=ScoreSettings)
 
     def validate(self) -> None:
         self.settings.validate()
+        if self.batch_size < 1:
+            raise DreError(f"--batch-size must be at least 1 (got {self.batch_size})")
         edits, out = Path(self.edits).resolve(), Path(self.out).resolve()
         if out == edits or edits in out.parents or out in edits.parents:
             raise DreError(f"--out {self.out} must be a folder of its own, not inside or around --edits {self.edits} "
@@ -55,7 +58,7 @@ class Config:
 
 
 def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, target,
-                 size: int, device: str, emoca_model: str | None, reextractor=None):
+                 size: int, device: str, emoca_model: str | None, batch_size: int = 16, reextractor=None):
     """A :class:`~dre.score.scorer.Scorer` for aligned source faces and a target face (``dre.edit.inputs.Face``).
 
     ``reextractor`` reuses loaded networks (several scorers in one process); by default one is made.
@@ -64,7 +67,7 @@ def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: Sco
     from dre.score.scorer import Scorer
 
     rx = reextractor or Reextractor(assets, landmarks=settings.landmarks, device=device, emoca_model=emoca_model,
-                                    batch_size=settings.batch_size)
+                                    batch_size=batch_size)
     return Scorer(rx, source_kind, target_kind, settings, [f.image for f in sources], [f.landmarks for f in sources],
                   target.image, target.landmarks, size)
 
@@ -114,7 +117,7 @@ def run(cfg: Config, *, reextractor=None) -> Path:
     size = pictures[0].shape[0]
     scorer = build_scorer(Path(cfg.assets), ef.source_extractor, ef.target_extractor, cfg.settings,
                           sources=ef.sources, target=ef.target, size=size, device=cfg.device,
-                          emoca_model=cfg.emoca_model, reextractor=reextractor)
+                          emoca_model=cfg.emoca_model, batch_size=cfg.batch_size, reextractor=reextractor)
     items = [Item(s, m.components, p) for s, m, p in zip(ef.row_source, ef.modes, pictures)]
     cols = scorer.score(items)
     base = [{"source": str(ef.sources[s].path), "source_stem": ef.sources[s].stem, "target": str(ef.target.path),

@@ -28,12 +28,11 @@ SCORE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in tables.SCORE_COLUMNS)
 
 @dataclass
 class ScoreSettings:
-    """How edits are judged (shared by ``dre score`` and ``dre edit``)."""
+    """How edits are judged (shared by ``dre score`` and ``dre edit``; recorded with the scores)."""
 
     landmarks: str = "mediapipe"
     noise_threshold: float = quality.NOISE_THRESHOLD
     leak_threshold: float = LEAK_THRESHOLD
-    batch_size: int = 16
 
     def validate(self) -> None:
         if self.landmarks not in LANDMARK_BACKENDS:
@@ -42,8 +41,6 @@ class ScoreSettings:
             raise DreError(f"--noise-threshold must be a positive number of grey levels (got {self.noise_threshold})")
         if not (self.leak_threshold > 0 and math.isfinite(self.leak_threshold)):
             raise DreError(f"--leak-threshold must be positive (got {self.leak_threshold})")
-        if self.batch_size < 1:
-            raise DreError(f"--batch-size must be at least 1 (got {self.batch_size})")
 
 
 @dataclass
