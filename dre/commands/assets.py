@@ -9,7 +9,11 @@ from pathlib import Path
 from dre.errors import DreError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+NAME = "assets"
+
+
+def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
+    """Sub-subcommands and their flags (cheap to build: nothing heavy is imported here)."""
     p = sub.add_parser("assets", help="check the assets folder, or write synthetic assets for tests/demo")
     asub = p.add_subparsers(dest="assets_command", metavar="<check|synth>", required=True)
     c = asub.add_parser(
@@ -19,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--assets", required=True, help="assets folder")
     c.add_argument("--require", default="deca,emoca", help="comma list of what must be valid: deca, emoca, fan")
-    c.add_argument("--emoca-model", default="EMOCA_v2_lr_mse_20")
+    c.add_argument("--emoca-model", default=None, help="EMOCA model folder name inside <assets>/emoca/ "
+                   "(default: the one `dre extract` uses)")
     c.set_defaults(func=run_check)
     s = asub.add_parser(
         "synth",
@@ -33,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Print the asset table; exit 1 when a required asset is missing or invalid."""
-    from dre.face3d.assets import check_assets, format_table
+    from dre.face3d.assets import DEFAULT_EMOCA_MODEL, check_assets, format_table
     from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
     root = Path(args.assets)
@@ -41,7 +46,7 @@ def run_check(args: argparse.Namespace) -> int:
         raise DreError(f"--assets {root}: no such folder (create it and put the files listed by this command there)")
     if is_synthetic_assets(root):
         warn_synthetic(str(root))
-    rows = check_assets(root, require=args.require.split(","), emoca_model=args.emoca_model)
+    rows = check_assets(root, require=args.require.split(","), emoca_model=args.emoca_model or DEFAULT_EMOCA_MODEL)
     print(format_table(rows))
     bad = [r for r in rows if r.required and not r.ok]
     if bad:

@@ -23,7 +23,7 @@ from dre.utils.atomic import atomic_dir
 if TYPE_CHECKING:
     from dre.edit.engine import EditPlan
     from dre.edit.inputs import Face
-    from dre.edit.run import EditConfig
+    from dre.edit.config import EditConfig
     from dre.face3d.codes import Buffers
 
 SCHEMA = 1
@@ -102,12 +102,12 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
 
         cell = int(res.images.shape[-1])
         labels = ["source", "target"] + [md.name for md in plan.modes]
-        if cfg.save_buffers:
+        if cfg.grid_buffers:
             labels += ["source render"] + [f"{md.name} render" for md in plan.modes]
         grid_rows = []
         for i in range(n):
             row_cells = [sources_u8[i], target_u8] + [edited_u8[i * m + j] for j in range(m)]
-            if cfg.save_buffers:
+            if cfg.grid_buffers:
                 row_cells += [_rendered_preview(res.source_buffers, i)]
                 row_cells += [_rendered_preview(res.edit_buffers, i * m + j) for j in range(m)]
             grid_rows.append(row_cells)

@@ -66,11 +66,10 @@ class Built:
 
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
     """(model, diffusion, model_config, diffusion_config) from the flags, seeded for identical init."""
-    from dre.diffusion import DiffusionConfig, GaussianDiffusion
-    from dre.model import DiffusionRig, ModelConfig
+    from dre.diffusion import GaussianDiffusion
+    from dre.model import DiffusionRig
 
-    model_cfg = ModelConfig(**cfg.model_kwargs())
-    diff_cfg = DiffusionConfig(**cfg.diffusion_kwargs())
+    model_cfg, diff_cfg = cfg.model, cfg.diffusion
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = DiffusionRig(model_cfg)
@@ -156,16 +155,17 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def train(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
+def run(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
     """Run (or resume) the training described by ``cfg``; returns the exported model file.
 
     ``on_step(step)`` is called after every completed step (monitoring, and tests that interrupt a run).
     """
+    cfg = cfg.resolved()
     env = detect_env()
     device = select_device(cfg.device, env)
     dist = Distributed(env, device).init()
     try:
-        info = inspect_lmdbs(cfg.lmdb, cfg.image_size)
+        info = inspect_lmdbs(cfg.lmdb, cfg.model.image_size)
         data: LmdbData | MemoryData
         data = MemoryData.from_lmdb(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
         return run_training(cfg, data, dist, device, on_step=on_step)
@@ -193,7 +193,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
     if synthetic and dist.is_main:
         warn_synthetic("dre train")
-    if dist.distributed and cfg.sync_bn:
+    if dist.distributed and not cfg.local_bn:
         convert_global_bn(model.encoder)
     model.to(device)
     if device.type == "cuda":
@@ -309,7 +309,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 if device.type == "cuda":
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                     cond = cond.contiguous(memory_format=torch.channels_last)
-                t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion_steps).to(device)
+                t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion.steps).to(device)
                 noise = step_noise(cfg.seed, step, part, x0.shape[1:], device)
                 lr = lr_at(step, cfg.lr, cfg.warmup_steps)
                 for g in optimizer.param_groups:
@@ -459,7 +459,7 @@ def _write_grid(cfg: TrainConfig, model: nn.Module, ema: EMA | None, diffusion: 
                 def model_fn(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
                     return net(x_t, tt, cond, latent=z)
 
-                respacing = _grid_respacing(cfg.diffusion_steps)
+                respacing = _grid_respacing(cfg.diffusion.steps)
                 sample = ddim_sample(diffusion, model_fn, noise, respacing=respacing, eta=0.0)
     finally:
         for m, flag in was_training.items():
