@@ -13,8 +13,7 @@ import yaml
 from tests.workflow_layout import REPO, Layout, make_layout
 
 FULL_CHAIN = {
-    "align": 2,  # affectnet + obama (raw albums)
-    "index_aligned": 1,  # ffhq is already aligned
+    "align": 3,  # affectnet + obama (raw albums) and ffhq (already aligned: indexed only)
     "align_target": 1,
     "extract": 3,  # ffhq, affectnet, obama with DECA (the edit's source extractor)
     "pack": 3,
@@ -73,6 +72,9 @@ def test_dry_run_plans_the_whole_published_chain(layout: Layout) -> None:
     assert "--lr 1e-05 --batch-size 4 --max-steps 5000" in text
     assert "--latent-dim 64 --encoder resnet18" in text
     assert "--steps 20" in text
+    # one align rule: the sheet's `aligned` column becomes --already-aligned (ffhq) / --no-already-aligned
+    assert re.search(r"--input data/ffhq --output results/aligned/ffhq .*--already-aligned", text)
+    assert re.search(r"--input data/obama --output results/aligned/obama .*--no-already-aligned", text)
 
 
 def test_official_stage1_checkpoint_skips_stage1_training(layout: Layout) -> None:
