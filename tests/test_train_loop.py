@@ -108,7 +108,7 @@ def test_resume_after_interruption_is_bit_identical(lmdbs: dict[str, Path], tmp_
     steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "b" / "metrics.csv"))]
     assert steps == [2, 4]
     # and dropout really was on (otherwise the RNG restore would be untested)
-    assert sa["config"]["dropout"] == pytest.approx(0.1)
+    assert sa["config"]["model"]["dropout"] == pytest.approx(0.1)
 
 
 def test_rerun_of_finished_run_only_exports(stage1: dict[str, Path], lmdbs: dict[str, Path], tmp_path: Path) -> None:
