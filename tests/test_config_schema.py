@@ -21,7 +21,7 @@ from dre.demo import AlbumConfig
 from dre.diffusion.schedule import DiffusionConfig
 from dre.edit.config import EditConfig
 from dre.extract.config import ExtractConfig
-from dre.face3d.assets import DEFAULT_EMOCA_MODEL
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL
 from dre.model.arch import ModelConfig
 from dre.pack.config import PackConfig
 from dre.train.config import STAGE_DEFAULTS, TrainConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dre.errors import DreError
-from dre.face3d.assets import DEFAULT_EMOCA_MODEL
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL
 from dre.utils.cliconfig import run_arg, setting
 
 EXTRACTORS = ("deca", "emoca")
