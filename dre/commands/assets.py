@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL  # standard library only: cheap at start-up
 from dre.errors import DreError
 
 
@@ -23,8 +24,8 @@ def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
     )
     c.add_argument("--assets", required=True, help="assets folder")
     c.add_argument("--require", default="deca,emoca", help="comma list of what must be valid: deca, emoca, fan")
-    c.add_argument("--emoca-model", default=None, help="EMOCA model folder name inside <assets>/emoca/ "
-                   "(default: the one `dre extract` uses)")
+    c.add_argument("--emoca-model", default=DEFAULT_EMOCA_MODEL,
+                   help=f"EMOCA model folder name inside <assets>/emoca/ (default {DEFAULT_EMOCA_MODEL})")
     c.set_defaults(func=run_check)
     s = asub.add_parser(
         "synth",
@@ -38,7 +39,6 @@ def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Print the asset table; exit 1 when a required asset is missing or invalid."""
-    from dre.assets.catalog import DEFAULT_EMOCA_MODEL
     from dre.assets.check import check_assets, format_table
     from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
@@ -47,7 +47,7 @@ def run_check(args: argparse.Namespace) -> int:
         raise DreError(f"--assets {root}: no such folder (create it and put the files listed by this command there)")
     if is_synthetic_assets(root):
         warn_synthetic(str(root))
-    rows = check_assets(root, require=args.require.split(","), emoca_model=args.emoca_model or DEFAULT_EMOCA_MODEL)
+    rows = check_assets(root, require=args.require.split(","), emoca_model=args.emoca_model)
     print(format_table(rows))
     bad = [r for r in rows if r.required and not r.ok]
     if bad:
