@@ -1,5 +1,4 @@
-"""A throw-away project layout for workflow tests: this checkout's workflow, config, envs and `dre` (a symlink)
-plus album folders.
+"""A throw-away project layout for workflow tests: this checkout's workflow, config, envs and `dre` plus albums.
 
 The example sheets name `data/ffhq`, `data/affectnet`, `data/obama` and `data/targets/obama_12.png`. The
 workflow refuses sheets that point at missing folders, so the layout creates them with one tiny image each
@@ -60,7 +59,7 @@ class Layout:
 def make_layout(root: Path) -> Layout:
     for part in ("workflow", "config", "envs"):
         shutil.copytree(REPO / part, root / part)
-    # the workflow builds its flags with this checkout's `dre` (dre.utils.cliconfig), as a clone would
+    # the workflow imports this checkout's `dre` from the project root (flags, photo suffixes), as in a real checkout
     (root / "dre").symlink_to(REPO / "dre", target_is_directory=True)
     layout = Layout(root)
     for album in ("data/ffhq", "data/affectnet", "data/obama"):

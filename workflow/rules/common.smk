@@ -20,10 +20,10 @@ SCHEMAS = Path(workflow.basedir) / "schemas"
 DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
 sys.path.insert(0, str(DRE_ROOT))
 from dre.utils.cliconfig import to_flags  # noqa: E402  (standard library only: no engine dependencies)
+from dre.utils.images import list_images  # noqa: E402  (the photo suffixes `dre align` reads: one list)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EXTRACTORS = ("deca", "emoca")
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
 WORKFLOW_KEYS = ("priors", "processes")  # keys of the stage1/stage2 sections that are not `dre train` flags
@@ -75,7 +75,7 @@ def album_images(wildcards):
     folder = Path(ALBUMS[wildcards.album]["path"])
     if folder in DEMO_PHOTOS.values():
         checkpoints.demo_album.get()
-    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [str(p) for p in list_images(folder)]
 
 
 def album_backend(album):
