@@ -94,7 +94,7 @@ def train_step_fn(model, diffusion, x0, cond, precision: str, device: torch.devi
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        t = diffusion.sample_timesteps(x0.shape[0], device, generator=gen)
+        t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=device, generator=gen)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             losses = diffusion.training_losses(lambda xt, tt: model(xt, tt, cond, x_start=x0), x0, t, noise)
