@@ -40,7 +40,7 @@ def _cfg(args: argparse.Namespace):
 def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
     from dre.model import maybe_compile, set_recipe, to_channels_last
     from dre.train.loop import _trainable, build_model
-    from dre.train.precision import Precision
+    from dre.model.precision import Precision
 
     cfg = _cfg(args)
     model, diffusion, _, _ = build_model(cfg)

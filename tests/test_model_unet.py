@@ -323,10 +323,11 @@ def test_torch_compile_matches_eager_and_keeps_state_dict_keys() -> None:
 
 
 def test_precision_helpers_and_eps_fn() -> None:
-    from dre.model import eps_fn, resolve_precision
+    from dre.model import Precision, eps_fn, resolve_precision
 
-    assert resolve_precision("auto", "cpu") == "fp32"
-    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") == Precision("fp32", "cpu")
+    assert resolve_precision("bf16", "cpu").dtype == torch.bfloat16
+    assert resolve_precision("fp16", "cpu").make_scaler() is not None and resolve_precision("fp32", "cpu").make_scaler() is None
     with pytest.raises(DreError, match="precision"):
         resolve_precision("fp8", "cpu")
     cfg = tiny_cfg()
@@ -337,5 +338,5 @@ def test_precision_helpers_and_eps_fn() -> None:
     with torch.no_grad():
         want = model(x, t, c, latent=z)
         torch.testing.assert_close(eps_fn(model, c, z)(x, t), want)
-        low = eps_fn(model, c, z, precision="bf16")(x, t)
+        low = eps_fn(model, c, z, precision=resolve_precision("bf16", "cpu"))(x, t)
     assert low.dtype == torch.float32 and (low - want).norm() / want.norm() < 3e-2

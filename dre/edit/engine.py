@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from dre.edit.modes import Mode, swap_codes, with_shape
+from dre.model.fast import eps_fn
+from dre.model.precision import Precision
 
 if TYPE_CHECKING:
     import torch
@@ -151,15 +153,6 @@ def encode_latents(model, images: "torch.Tensor", batch_size: int) -> "torch.Ten
     return torch.cat(parts)
 
 
-ModelFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
-
-
-def _model_fn(model, cond: "torch.Tensor", latent: "torch.Tensor", precision: str) -> ModelFn:
-    from dre.model import eps_fn
-
-    return eps_fn(model, cond, latent, precision)
-
-
 def invert_sources(
     model,
     diffusion,
@@ -169,7 +162,7 @@ def invert_sources(
     *,
     steps: int,
     batch_size: int,
-    precision: str = "fp32",
+    precision: Precision | None = None,
 ) -> "torch.Tensor":
     """x_T of each source by DDIM inversion under its own (unedited) buffers and latent."""
     import torch
@@ -180,7 +173,7 @@ def invert_sources(
     with torch.inference_mode():
         for a in range(0, x0.shape[0], batch_size):
             s = slice(a, a + batch_size)
-            parts.append(ddim_invert(diffusion, _model_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
+            parts.append(ddim_invert(diffusion, eps_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
     return torch.cat(parts)
 
 
@@ -195,7 +188,7 @@ def sample_jobs(
     eta: float,
     batch_size: int,
     seed: int,
-    precision: str = "fp32",
+    precision: Precision | None = None,
 ) -> "torch.Tensor":
     """DDIM samples (B, 3, H, W) in [-1, 1] for every job, in chunks.
 
@@ -217,7 +210,7 @@ def sample_jobs(
             out.append(
                 ddim_sample(
                     diffusion,
-                    _model_fn(model, cond[s], latent[s], precision),
+                    eps_fn(model, cond[s], latent[s], precision),
                     x_T[s],
                     respacing=f"ddim{steps}",
                     eta=eta,

@@ -22,7 +22,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from dre.errors import DreError
 
@@ -302,13 +302,3 @@ def select_device(spec: str, env: DistEnv) -> Any:
             dev = torch.device("cuda", 0)
         torch.cuda.set_device(dev)
     return dev
-
-
-@contextlib.contextmanager
-def joined(env: DistEnv, device: Any) -> Iterator[Distributed]:
-    """Context manager: join the group for the block and always leave it."""
-    d = Distributed(env, device).init()
-    try:
-        yield d
-    finally:
-        d.close()

@@ -16,7 +16,6 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,13 +23,13 @@ import torch
 from torch import nn
 
 from dre.errors import DreError
+from dre.model.precision import Precision, resolve_precision
 from dre.train import train_state as ckpt
 from dre.train.config import TrainConfig
 from dre.train.data import DataInfo, LmdbData, MemoryData, inspect_lmdbs
 from dre.train.distributed import DistEnv, Distributed, detect_env, select_device
 from dre.train.ema import EMA
 from dre.train.metrics import MetricsWriter
-from dre.train.precision import Precision, resolve_precision
 from dre.train.shards import EpochStream, derive_seed, rank_slice, step_noise, step_timesteps
 from dre.train.syncbn import convert_global_bn
 from dre.utils.atomic import atomic_write_text
@@ -49,19 +48,6 @@ def lr_at(step: int, base_lr: float, warmup: int) -> float:
     if warmup <= 0:
         return base_lr
     return base_lr * min(1.0, (step + 1) / warmup)
-
-
-@dataclass
-class Built:
-    """The objects one run trains."""
-
-    model: nn.Module  # the raw DiffusionRig (unwrapped)
-    net: nn.Module  # what the step calls: DDP(model) or model
-    diffusion: Any
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    ema: EMA | None
-    params: list[nn.Parameter]
 
 
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
