@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dre.diffusion import DiffusionConfig, GaussianDiffusion, ddim_sample  # noqa: E402
-from dre.model import DiffusionRig, ModelConfig, maybe_compile, set_recipe, to_channels_last  # noqa: E402
+from dre.model import DiffusionRig, ModelConfig, maybe_compile, to_channels_last  # noqa: E402
+from tests.original_recipe import use_original_recipe  # noqa: E402  (the published arithmetic: test oracle)
 
 PRESETS = {
     "tiny": dict(image_size=32, model_channels=32, channel_mult=(1, 2), attention_resolutions=(16,)),
@@ -79,7 +80,8 @@ def build(cfg: ModelConfig, device: torch.device, recipe: str, channels_last: bo
         for p in model.parameters():
             if p.dim() > 1 and not p.any():
                 p.normal_(0, 0.02)
-    set_recipe(model, recipe)
+    if recipe == "original":
+        use_original_recipe(model)
     if channels_last:
         to_channels_last(model)
     return maybe_compile(model, compile_)

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from dre.errors import DreError
-from dre.model import DiffusionRig, ModelConfig, set_recipe, to_channels_last
+from dre.model import DiffusionRig, ModelConfig, to_channels_last
 from dre.model.layers import timestep_embedding
 from dre.model.unet import AttentionBlock, ResBlock, UNet
+from tests.original_recipe import attention_forward, resblock_forward, use_original_recipe, use_our_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -219,10 +220,9 @@ def test_film_is_time_then_latent() -> None:
     want = manual("time_first")
     wrong = manual("latent_first")
     assert not torch.allclose(want, wrong, atol=1e-4)
-    for recipe in ("fast", "original"):
-        block.recipe = recipe
-        with torch.no_grad():
-            torch.testing.assert_close(block(x, emb, z), want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, emb, z), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(resblock_forward(block, x, emb, z), want, atol=1e-5, rtol=1e-5)
 
 
 def _plain_attention(x: torch.Tensor, blk: AttentionBlock) -> torch.Tensor:
@@ -249,12 +249,9 @@ def test_sdpa_attention_equals_plain_softmax_reference(heads: int, head_ch: int)
     randomize(blk, std=0.2)
     x = torch.randn(2, 32, 6, 5)
     want = _plain_attention(x, blk)
-    for recipe in ("fast", "original"):
-        blk.recipe = recipe
-        with torch.no_grad():
-            torch.testing.assert_close(blk(x), want, atol=2e-5, rtol=1e-5)
-    blk.recipe = "fast"
     with torch.no_grad():
+        torch.testing.assert_close(blk(x), want, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(attention_forward(blk, x), want, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(blk(x.contiguous(memory_format=torch.channels_last)), want, atol=2e-5, rtol=1e-5)
 
 
@@ -266,9 +263,9 @@ def test_fast_recipe_and_channels_last_compute_the_original_function() -> None:
     x, t, c, z = inputs(cfg)
     with torch.no_grad():
         fast = model(x, t, c, z)
-        set_recipe(model, "original")
+        use_original_recipe(model)
         orig = model(x, t, c, z)
-        set_recipe(model, "fast")
+        use_our_recipe(model)
         to_channels_last(model)
         cl = model(x, t, c, z)
     assert fast.abs().mean() > 1e-3

@@ -24,16 +24,6 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def set_recipe(model: nn.Module, recipe: str) -> nn.Module:
-    """Select the ``fast`` (default) or the literal ``original`` arithmetic in every UNet of ``model``."""
-    from dre.model.unet import UNet
-
-    for mod in model.modules():
-        if isinstance(mod, UNet):
-            mod.set_recipe(recipe)
-    return model
-
-
 def maybe_compile(model: nn.Module, enabled: bool, **kwargs: object) -> nn.Module:
     """``torch.compile`` the UNet in place when asked (the wrapper and encoder stay eager).
 
