@@ -29,7 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from dre.model import maybe_compile, to_channels_last
 from dre.model.precision import Precision
 from dre.train import TrainConfig
-from dre.train.loop import _step, _trainable, build_model
+from dre.train.loop import _step
+from dre.train.stage_model import build_model, trainable_params
 from tests.original_recipe import use_original_recipe  # the published arithmetic (the tests' oracle)
 
 
@@ -56,7 +57,7 @@ def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
     else:
         prec = Precision("fp16" if device.type == "cuda" else "fp32", device.type)
     model.train()
-    params = _trainable(cfg, model)
+    params = trainable_params(cfg, model)
     opt = torch.optim.Adam(params, lr=1e-4, fused=recipe == "ours", foreach=False if recipe != "ours" else None)
     return cfg, model, diffusion, opt, prec.make_scaler(), prec, params
 
