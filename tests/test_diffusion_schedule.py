@@ -26,7 +26,7 @@ def test_linear_schedule_against_closed_form() -> None:
     assert d.betas.dtype == torch.float64 and d.alphas_cumprod.dtype == torch.float64
     for t in (0, 250, 500, 999):
         assert d.alphas_cumprod[t].item() == pytest.approx(closed_form_linear_abar(t), rel=1e-12)
-    # the reference's rounded values (§4)
+    # the published schedule's rounded values (docs/reference.md)
     assert d.alphas_cumprod[0].item() == pytest.approx(0.9999, rel=1e-12)
     assert d.alphas_cumprod[250].item() == pytest.approx(0.521, abs=1e-3)
     assert d.alphas_cumprod[500].item() == pytest.approx(0.078, abs=1e-3)

@@ -83,7 +83,7 @@ def test_tiny_real_forward_shapes(size: int) -> None:
 
 
 def test_parameter_count_of_published_configuration() -> None:
-    """The reference computes UNet 133,400,835 and ResNet-18 11,209,344 analytically (§3.4)."""
+    """The published network has 133,400,835 UNet and 11,209,344 ResNet-18 parameters (docs/reference.md)."""
     with torch.device("meta"):
         model = DiffusionRig(ModelConfig())
         model50 = DiffusionRig(ModelConfig(encoder="resnet50"))

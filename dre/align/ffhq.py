@@ -5,7 +5,7 @@ this way (an oriented square "quad" derived from the eyes and mouth, then resamp
 model only transfers to a personal album when the album's crops sit in the same frame, so the geometry
 here must match: same quad, same margins, same supersampled resampling.
 
-Steps (``deca_emoca.md`` §5.1): quad from eye/mouth landmarks → integer pre-shrink of huge photos →
+Steps (docs/reference.md): quad from eye/mouth landmarks → integer pre-shrink of huge photos →
 crop around the quad with a border → reflect-pad past the image edge, blurring the padding towards a
 flat median so mirrored content does not look like a face → QUAD transform to ``transform_size²`` →
 Lanczos resize to ``size²``.

@@ -1,6 +1,6 @@
 """Timestep respacing: which of the T training steps a sampler visits, and the sub-schedule they form.
 
-Spec strings behave as the original's (``shared/reference/diffusionrig.md`` §4):
+Spec strings behave as the original's (docs/reference.md):
 
 * ``""``: every step (0 … T−1).
 * ``"ddimN"``: ``range(0, T, stride)`` for the integer stride that gives exactly N steps

@@ -1,7 +1,7 @@
 """Noise schedules, the forward process and the P2-weighted ε loss.
 
 Tables are computed in float64 and cast to float32 only when indexed on a device, as the original
-does (``shared/reference/diffusionrig.md`` §4). Written from that description.
+does (docs/reference.md). Written from that description.
 """
 
 from __future__ import annotations

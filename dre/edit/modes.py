@@ -1,7 +1,7 @@
 """Edit modes and the FLAME code swaps they stand for.
 
 A mode names which parts of the *target* face replace the *source* face's, as in DiffusionRig's
-inference (reference: diffusionrig.md §6):
+inference (docs/reference.md):
 
 | component | replaced from the target              | buffers change? |
 |-----------|---------------------------------------|-----------------|

@@ -1,4 +1,4 @@
-"""DiffusionRig network (issue 6): UNet, global latent encoder, wrapper, model files, speed switches."""
+"""DiffusionRig network: UNet, global latent encoder, wrapper, model files, speed switches."""
 
 from __future__ import annotations
 

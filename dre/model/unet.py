@@ -1,7 +1,7 @@
 """The DiffusionRig denoising UNet (ADM-style, with a second FiLM for the global latent).
 
 Topology, sizes and parameter names follow the published network exactly
-(``shared/reference/diffusionrig.md`` §3.1, §3.3, §3.5) so that the official stage-1 checkpoint loads
+(docs/reference.md) so that the official stage-1 checkpoint loads
 strictly into it. Written from that description; no code was copied.
 
 The arithmetic is ours, not the published one: attention through ``F.scaled_dot_product_attention``
