@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 
 # iBUG-68 index ranges the recipe uses.
 RIGHT_EYE = slice(36, 42)  # subject's right eye = image left
@@ -198,8 +199,6 @@ def align_face(
 
 def _pad_and_blur(arr: np.ndarray, pad: np.ndarray, qsize: float) -> np.ndarray:
     """Reflect-pad (left, top, right, bottom) and fade the padding into a blurred, flat median."""
-    from scipy.ndimage import gaussian_filter  # only photos whose quad leaves the frame need scipy
-
     img = np.pad(arr.astype(np.float32), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode="reflect")
     h, w, _ = img.shape
     y, x = np.ogrid[:h, :w]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from dre.errors import DreError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: parsing modes (the CLI, sheet checks) needs no torch
     import torch
 
     from dre.face3d.codes import FlameCodes

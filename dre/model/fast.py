@@ -12,11 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from dre.model.precision import Precision
+from dre.model.rig import DiffusionRig
+from dre.model.unet import UNet
 
 def to_channels_last(model: nn.Module) -> nn.Module:
     """Convert conv weights to channels-last and make the UNet feed channels-last activations."""
-    from dre.model.unet import UNet
-
     model.to(memory_format=torch.channels_last)
     for mod in model.modules():
         if isinstance(mod, UNet):
@@ -32,7 +32,6 @@ def maybe_compile(model: nn.Module, enabled: bool, **kwargs: object) -> nn.Modul
     """
     if not enabled:
         return model
-    from dre.model.rig import DiffusionRig
 
     target = model.denoisingUNet if isinstance(model, DiffusionRig) else model
     target.compile(**kwargs)  # in place: parameter names (and so state-dict keys) are unchanged
