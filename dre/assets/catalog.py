@@ -18,10 +18,10 @@ Layout of an assets folder::
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from dre.errors import DreError
+from dre.utils.hashing import sha256_file
 from dre.utils.synthetic import is_synthetic_assets
 
 FLAME_FILE = "generic_model.pkl"
@@ -132,23 +132,6 @@ def expect(cond: bool, path: Path, key: str, msg: str) -> None:
 
 # --- checksums ----------------------------------------------------------------------------------
 
-_sha_cache: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (cached per path/size/mtime within the process: extraction asks per album)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        _sha_cache[key] = h.hexdigest()
-    return _sha_cache[key]
-
-
 RENDER_FILES = (FLAME_FILE, TEXTURE_FILE, TEMPLATE_FILE, LANDMARK_FILE)
 """What rendering buffers reads (``FaceModel``); extraction reads these plus its encoder's files."""
 
@@ -165,4 +148,4 @@ def asset_checksums(
         folder = emoca_path(root, emoca_model)
         files.append(str((folder / "cfg.yaml").relative_to(root)))
         files.append(str(locate_emoca_checkpoint(folder).relative_to(root)))
-    return {f: file_sha256(root / f) for f in files if (root / f).is_file()}
+    return {f: sha256_file(root / f) for f in files if (root / f).is_file()}
