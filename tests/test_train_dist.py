@@ -121,7 +121,7 @@ def test_two_gloo_processes_match_one_and_only_rank0_writes(tmp_path: Path, cli_
 def ckpt_init(tmp_path: Path, lmdb: Path, common: tuple[str, ...]) -> Path:
     """The same run's weights after 0 steps (export of an untrained model with the same seed)."""
     from dre.model import save_model_file
-    from dre.train.loop import build_model
+    from dre.train.stage_model import build_model
 
     cfg = make_cfg(1, [lmdb], tmp_path / "zero", tmp_path / "zero.pt", *common)
     model, _, mcfg, dcfg = build_model(cfg)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dre.align.backends import BACKENDS
 from dre.errors import DreError
 from dre.utils.cliconfig import run_arg, setting
 
 POLICIES = ("largest", "all", "skip")
+BACKENDS = ("fan", "mediapipe", "sidecar")
 
 
 @dataclass

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dre.align.backends import Face, LandmarkBackend, NoLandmarks, make_backend
+from dre.align.backends import Face, LandmarkBackend, NoLandmarks
+from dre.align.config import BACKENDS, AlignConfig
+from dre.align.fan import FanBackend
 from dre.align.ffhq import SUPERSAMPLE, align_face, ffhq_quad
-from dre.align.config import AlignConfig
 from dre.align.imageio import ImageLoadError, LoadedImage, list_album, load_rgb
+from dre.align.mediapipe_mesh import MediaPipeBackend
+from dre.align.sidecar import SidecarBackend
 from dre.errors import DreError
 from dre.tables import ALIGN, ALIGN_FILE
 from dre.utils.images import IMAGE_SUFFIXES
@@ -85,6 +88,21 @@ class _Names:
 
 def _flat(a: np.ndarray) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=np.float32).reshape(-1)]
+
+
+def make_backend(name: str, device: str = "auto") -> LandmarkBackend:
+    """Build a back-end by its ``--backend`` name; errors name what is missing and how to fix it.
+
+    The back-end modules are cheap to import: each loads its library (face-alignment, mediapipe) only
+    when constructed.
+    """
+    if name == "sidecar":
+        return SidecarBackend()
+    if name == "mediapipe":
+        return MediaPipeBackend()
+    if name == "fan":
+        return FanBackend(device=device)
+    raise DreError(f"--backend {name!r} is not one of {', '.join(BACKENDS)}")
 
 
 # ---------------------------------------------------------------------------------------------- engine

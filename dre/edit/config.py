@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dre.edit.modes import Mode, parse_modes
@@ -52,7 +52,6 @@ class EditConfig:
     precision: str = setting(
         "auto", choices=PRECISIONS, help="UNet arithmetic: auto = bf16 on a GPU, fp32 on the CPU (byte-identical reruns)"
     )
-    extra_meta: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.steps < 1:

@@ -55,7 +55,6 @@ def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     import torch
 
-    _require_parts()
     from dre.diffusion import GaussianDiffusion
     from dre.edit import engine
     from dre.edit.writer import EditResult, EditSettings, write_edit_folder
@@ -153,29 +152,16 @@ def run(cfg: EditConfig) -> Path:
         noise_seeds=[engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems),
         meta={
             "model_meta": _plain_meta(meta),
-            "precision": precision,
+            "precision": precision.name,
             "mean_shape": ms is not None,
             "synthetic": synthetic,
             "image_size": image_size,
             "device": str(device),
-            **cfg.extra_meta,
         },
     )
     write_edit_folder(Path(cfg.out), result)
     log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
     return Path(cfg.out)
-
-
-def _require_parts() -> None:
-    """A clear error (not a traceback) while a part this command builds on is missing from the package."""
-    import importlib
-
-    for module, what in (("dre.model", "the model (issue 6)"), ("dre.diffusion", "DDIM sampling (issue 6)"),
-                         ("dre.face3d.face_model", "the face model and renderer (issue 4)")):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise DreError(f"`dre edit` needs {what}, which is not available: {exc}") from None
 
 
 def _diffusion_config(meta: dict) -> "DiffusionConfig":  # noqa: F821

@@ -8,11 +8,7 @@ step order, ``shards`` for the stateless data order and noise, ``train_state`` f
 
 from __future__ import annotations
 
-from dre.train.config import TrainConfig
-
-Config = TrainConfig
-"""The stage's config (the uniform name every stage package exports)."""
-
+from dre.train.config import TrainConfig as Config
 from dre.train.loop import TrainingInterrupted, run
 
 __all__ = ["Config", "TrainingInterrupted", "run"]
