@@ -1,9 +1,9 @@
 """Training throughput: our recipe vs the original DiffusionRig recipe, side by side in one run.
 
-- ours: ``fast`` UNet arithmetic (SDPA attention, folded FiLM/GroupNorm), fused Adam, bf16 autocast and
+- ours: our UNet arithmetic (SDPA attention, folded FiLM/GroupNorm), fused Adam, bf16 autocast and
   channels-last on CUDA (fp32 on CPU, where autocast to bf16 is not a speed-up on most CPUs), optional
   ``torch.compile`` of the UNet.
-- original: the literal ``original`` arithmetic (einsum attention, reference fp32 GroupNorm), eager,
+- original: the published arithmetic (``tests/original_recipe.py``: einsum attention, fp32-copy GroupNorm), eager,
   per-parameter Adam, fp16 autocast + GradScaler on CUDA (fp32 on CPU: fp16 autocast on CPU is an
   emulation, not the original's GPU path).
 
@@ -24,28 +24,32 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dre.model import ModelConfig, maybe_compile, to_channels_last
+from dre.model.precision import Precision
+from dre.train.config import TrainConfig
+from dre.train.loop import _step
+from dre.train.stage_model import build_model, trainable_params
+from tests.original_recipe import use_original_recipe  # the published arithmetic (the tests' oracle)
 
 
 def _cfg(args: argparse.Namespace):
-    from dre.train import TrainConfig
-
-    return TrainConfig(
-        stage=1, lmdb=["<random>"], run_dir="-", out="-", image_size=args.size, model_channels=args.channels,
+    model = ModelConfig(
+        image_size=args.size, model_channels=args.channels,
         channel_mult=tuple(int(x) for x in args.channel_mult.split(",")) if args.channel_mult else (),
-        num_res_blocks=args.res_blocks, attention_resolutions=(args.attention,), batch_size=args.batch,
-        max_steps=1, device=args.device,
-    ).resolved()
+        num_res_blocks=args.res_blocks, attention_resolutions=(args.attention,),
+    )
+    return TrainConfig(stage=1, lmdb=["<random>"], run_dir="-", out="-", model=model, batch_size=args.batch,
+                       max_steps=1, device=args.device).resolved()
 
 
 def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
-    from dre.model import maybe_compile, set_recipe, to_channels_last
-    from dre.train.loop import _trainable, build_model
-    from dre.train.precision import Precision
-
     cfg = _cfg(args)
     model, diffusion, _, _ = build_model(cfg)
     model.to(device)
-    set_recipe(model, "fast" if recipe == "ours" else "original")
+    if recipe != "ours":
+        use_original_recipe(model)
     if recipe == "ours":
         if device.type == "cuda":
             to_channels_last(model)
@@ -54,17 +58,17 @@ def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
     else:
         prec = Precision("fp16" if device.type == "cuda" else "fp32", device.type)
     model.train()
-    params = _trainable(cfg, model)
+    params = trainable_params(cfg, model)
     opt = torch.optim.Adam(params, lr=1e-4, fused=recipe == "ours", foreach=False if recipe != "ours" else None)
     return cfg, model, diffusion, opt, prec.make_scaler(), prec, params
 
 
 def _batch(cfg, device: torch.device, seed: int, channels_last: bool):
     g = torch.Generator().manual_seed(seed)
-    b, s = cfg.batch_size, cfg.image_size
+    b, s = cfg.batch_size, cfg.model.image_size
     x0 = (torch.rand(b, 3, s, s, generator=g) * 2 - 1).to(device)
     cond = torch.rand(b, 9, s, s, generator=g).to(device)
-    t = torch.randint(0, cfg.diffusion_steps, (b,), generator=g).to(device)
+    t = torch.randint(0, cfg.diffusion.steps, (b,), generator=g).to(device)
     noise = torch.randn(b, 3, s, s, generator=g).to(device)
     if channels_last:
         x0, cond = x0.contiguous(memory_format=torch.channels_last), cond.contiguous(memory_format=torch.channels_last)
@@ -77,8 +81,6 @@ def _sync(device: torch.device) -> None:
 
 
 def _flops(run, device: torch.device) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as fc:
         run()
     _sync(device)
@@ -104,7 +106,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    from dre.train.loop import _step
 
     setups = {r: _setup(args, r, device) for r in ("ours", "original")}
     batches = {r: _batch(setups[r][0], device, 0, r == "ours" and device.type == "cuda") for r in setups}
@@ -132,7 +133,7 @@ def main() -> None:
     cfg = setups["ours"][0]
     n_params = sum(p.numel() for p in setups["ours"][1].parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; model {cfg.image_size}², {n_params / 1e6:.1f} M params, batch {cfg.batch_size}, "
+    print(f"device: {name}; model {cfg.model.image_size}², {n_params / 1e6:.1f} M params, batch {cfg.batch_size}, "
           f"compile={args.compile}")
     print(f"{'recipe':<10}{'s/step':>10}{'steps/s':>10}{'images/s':>10}{'TFLOP/s':>10}{'MFU':>8}")
     rate = {}

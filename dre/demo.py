@@ -30,6 +30,7 @@ from PIL import Image
 
 from dre.errors import DreError
 from dre.utils.atomic import atomic_dir, atomic_path
+from dre.utils.cliconfig import run_arg
 
 MANIFEST_NAME = ".demo_album.json"  # hidden: album readers (dre align) skip dot files
 FORMAT = "dre-demo-album/1"
@@ -54,20 +55,20 @@ class Source:
 
 
 def _astronaut() -> np.ndarray:
-    import skimage.data
+    import skimage.data  # lazy: the Snakefile imports this module; photo libraries load only to build the album
 
     return np.asarray(skimage.data.astronaut(), dtype=np.uint8)
 
 
 def _camera() -> np.ndarray:
-    import skimage.data
+    import skimage.data  # lazy, as in _astronaut
 
     grey = np.asarray(skimage.data.camera(), dtype=np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
+    import matplotlib.cbook  # lazy, as in _astronaut
 
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         return np.asarray(Image.open(fh).convert("RGB"), dtype=np.uint8)
@@ -285,3 +286,24 @@ def prepare_demo(root: str | Path, n: int = 12, n_prior: int = 24, seed: int = 0
     build_album(paths["prior"], "prior", n_prior, seed)
     build_target(paths["target"], seed)
     return paths
+
+
+@dataclass
+class AlbumConfig:
+    """What ``dre demo-album`` writes: one album (and optionally the demo edit's target photo)."""
+
+    out: Path = run_arg(help="album folder to write (replaced atomically)")
+    kind: str = run_arg("personal", choices=("personal", "prior"), help="which set: the stage-2 album or stage-1 data")
+    n: int = run_arg(12, help="number of photos")
+    seed: int = run_arg(0, help="seed of every variant (and of the target)")
+    target: Path | None = run_arg(None, help="also write the demo edit's target photo to this .jpg file")
+
+
+def run(cfg: AlbumConfig) -> list[str]:
+    """Write the album (and target); returns one status line per thing written or found up to date."""
+    made = build_album(cfg.out, cfg.kind, cfg.n, cfg.seed)
+    lines = [f"{cfg.out}: {'written' if made else 'up to date'} ({cfg.n} {cfg.kind} photos)"]
+    if cfg.target:
+        made = build_target(cfg.target, cfg.seed)
+        lines.append(f"{cfg.target}: {'written' if made else 'up to date'} (demo target)")
+    return lines

@@ -63,7 +63,7 @@ def scene(tmp_path_factory, synthetic_assets):
 def _edit(scene, out: Path, monkeypatch, fail_seeds: list[int], retry: int):
     import dre.model
     from dre.diffusion import DiffusionConfig
-    from dre.edit import EditConfig, parse_modes, run_edit
+    from dre.edit import Config, parse_modes, run
     from dre.edit.engine import seeded_noise
 
     model = FailOnSeed(list(seeded_noise(fail_seeds, (3, SIZE, SIZE))))
@@ -73,10 +73,10 @@ def _edit(scene, out: Path, monkeypatch, fail_seeds: list[int], retry: int):
     assets, src, tgt = scene
     stand_in = scene[1].parent / "model.pt"  # never read (load_model_file is replaced); one path for reruns
     stand_in.write_bytes(b"stands in")
-    cfg = EditConfig(model=stand_in, assets=assets, source=src, target=tgt, out=out,
+    cfg = Config(model=stand_in, assets=assets, source=src, target=tgt, out=out,
                      modes=parse_modes("exp,light"), target_extractor="emoca", steps=4, seed=5, device="cpu",
                      retry_failed=retry)
-    return run_edit(cfg)
+    return run(cfg)
 
 
 def _files(folder: Path) -> dict[str, str]:

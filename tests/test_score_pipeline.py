@@ -44,7 +44,7 @@ def _score(scene, rx, tmp_path, pictures, *, source_extractor="deca", target_ext
                      source=None if table else src, target=None if table else tgt,
                      source_extractor=None if table else source_extractor,
                      target_extractor=None if table else target_extractor,
-                     settings=ScoreSettings(**flags)), reextractor=rx)
+                     scoring=ScoreSettings(**flags)), reextractor=rx)
     rows = pq.read_table(out / "scores.parquet").to_pylist()
     return {r["file"][:-4]: r for r in rows}, json.loads((out / "summary.json").read_text())
 

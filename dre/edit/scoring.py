@@ -46,7 +46,7 @@ def score_edits(
     from dre.score.scorer import Item
     from dre.score.summary import one_line, summarise
 
-    settings = cfg.score_settings
+    settings = cfg.scoring
     scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, settings, sources=faces,
                           target=target, size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,
                           batch_size=cfg.batch_size)

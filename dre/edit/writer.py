@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dre.edit import outputs
+from dre.score.grid import cell_marks
 from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
 from dre.utils.atomic import atomic_dir
 
@@ -48,8 +49,8 @@ class EditSettings:
     eta: float
     source_extractor: str
     target_extractor: str
-    save_buffers: bool
-    retry_failed: int = 0
+    grid_buffers: bool  # the rendered buffers also in grid.png
+    retry_failed: int = 0  # recorded with the draws
 
 
 @dataclass
@@ -64,7 +65,7 @@ class EditResult:
     source_buffers: "Buffers"
     edit_buffers: "Buffers"
     noise_seeds: list[int | None]
-    scored: "ScoredEdits | None" = None  # None: --no-score (the score and draw columns stay empty)
+    scored: "ScoredEdits | None" = None  # None: --no-scores (the score and draw columns stay empty)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,20 +132,18 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
 
         cell = int(res.images.shape[-1])
         labels = ["source", "target"] + [md.name for md in plan.modes]
-        if settings.save_buffers:
+        if settings.grid_buffers:
             labels += ["source render"] + [f"{md.name} render" for md in plan.modes]
         grid_rows = []
         for i in range(n):
             row_cells = [sources_u8[i], target_u8] + [edited_u8[i * m + j] for j in range(m)]
-            if settings.save_buffers:
+            if settings.grid_buffers:
                 row_cells += [_rendered_preview(res.source_buffers, i)]
                 row_cells += [_rendered_preview(res.edit_buffers, i * m + j) for j in range(m)]
             grid_rows.append(row_cells)
         banner = "SYNTHETIC ASSETS - not a real face reconstruction" if synthetic else ""
         marks, notes = {}, {}
         if res.scored is not None:
-            from dre.score.grid import cell_marks
-
             marks, notes = cell_marks(res.scored.rows, [(k // m, 2 + k % m) for k in range(plan.n_jobs)])
         grid = outputs.make_grid(grid_rows, labels, plan.stems, cell=max(cell, 96), banner=banner, marks=marks,
                                  notes=notes)

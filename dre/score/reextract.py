@@ -19,11 +19,9 @@ import numpy as np
 from PIL import Image
 
 from dre.errors import DreError
+from dre.score.config import LANDMARK_BACKENDS
 
 log = logging.getLogger(__name__)
-
-LANDMARK_BACKENDS = ("mediapipe", "fan")
-"""Detectors that can run on a generated picture (``sidecar`` cannot: nobody annotated it)."""
 
 DETECT_SIZE = 256
 """Pictures smaller than this are upscaled (bicubic) for detection only; landmarks are mapped back."""

@@ -13,48 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from dre.errors import DreError
-from dre.score.scorer import ScoreSettings
+from dre.score.config import ScoreConfig, ScoreSettings
 from dre.tables import SCORES, SCORES_FILE
 
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
 GRID_NAME = "grid.png"
-
-
-@dataclass
-class Config:
-    """Every ``dre score`` setting."""
-
-    edits: Path
-    assets: Path
-    out: Path
-    source: Path | None = None
-    target: Path | None = None
-    source_extractor: str | None = None
-    target_extractor: str | None = None
-    emoca_model: str = "EMOCA_v2_lr_mse_20"
-    device: str = "auto"
-    batch_size: int = 16
-    settings: ScoreSettings = field(default_factory=ScoreSettings)
-
-    def validate(self) -> None:
-        self.settings.validate()
-        if self.batch_size < 1:
-            raise DreError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        edits, out = Path(self.edits).resolve(), Path(self.out).resolve()
-        if out == edits or edits in out.parents or out in edits.parents:
-            raise DreError(f"--out {self.out} must be a folder of its own, not inside or around --edits {self.edits} "
-                           "(the edit folder belongs to `dre edit`)")
-        for flag, kind in (("--source-extractor", self.source_extractor), ("--target-extractor", self.target_extractor)):
-            if kind is not None and kind not in ("deca", "emoca"):
-                raise DreError(f"{flag} must be deca or emoca (got {kind!r})")
 
 
 def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, target,
@@ -97,7 +67,7 @@ def scored_rows(rows: list[dict], columns: dict[str, np.ndarray]) -> list[dict]:
     return out
 
 
-def run(cfg: Config, *, reextractor=None) -> Path:
+def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     """Score ``cfg.edits`` into ``cfg.out``; returns the output folder (``reextractor``: networks already loaded)."""
     from dre.edit import outputs
     from dre.score.grid import marked_grid
@@ -115,7 +85,7 @@ def run(cfg: Config, *, reextractor=None) -> Path:
     if synthetic:
         warn_synthetic("dre score")
     size = pictures[0].shape[0]
-    scorer = build_scorer(Path(cfg.assets), ef.source_extractor, ef.target_extractor, cfg.settings,
+    scorer = build_scorer(Path(cfg.assets), ef.source_extractor, ef.target_extractor, cfg.scoring,
                           sources=ef.sources, target=ef.target, size=size, device=cfg.device,
                           emoca_model=cfg.emoca_model, batch_size=cfg.batch_size, reextractor=reextractor)
     items = [Item(s, m.components, p) for s, m, p in zip(ef.row_source, ef.modes, pictures)]
@@ -124,7 +94,7 @@ def run(cfg: Config, *, reextractor=None) -> Path:
              "mode": m.name, "file": str(r["file"]), "synthetic": bool(synthetic)}
             for r, s, m in zip(ef.rows, ef.row_source, ef.modes)]
     rows = scored_rows(base, cols)
-    settings = asdict(cfg.settings)
+    settings = asdict(cfg.scoring)
     refs = references_info(scorer)
     summary = summarise(rows, settings=settings, references=refs, synthetic=synthetic)
     meta = {"settings": settings, "references": refs, "edits": str(cfg.edits), "source_extractor": ef.source_extractor,

@@ -16,31 +16,11 @@ import numpy as np
 from dre import tables
 from dre.errors import DreError
 from dre.score import metrics, quality
-from dre.score.reextract import LANDMARK_BACKENDS, Extracted, Reextractor, resize_square
-
-LEAK_THRESHOLD = 0.5
-"""Default ``leakage`` above which an edit is marked ``leaked``: an untouched block moved at least half
-as far as the target's value is from the source's."""
+from dre.score.config import ScoreSettings
+from dre.score.reextract import Extracted, Reextractor, resize_square
 
 SCORE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in tables.SCORE_COLUMNS)
 """Every column a score adds to an edit row (see docs/scores.md for their meaning)."""
-
-
-@dataclass
-class ScoreSettings:
-    """How edits are judged (shared by ``dre score`` and ``dre edit``; recorded with the scores)."""
-
-    landmarks: str = "mediapipe"
-    noise_threshold: float = quality.NOISE_THRESHOLD
-    leak_threshold: float = LEAK_THRESHOLD
-
-    def validate(self) -> None:
-        if self.landmarks not in LANDMARK_BACKENDS:
-            raise DreError(f"--landmarks must be one of {', '.join(LANDMARK_BACKENDS)} (got {self.landmarks!r})")
-        if not (self.noise_threshold > 0 and math.isfinite(self.noise_threshold)):
-            raise DreError(f"--noise-threshold must be a positive number of grey levels (got {self.noise_threshold})")
-        if not (self.leak_threshold > 0 and math.isfinite(self.leak_threshold)):
-            raise DreError(f"--leak-threshold must be positive (got {self.leak_threshold})")
 
 
 @dataclass

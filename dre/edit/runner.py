@@ -1,4 +1,4 @@
-"""``run_edit``: from flags (an :class:`EditConfig`) to a finished edit folder.
+"""``run``: from flags (an :class:`EditConfig`) to a finished edit folder.
 
 Loads the stage-2 model, the face model and the inputs, runs the batched engine and writes the folder
 atomically. No config file is read here; the CLI (``dre/commands/edit.py``) fills the dataclass.
@@ -9,66 +9,15 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
-from dre.edit.modes import Mode
+from dre.edit.config import EditConfig
 from dre.errors import DreError
-from dre.score.scorer import ScoreSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EditConfig:
-    """Every ``dre edit`` flag, typed."""
-
-    model: Path
-    assets: Path
-    source: Path
-    target: Path
-    out: Path
-    modes: list[Mode]
-    source_codes: Path | None = None
-    source_extractor: str = "deca"
-    target_extractor: str = "deca"
-    emoca_model: str = "EMOCA_v2_lr_mse_20"
-    mean_shape: Path | None = None
-    steps: int = 20
-    eta: float = 0.0
-    init: str = "noise"
-    seed: int = 0
-    batch_size: int = 16
-    save_buffers: bool = False
-    device: str = "auto"
-    precision: str = "auto"
-    score: bool = True
-    score_settings: ScoreSettings = field(default_factory=ScoreSettings)
-    retry_failed: int = 0
-    extra_meta: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.steps < 1:
-            raise DreError(f"--steps must be at least 1 (got {self.steps})")
-        if self.batch_size < 1:
-            raise DreError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if not 0.0 <= self.eta <= 1.0:
-            raise DreError(f"--eta must be in [0, 1] (got {self.eta})")
-        if self.init not in ("noise", "inversion"):
-            raise DreError(f"--init must be noise or inversion (got {self.init!r})")
-        for flag, kind in (("--source-extractor", self.source_extractor), ("--target-extractor", self.target_extractor)):
-            if kind not in ("deca", "emoca"):
-                raise DreError(f"{flag} must be deca or emoca (got {kind!r})")
-        if self.seed < 0:
-            raise DreError(f"--seed must be non-negative (got {self.seed})")
-        if self.retry_failed < 0:
-            raise DreError(f"--retry-failed must be non-negative (got {self.retry_failed})")
-        if self.retry_failed and not self.score:
-            raise DreError("--retry-failed needs the scores that flag failures; drop --no-score")
-        self.score_settings.validate()
 
 
 def faces_to_tensor(faces: list[Face], size: int) -> "torch.Tensor":  # noqa: F821
@@ -102,11 +51,10 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
     return tform @ scale
 
 
-def run_edit(cfg: EditConfig) -> Path:
+def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     import torch
 
-    _require_parts()
     from dre.diffusion import GaussianDiffusion
     from dre.edit import engine
     from dre.edit.writer import EditResult, EditSettings, write_edit_folder
@@ -190,7 +138,7 @@ def run_edit(cfg: EditConfig) -> Path:
     images_np = images.float().cpu().numpy()
     noise_seeds = [engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems)
     scored = None
-    if cfg.score:
+    if cfg.scores:
         from dre.edit.scoring import score_edits
 
         def draw(jobs: list[int], seeds: list[int]) -> np.ndarray:
@@ -207,7 +155,7 @@ def run_edit(cfg: EditConfig) -> Path:
 
     settings = EditSettings(
         model=str(cfg.model), seed=int(cfg.seed), init=cfg.init, steps=int(cfg.steps), eta=float(cfg.eta),
-        source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor, save_buffers=cfg.save_buffers,
+        source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor, grid_buffers=cfg.grid_buffers,
         retry_failed=int(cfg.retry_failed),
     )
     result = EditResult(
@@ -224,29 +172,16 @@ def run_edit(cfg: EditConfig) -> Path:
         scored=scored,
         meta={
             "model_meta": _plain_meta(meta),
-            "precision": precision,
+            "precision": precision.name,
             "mean_shape": ms is not None,
             "synthetic": synthetic,
             "image_size": image_size,
             "device": str(device),
-            **cfg.extra_meta,
         },
     )
     write_edit_folder(Path(cfg.out), result)
     log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
     return Path(cfg.out)
-
-
-def _require_parts() -> None:
-    """A clear error (not a traceback) while a part this command builds on is missing from the package."""
-    import importlib
-
-    for module, what in (("dre.model", "the model (issue 6)"), ("dre.diffusion", "DDIM sampling (issue 6)"),
-                         ("dre.face3d.face_model", "the face model and renderer (issue 4)")):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise DreError(f"`dre edit` needs {what}, which is not available: {exc}") from None
 
 
 def _diffusion_config(meta: dict) -> "DiffusionConfig":  # noqa: F821
