@@ -56,7 +56,7 @@ def make_detector(name: str, device: str = "auto"):
     if name not in LANDMARK_BACKENDS:
         raise DreError(f"--landmarks {name!r}: use one of {', '.join(LANDMARK_BACKENDS)} (a detector; "
                        "edited pictures have no sidecar files)")
-    from dre.align.backends import make_backend
+    from dre.align.runner import make_backend
 
     return make_backend(name, device=device)
 
