@@ -153,7 +153,7 @@ def edit_flags(wildcards, input):
     )
     if ALBUMS[row["album"]]["mean_shape"]:
         flags += f" --mean-shape {shlex.quote(str(Path(input.lmdb) / 'mean_shape.npy'))}"
-    return flags + " " + stage_flags(config["score"])
+    return f"{flags} {stage_flags(config['score'])}"
 
 
 def score_flags(wildcards):
