@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dre.train import train
+from dre.train import run as run_training
 
 from train_support import make_cfg, train_argv, write_tiny_lmdb
 
@@ -76,7 +76,7 @@ def test_two_gloo_processes_match_one_and_only_rank0_writes(tmp_path: Path, cli_
     lmdb = write_tiny_lmdb(tmp_path / "data.lmdb", 7, seed=5)
     # dropout off: it is the one draw that depends on the process (per-rank RNG), by design
     common = ("--batch-size", "4", "--max-steps", "2", "--save-every", "2", "--log-every", "1", "--dropout", "0")
-    ref = train(make_cfg(1, [lmdb], tmp_path / "one", tmp_path / "one.pt", *common))
+    ref = run_training(make_cfg(1, [lmdb], tmp_path / "one", tmp_path / "one.pt", *common))
 
     watched = tmp_path / "two"
     script = tmp_path / "wrapper.py"

@@ -78,16 +78,17 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def train(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
+def run(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
     """Run (or resume) the training described by ``cfg``; returns the exported model file.
 
     ``on_step(step)`` is called after every completed step (monitoring, and tests that interrupt a run).
     """
+    cfg = cfg.resolved()
     env = detect_env()
     device = select_device(cfg.device, env)
     dist = Distributed(env, device).init()
     try:
-        info = inspect_lmdbs(cfg.lmdb, cfg.image_size)
+        info = inspect_lmdbs(cfg.lmdb, cfg.model.image_size)
         data: LmdbData | MemoryData
         data = MemoryData.from_lmdb(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
         return run_training(cfg, data, dist, device, on_step=on_step)
@@ -112,7 +113,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
     if synthetic and dist.is_main:
         warn_synthetic("dre train")
-    if dist.distributed and cfg.sync_bn:
+    if dist.distributed and not cfg.local_bn:
         convert_global_bn(model.encoder)
     model.to(device)
     if device.type == "cuda":
@@ -228,7 +229,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 if device.type == "cuda":
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                     cond = cond.contiguous(memory_format=torch.channels_last)
-                t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion_steps).to(device)
+                t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion.steps).to(device)
                 noise = step_noise(cfg.seed, step, part, x0.shape[1:], device)
                 lr = lr_at(step, cfg.lr, cfg.warmup_steps)
                 for g in optimizer.param_groups:

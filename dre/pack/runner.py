@@ -8,20 +8,23 @@ write transaction. The whole store is built in a temporary folder and renamed on
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import numpy as np
 
 from dre.data import schema
 from dre.data.store import build_lmdb
 from dre.errors import DreError
+from dre.pack.config import PackConfig
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
 from dre.tables import CODES, MANIFEST
 from dre.utils.hashing import sha256_file
@@ -44,29 +47,6 @@ class Renderer(Protocol):
 
     def render(self, codes: "FlameCodes", tform: "torch.Tensor", image_size: int = 256,
                center: "torch.Tensor | None" = None) -> "Buffers": ...  # fmt: skip
-
-
-@dataclass
-class PackConfig:
-    """Every ``dre pack`` flag (see dre/commands/pack.py)."""
-
-    out: Path
-    images: Path | None = None
-    codes: Path | None = None
-    assets: Path | None = None
-    manifest: Path | None = None
-    mean_shape: bool = False
-    size: int = 256
-    batch_size: int = 32
-    device: str = "auto"
-    import_legacy: Path | None = None
-
-    def manifest_path(self) -> Path:
-        if self.manifest is not None:
-            return Path(self.manifest)
-        out = Path(self.out)
-        stem = out.name[: -len(".lmdb")] if out.name.endswith(".lmdb") else out.name
-        return out.with_name(stem + ".parquet")
 
 
 @dataclass
@@ -132,6 +112,36 @@ def _load_image(path: Path, size: int) -> tuple[bytes, float]:
 
 def _flat_codes(codes: "FlameCodes") -> np.ndarray:
     return codes.flat().detach().to("cpu").float().numpy()
+
+
+# ------------------------------------------------------------------ the stage
+def run(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
+    """``dre pack``: pack from codes (:func:`pack_album`) or convert a legacy LMDB (:func:`import_legacy`).
+
+    SIGTERM (what Snakemake and SLURM send) is turned into KeyboardInterrupt meanwhile, so the atomic
+    build removes its temporary folder instead of leaving it behind.
+    """
+    cfg.validate()
+    with _terminate_as_interrupt():
+        if cfg.import_legacy is not None:
+            return import_legacy(cfg)
+        return pack_album(cfg, face_model)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------ packing from codes
