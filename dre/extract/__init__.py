@@ -5,7 +5,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dre.extract.config import ExtractConfig as Config
-from dre.extract.runner import run
+
+if TYPE_CHECKING:
+    from dre.extract.runner import ExtractReport
 
 __all__ = ["Config", "run"]
+
+
+def run(cfg: Config) -> ExtractReport:
+    """Run the stage on ``cfg`` (see :mod:`dre.extract.runner`)."""
+    from dre.extract.runner import run as run_stage  # lazy: `dre extract --help` needs only Config, not torch
+
+    return run_stage(cfg)
