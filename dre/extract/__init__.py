@@ -11,12 +11,13 @@ from dre.extract.config import ExtractConfig as Config
 
 if TYPE_CHECKING:
     from dre.extract.runner import ExtractReport
+    from dre.face3d.extractor import Extractor
 
 __all__ = ["Config", "run"]
 
 
-def run(cfg: Config) -> ExtractReport:
-    """Run the stage on ``cfg`` (see :mod:`dre.extract.runner`)."""
+def run(cfg: Config, extractor: Extractor | None = None) -> ExtractReport:
+    """Run the stage on ``cfg`` (see :mod:`dre.extract.runner`; ``extractor`` replaces the encoders in tests)."""
     from dre.extract.runner import run as run_stage  # lazy: `dre extract --help` needs only Config, not torch
 
-    return run_stage(cfg)
+    return run_stage(cfg, extractor)

@@ -169,7 +169,7 @@ def _encode_batch(ext, items: list[Item], batch: list[int], decoded: list, rows:
         sizes[max(images[k].shape[:2])] += 1
 
 
-def run(cfg: ExtractConfig, extractor=None) -> ExtractReport:
+def run(cfg: ExtractConfig, extractor: Extractor | None = None) -> ExtractReport:
     """Encode every aligned image of ``cfg.images`` and write ``cfg.out``.
 
     ``extractor``: an already loaded :class:`~dre.face3d.extractor.Extractor` of kind ``cfg.extractor``

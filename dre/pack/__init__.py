@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from dre.pack.config import PackConfig as Config
 
 if TYPE_CHECKING:
-    from dre.pack.runner import PackResult
+    from dre.pack.runner import PackResult, Renderer
 
 __all__ = ["Config", "run"]
 
 
-def run(cfg: Config) -> PackResult:
-    """Run the stage on ``cfg`` (see :mod:`dre.pack.runner`)."""
+def run(cfg: Config, face_model: Renderer | None = None) -> PackResult:
+    """Run the stage on ``cfg`` (see :mod:`dre.pack.runner`; ``face_model`` replaces the renderer in tests)."""
     from dre.pack.runner import run as run_stage  # lazy: `dre pack --help` needs only Config, not torch
 
-    return run_stage(cfg)
+    return run_stage(cfg, face_model)
