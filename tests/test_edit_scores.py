@@ -61,7 +61,7 @@ def scene(tmp_path_factory, synthetic_assets):
 
 
 def _edit(scene, out: Path, monkeypatch, fail_seeds: list[int], retry: int):
-    import dre.model
+    import dre.edit.runner
     from dre.diffusion import DiffusionConfig
     from dre.edit import Config, parse_modes, run
     from dre.edit.engine import seeded_noise
@@ -69,7 +69,7 @@ def _edit(scene, out: Path, monkeypatch, fail_seeds: list[int], retry: int):
     model = FailOnSeed(list(seeded_noise(fail_seeds, (3, SIZE, SIZE))))
     meta = {"stage": 2, "extractor": "deca", "synthetic": True, "mean_shape": None,
             "diffusion_config": DiffusionConfig(), "model_config": model.cfg}
-    monkeypatch.setattr(dre.model, "load_model_file", lambda *a, **k: (model, meta))
+    monkeypatch.setattr(dre.edit.runner, "load_model_file", lambda *a, **k: (model, meta))
     assets, src, tgt = scene
     stand_in = scene[1].parent / "model.pt"  # never read (load_model_file is replaced); one path for reruns
     stand_in.write_bytes(b"stands in")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from dre.align.backends import Face, LandmarkBackend, NoLandmarks
 from dre.align.config import BACKENDS, AlignConfig
@@ -25,6 +26,7 @@ from dre.align.mediapipe_mesh import MediaPipeBackend
 from dre.align.sidecar import SidecarBackend
 from dre.errors import DreError
 from dre.tables import ALIGN, ALIGN_FILE
+from dre.utils.atomic import atomic_dir
 from dre.utils.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,6 @@ def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport
     The output folder is built in a temporary sibling and replaces ``cfg.output`` only when complete,
     and only when at least one face is usable (otherwise :class:`DreError` with per-file reasons).
     """
-    from dre.utils.atomic import atomic_dir
-
     src_root = cfg.input.resolve()
     out_root = cfg.output.resolve()
     if out_root == src_root or (src_root.is_dir() and src_root in out_root.parents) or out_root in src_root.parents:
@@ -150,10 +150,6 @@ def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport
 
 
 def _progress(total: int, enabled: bool | None):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
     return tqdm(total=total, desc="align", unit="img", file=sys.stderr, disable=None if enabled is None else not enabled)
 
 

@@ -16,6 +16,9 @@ import numpy as np
 
 from dre.edit import outputs
 from dre.edit.retry import Draw, retry_failed
+from dre.score.runner import build_scorer, references_info
+from dre.score.scorer import Item
+from dre.score.summary import one_line, summarise
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,6 @@ def score_edits(
     draw: Callable[[list[int], list[int]], np.ndarray],
 ) -> ScoredEdits:
     """Score every job's picture and re-draw the failed ones (``cfg.retry_failed`` times at most)."""
-    from dre.score.run import build_scorer, references_info
-    from dre.score.scorer import Item
-    from dre.score.summary import one_line, summarise
-
     settings = cfg.scoring
     scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, settings, sources=faces,
                           target=target, size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,

@@ -5,7 +5,6 @@ contents depend only on what was computed and on the few settings recorded in ``
 writer can be tested on its own and never imports the command that calls it.
 
 Layout of ``results/edits/<edit>/``::
-
     <source_stem>_<mode>.png      one edited image per source × mode
     grid.png                      rows = sources; columns = source, target, each mode (+ rendered buffers)
     buffers/<source_stem>_<mode>.npz   the edited buffers the model was conditioned on (float16)
@@ -18,25 +17,24 @@ Layout of ``results/edits/<edit>/``::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from dre.edit import outputs
+from dre.edit.engine import EditPlan
+from dre.edit.inputs import Face
+from dre.edit.scoring import ScoredEdits
+from dre.face3d.codes import Buffers
 from dre.score.grid import cell_marks
 from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
 from dre.utils.atomic import atomic_dir
 
-if TYPE_CHECKING:
-    from dre.edit.engine import EditPlan
-    from dre.edit.inputs import Face
-    from dre.edit.scoring import ScoredEdits
-    from dre.face3d.codes import Buffers
-
 SUMMARY_NAME = "summary.json"
-
 
 @dataclass(frozen=True)
 class EditSettings:
@@ -65,13 +63,11 @@ class EditResult:
     source_buffers: "Buffers"
     edit_buffers: "Buffers"
     noise_seeds: list[int | None]
-    scored: "ScoredEdits | None" = None  # None: --no-scores (the score and draw columns stay empty)
+    scored: ScoredEdits | None = None  # None: --no-scores (the score and draw columns stay empty)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _buffer_arrays(buf: "Buffers", k: int) -> dict[str, np.ndarray]:
-    import torch
-
     return {
         name: getattr(buf, name)[k].detach().to("cpu", torch.float16).numpy()
         for name in ("rendered", "normal", "albedo", "alpha")
@@ -172,7 +168,7 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
         EDIT.write(tmp / EDIT_FILE, rows, meta)
 
 
-def _draw_columns(scored: "ScoredEdits", k: int) -> dict:
+def _draw_columns(scored: ScoredEdits, k: int) -> dict:
     """Which draw a job's picture is, and the seeds of every re-draw (docs/edits.md, re-sampling)."""
     draws = [d for d in scored.draws if d.job == k]
     kept = next(d for d in draws if d.attempt == scored.kept[k])
@@ -184,7 +180,7 @@ def _draw_columns(scored: "ScoredEdits", k: int) -> dict:
     }
 
 
-def _draw_rows(scored: "ScoredEdits", rows: list[dict]) -> list[dict]:
+def _draw_rows(scored: ScoredEdits, rows: list[dict]) -> list[dict]:
     """``attempts.parquet``: one row per draw (first draws, then each retry round), with its scores."""
     out = []
     for d in scored.draws:
@@ -195,8 +191,6 @@ def _draw_rows(scored: "ScoredEdits", rows: list[dict]) -> list[dict]:
 
 
 def _jsonable(v: Any) -> bool:
-    import json
-
     try:
         json.dumps(v)
     except (TypeError, ValueError):

@@ -4,14 +4,21 @@ Each edited picture goes back through the photo pipeline (landmarks → DECA cro
 is compared with its source and the target run through the same steps (docs/scores.md):
 ``metrics`` (transfer, leakage, identity from codes), ``quality`` (residual-noise estimate),
 ``reextract`` (detection + extraction), ``scorer`` (references once, edits many times), ``inputs`` /
-``config`` / ``run`` (``dre score`` on an existing folder), ``summary`` and ``grid`` (what is written and shown).
+``config`` / ``runner`` (``dre score`` on an existing folder), ``summary`` and ``grid`` (what is written and shown).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dre.score.config import ScoreConfig as Config
 from dre.score.config import ScoreSettings
-from dre.score.run import run
-from dre.score.scorer import SCORE_COLUMNS
 
-__all__ = ["Config", "SCORE_COLUMNS", "ScoreSettings", "run"]
+__all__ = ["Config", "ScoreSettings", "run"]
+
+
+def run(cfg: Config, **doubles) -> Path:
+    """Run the stage on ``cfg`` (see :mod:`dre.score.runner`; ``reextractor=`` reuses loaded networks)."""
+    from dre.score.runner import run as run_stage  # lazy: `dre score --help` needs only Config, not torch
+
+    return run_stage(cfg, **doubles)

@@ -18,8 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from dre.edit import outputs
 from dre.score.config import ScoreConfig, ScoreSettings
+from dre.score.grid import marked_grid
+from dre.score.inputs import read_edit_folder, read_pictures
+from dre.score.reextract import Reextractor
+from dre.score.scorer import Item, Scorer
+from dre.score.summary import one_line, summarise
 from dre.tables import SCORES, SCORES_FILE
+from dre.utils.atomic import atomic_dir
+from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +41,6 @@ def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: Sco
 
     ``reextractor`` reuses loaded networks (several scorers in one process); by default one is made.
     """
-    from dre.score.reextract import Reextractor
-    from dre.score.scorer import Scorer
-
     rx = reextractor or Reextractor(assets, landmarks=settings.landmarks, device=device, emoca_model=emoca_model,
                                     batch_size=batch_size)
     return Scorer(rx, source_kind, target_kind, settings, [f.image for f in sources], [f.landmarks for f in sources],
@@ -69,14 +74,6 @@ def scored_rows(rows: list[dict], columns: dict[str, np.ndarray]) -> list[dict]:
 
 def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     """Score ``cfg.edits`` into ``cfg.out``; returns the output folder (``reextractor``: networks already loaded)."""
-    from dre.edit import outputs
-    from dre.score.grid import marked_grid
-    from dre.score.inputs import read_edit_folder, read_pictures
-    from dre.score.scorer import Item
-    from dre.score.summary import one_line, summarise
-    from dre.utils.atomic import atomic_dir
-    from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
-
     cfg.validate()
     ef = read_edit_folder(Path(cfg.edits), source=cfg.source, target=cfg.target,
                           source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor)
