@@ -42,6 +42,16 @@ def test_leakage_measures_untouched_blocks_in_source_target_units():
     assert good["leakage"][0] == 0.0 and good["transfer"][0] == pytest.approx(1.0)
 
 
+def test_the_album_spread_bounds_leakage_when_the_target_shares_the_source_value():
+    s = {"exp": np.zeros((1, 50)), "jaw": np.zeros((1, 3)), "pose": np.zeros((1, 3)), "light": np.zeros((1, 27))}
+    g = {**s, "exp": np.ones((1, 50)), "pose": np.array([[1e-3, 0.0, 0.0]])}  # the target's pose ≈ the source's
+    e = {**g, "pose": np.array([[0.02, 0.0, 0.0]])}  # re-extraction jitter of 0.02 rad
+    alone = metrics.block_scores(e, s, g, [("exp", "jaw")])
+    assert alone["leak_pose"][0] == pytest.approx(20.0)  # in units of a 1e-3 rad source-target gap
+    bounded = metrics.block_scores(e, s, g, [("exp", "jaw")], {"pose": 0.1, "exp": 0.5})
+    assert bounded["leak_pose"][0] == pytest.approx(0.2) and bounded["leak_light"][0] != bounded["leak_light"][0]
+
+
 def test_nothing_to_transfer_is_nan_not_a_score():
     s = metrics.code_blocks(_codes(np.random.default_rng(2), 1))
     cols = metrics.block_scores(s, s, s, [("exp", "jaw")])
@@ -55,11 +65,11 @@ def test_latent_mode_has_no_code_transfer_but_is_checked_for_leakage():
 
 def test_identity_in_album_spread_units():
     shapes = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
-    mean, spread = metrics.album_shape_stats(shapes)
+    mean, spread = metrics.album_stats(shapes)
     assert np.allclose(mean, [1, 1]) and spread == pytest.approx(np.sqrt(2))
     ids = metrics.identity_scores(shapes[:1], shapes[:1], mean, spread)
     assert ids["shape_drift"][0] == 0.0 and ids["shape_to_album"][0] == pytest.approx(1.0)
-    assert np.isnan(metrics.album_shape_stats(shapes[:1])[1])
+    assert np.isnan(metrics.album_stats(shapes[:1])[1])
 
 
 def test_noise_sigma_recovers_white_noise_and_ignores_smooth_ramps():

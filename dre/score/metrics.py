@@ -75,18 +75,20 @@ def transfer_ratio(d_edit_target: np.ndarray, d_source_target: np.ndarray) -> np
     return np.where(d_st > MIN_DISTANCE, t, np.nan)
 
 
-def leak_ratio(d_edit_source: np.ndarray, d_source_target: np.ndarray) -> np.ndarray:
-    """d(edit, source) / d(source, target) for a block that should not change; NaN where source ≈ target.
+def leak_ratio(d_edit_source: np.ndarray, d_source_target: np.ndarray, spread: float = float("nan")) -> np.ndarray:
+    """d(edit, source) / max(d(source, target), spread) for a block that should not change.
 
     0: untouched; 1: it moved as far as the target's value is from the source's (an ``exp`` edit that
-    also took the target's head pose scores ≈ 1 on ``pose``). Not clipped: drifting further than the
-    target is worse still.
+    also took the target's head pose scores ≈ 1 on ``pose``). Not clipped: drifting further is worse
+    still. ``spread`` (the album's own variation of the block, see :func:`album_stats`) keeps the ratio
+    meaningful when the target happens to share the source's value: a change smaller than what separates
+    two photos of the album is then not read as a large leak. NaN where both are ≈ 0.
     """
     d_es = np.asarray(d_edit_source, np.float64)
-    d_st = np.asarray(d_source_target, np.float64)
+    denom = np.fmax(np.asarray(d_source_target, np.float64), spread)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = d_es / d_st
-    return np.where(d_st > MIN_DISTANCE, r, np.nan)
+        r = d_es / denom
+    return np.where(denom > MIN_DISTANCE, r, np.nan)
 
 
 def _nanmean_rows(cols: list[np.ndarray], n: int) -> np.ndarray:
@@ -114,11 +116,13 @@ def block_scores(
     source: Mapping[str, np.ndarray],
     target: Mapping[str, np.ndarray],
     transferred: Iterable[tuple[str, ...]],
+    spread: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-row transfer and leakage columns for B edits.
 
     ``edit``/``source``/``target`` hold (B, d) block arrays (row k: edit k, its source, the target
-    repeated); ``transferred`` gives each row's transferred blocks (from :func:`mode_blocks`). Returns
+    repeated); ``transferred`` gives each row's transferred blocks (from :func:`mode_blocks`); ``spread``
+    the album's variation per block (:func:`leak_ratio`; none: the source–target distance alone). Returns
     ``dist_<b>_edit_source``, ``dist_<b>_edit_target``, ``dist_<b>_source_target`` for every block,
     ``transfer_<b>`` (NaN where ``b`` is not transferred), ``leak_<b>`` (NaN where it is), and the row
     summaries ``transfer`` (mean over the transferred blocks) and ``leakage`` (max over the others).
@@ -134,7 +138,7 @@ def block_scores(
         out[f"dist_{b}_edit_source"], out[f"dist_{b}_edit_target"], out[f"dist_{b}_source_target"] = d_es, d_et, d_st
         moves = np.array([b in t for t in transferred], dtype=bool)
         t_b = np.where(moves, transfer_ratio(d_et, d_st), np.nan)
-        l_b = np.where(~moves, leak_ratio(d_es, d_st), np.nan)
+        l_b = np.where(~moves, leak_ratio(d_es, d_st, (spread or {}).get(b, float("nan"))), np.nan)
         out[f"transfer_{b}"], out[f"leak_{b}"] = t_b, l_b
         t_cols.append(t_b)
         l_cols.append(l_b)
@@ -143,13 +147,13 @@ def block_scores(
     return out
 
 
-def album_shape_stats(source_shapes: np.ndarray) -> tuple[np.ndarray, float]:
-    """(mean shape, spread) of the album's re-extracted shapes; spread = mean distance to the mean.
+def album_stats(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """(mean, spread) of one block over the album's re-extracted photos; spread = mean distance to the mean.
 
-    The spread is the yardstick of identity: how far an ordinary photo of this person lands from the
-    person's mean shape. NaN with fewer than two photos (one photo has no spread to compare with).
+    For the shape, the spread is the yardstick of identity: how far an ordinary photo of this person lands
+    from the person's mean shape. NaN with fewer than two photos (one photo has no spread to compare with).
     """
-    shapes = np.asarray(source_shapes, np.float64)
+    shapes = np.asarray(values, np.float64)
     mean = shapes.mean(axis=0)
     if shapes.shape[0] < 2:
         return mean, float("nan")

@@ -58,7 +58,8 @@ class Scorer:
         self._tgt_blocks = metrics.code_blocks({c: v[-1:] for c, v in ref.codes[target_kind].items()})
         self._src_blocks = metrics.code_blocks({c: v[:-1] for c, v in ref.codes[target_kind].items()})
         self._src_shape = ref.codes[source_kind]["shape"][:-1]
-        self.album_mean, self.album_spread = metrics.album_shape_stats(self._src_shape)
+        self.album_mean, self.album_spread = metrics.album_stats(self._src_shape)
+        self._block_spread = {b: metrics.album_stats(v)[1] for b, v in self._src_blocks.items() if b in metrics.BLOCKS}
         self._src_noise = quality.noise_sigma(np.stack(imgs[:-1]))
 
     def score(self, items: Sequence[Item]) -> dict[str, np.ndarray]:
@@ -77,7 +78,7 @@ class Scorer:
         src_b = {b: v[src] for b, v in self._src_blocks.items()}
         tgt_b = {b: np.repeat(v, n, axis=0) for b, v in self._tgt_blocks.items()}
         cols: dict[str, np.ndarray] = metrics.block_scores(
-            edit_b, src_b, tgt_b, [metrics.mode_blocks(it.components) for it in items]
+            edit_b, src_b, tgt_b, [metrics.mode_blocks(it.components) for it in items], self._block_spread
         )
         cols.update(metrics.identity_scores(ext.codes[self.source_kind]["shape"], self._src_shape[src],
                                             self.album_mean, self.album_spread))
