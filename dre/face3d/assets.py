@@ -5,7 +5,7 @@ Why a module of its own: these files come from registration-gated sites, are nev
 and fail in confusing ways (chumpy pickles, an HTML page saved instead of ``deca_model.tar``, an EMOCA
 folder with several checkpoints). Every loader validates shapes/keys and raises
 :class:`~dre.errors.DreError` naming the file, what is wrong and where to obtain it. Pickles go through
-:mod:`dre.face3d.safe_pickle`; torch files through ``torch.load(weights_only=True)``.
+:mod:`dre.safety.unpickle`; torch files through ``torch.load(weights_only=True)``.
 
 Layout of an assets folder (``dre assets check --assets DIR`` prints this as a table)::
 
@@ -121,12 +121,12 @@ class FlameModel:
 
 
 def load_flame(path: str | Path, *, official: bool | None = None) -> FlameModel:
-    """Load and validate FLAME ``generic_model.pkl`` without chumpy (see :mod:`safe_pickle`)."""
-    from dre.face3d.safe_pickle import load_chumpy_pickle
+    """Load and validate FLAME ``generic_model.pkl`` without chumpy (see :mod:`dre.safety.unpickle`)."""
+    from dre.safety.unpickle import load_flame_pickle
 
     path = Path(path)
     _require_file(path, FLAME_FILE, "FLAME 2020 model")
-    raw = load_chumpy_pickle(path)
+    raw = load_flame_pickle(path)
     _check(isinstance(raw, dict), path, FLAME_FILE, f"holds a {type(raw).__name__}, not FLAME's dict of arrays")
     need = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
     missing = [k for k in need if k not in raw]
@@ -193,11 +193,11 @@ def _as_numpy(x: Any) -> np.ndarray:
 
 def load_landmark_embedding(path: str | Path, *, n_faces: int | None = None) -> LandmarkEmbedding:
     """Load ``landmark_embedding.npy`` (a pickled dict, two entries torch tensors) safely."""
-    from dre.face3d.safe_pickle import load_npy_with_tensors
+    from dre.safety.unpickle import load_npy
 
     path = Path(path)
     _require_file(path, LANDMARK_FILE, "DECA landmark embedding")
-    d = load_npy_with_tensors(path)
+    d = load_npy(path)
     _check(isinstance(d, dict), path, LANDMARK_FILE, f"holds a {type(d).__name__}, not DECA's dict")
     keys = (
         "static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
@@ -379,7 +379,7 @@ def torch_load_weights(path: Path, key: str) -> Any:
 
     import torch
 
-    from dre.face3d.safe_pickle import _Stub
+    from dre.safety.unpickle import inert_class
 
     _sniff_torch_file(path, key)
     try:
@@ -391,7 +391,7 @@ def torch_load_weights(path: Path, key: str) -> Any:
             names = []
         if not names:
             raise DreError(f"{path}: cannot be read as a torch checkpoint ({str(first).splitlines()[0]})") from first
-        stubs = [(type(n.rsplit(".", 1)[-1], (_Stub,), {"dre_global": n}), n) for n in names]
+        stubs = [(inert_class(n), n) for n in names]
         try:
             with torch.serialization.safe_globals(stubs):
                 return torch.load(path, map_location="cpu", weights_only=True)
