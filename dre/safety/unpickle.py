@@ -34,7 +34,8 @@ import numpy as np
 
 from dre.errors import DreError
 
-__all__ = ["UnsafePickleError", "load_flame_pickle", "load_npy", "load_tensor_pickle", "loads", "inert_class"]
+__all__ = ["UnsafePickleError", "inert_class", "load_flame_pickle", "load_npy", "load_npy_bytes", "load_tensor_pickle",
+           "loads"]
 
 MAX_FILE_BYTES = 4 << 30  # no asset we read is near this; a bigger file is not what it claims to be
 MAX_DEPTH = 200  # nesting of containers in the result
@@ -61,6 +62,7 @@ for _m in ("__builtin__", "builtins"):
     _TABLE[(_m, "object")] = ("chumpy", "object")
     _TABLE[(_m, "set")] = ("chumpy", "set")  # chumpy's Ch state holds a set (ignored)
     _TABLE[(_m, "frozenset")] = ("chumpy", "set")
+    _TABLE[(_m, "bytes")] = ("text", "bytes")  # protocols < 3 spell b"" as bytes()
 _TABLE[("torch._utils", "_rebuild_tensor_v2")] = ("torch", "rebuild_v2")
 _TABLE[("torch._utils", "_rebuild_tensor")] = ("torch", "rebuild_v1")
 _TABLE[("torch._tensor", "_rebuild_from_type_v2")] = ("torch", "from_type")
@@ -114,8 +116,9 @@ def _short(obj: Any) -> str:
         return f"a {obj.name} object"
     if isinstance(obj, int) and not isinstance(obj, bool) and obj.bit_length() > 64:
         return f"an int of {obj.bit_length()} bits"
-    text = repr(obj) if isinstance(obj, (int, float, bool, type(None))) else f"a {type(obj).__name__}"
-    return text[:80]
+    plain = isinstance(obj, (int, float, bool, type(None))) or (
+        type(obj) is tuple and len(obj) <= 8 and all(type(v) is int and v.bit_length() <= 64 for v in obj))
+    return (repr(obj) if plain else f"a {type(obj).__name__}")[:120]
 
 
 class _Unpickler(pickle._Unpickler):  # type: ignore[name-defined]
@@ -182,6 +185,8 @@ class _Unpickler(pickle._Unpickler):  # type: ignore[name-defined]
             raise self.refuse(f"opcode REDUCE calling {func.name} for something other than a chumpy/sparse object")
         if role == "odict" and args == ():
             return OrderedDict()
+        if role == "bytes" and args == ():
+            return b""
         raise self.refuse(f"opcode REDUCE calling {func.name}")
 
     def new_object(self, cls: Any, args: Any, opcode: str) -> _Node:
@@ -492,7 +497,7 @@ def _storage_parser(where: str, budget: list[int]) -> Any:
     into (storage type, raw little-endian bytes), reading its pickles with the same restrictions."""
 
     def parse(blob: bytes, path: str) -> tuple[str, bytes]:
-        here = f"{where} at {path}"
+        here = f"{where} at {path}" if path else where
         up = _Unpickler(blob, here, frozenset({"storage"}), budget)
         head = [up.load_one() for _ in range(3)]
         info = head[2]
@@ -538,8 +543,11 @@ def load_npy(path: str | Path) -> Any:
     """A ``.npy`` file: numeric arrays from their bytes, a pickled 0-d object array (DECA's
     ``landmark_embedding.npy``: a dict of numpy arrays and torch tensors) through :func:`loads`."""
     path = Path(path)
-    where = str(path)
-    data = _read_file(path)
+    return load_npy_bytes(_read_file(path), str(path))
+
+
+def load_npy_bytes(data: bytes, where: str) -> Any:
+    """:func:`load_npy` on the file's bytes; ``where`` names it in errors."""
     fh = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(fh)
@@ -549,8 +557,8 @@ def load_npy(path: str | Path) -> Any:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         else:
             raise ValueError(f"format version {version} is not supported")
-    except (ValueError, OSError, SyntaxError) as exc:
-        raise DreError(f"{where}: not a .npy file ({str(exc).splitlines()[0][:200]})") from None
+    except Exception as exc:  # numpy's header parser raises several types for a garbled header
+        raise DreError(f"{where}: not a .npy file ({str(exc).splitlines()[0][:200] if str(exc) else exc!r})") from None
     body = data[fh.tell():]
     if dtype == np.dtype(object):
         return loads(body, where, FAMILIES_NPY, object_root=True)
