@@ -106,6 +106,8 @@ def worker_main(case_file: str, start: int, loaders: dict[str, Callable[[bytes],
     from dre.errors import DreError
 
     loaders = loaders or _loaders()
+    import torch  # noqa: F401 - imported before the first case, so no case's timeout pays for it
+
     cases = read_cases(Path(case_file))
     out = sys.stdout
     for i in range(start, len(cases)):
