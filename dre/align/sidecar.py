@@ -42,7 +42,7 @@ def read_sidecar(path: Path) -> np.ndarray:
 
 def write_sidecar(image_path: Path, landmarks: np.ndarray, fmt: str = "txt") -> Path:
     """Write 68×2 landmarks next to ``image_path`` (DECA's ``<stem>.txt`` layout, or ``.npy``)."""
-    from dre.utils.atomic import atomic_path
+    from dre.safety.atomic import atomic_path
 
     dest = Path(image_path).with_suffix(f".{fmt}")
     lm = np.asarray(landmarks, dtype=np.float32)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from dre.face3d.codes import CODE_ORDER
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 
 @dataclass

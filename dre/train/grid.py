@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 
 def grid_array(rows: Sequence[torch.Tensor], pad: int = 2) -> np.ndarray:

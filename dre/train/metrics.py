@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dre.utils.atomic import atomic_write_text
+from dre.safety.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
