@@ -122,12 +122,9 @@ def align_album(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> Ali
     The output folder is built in a temporary sibling and replaces ``cfg.output`` only when complete,
     and only when at least one face is usable (otherwise :class:`DreError` with per-file reasons).
     """
-    from dre.utils.atomic import atomic_dir
+    from dre.safety.ownership import claim_dir, owned_dir
 
-    src_root = cfg.input.resolve()
-    out_root = cfg.output.resolve()
-    if out_root == src_root or (src_root.is_dir() and src_root in out_root.parents) or out_root in src_root.parents:
-        raise DreError(f"--output {cfg.output} must not be (inside) --input {cfg.input} or contain it")
+    claim_dir(cfg.output, flag="--output", inputs=[cfg.input])  # before any work: refuse early
     images, others = list_album(cfg.input)
     if not images and not others:
         raise DreError(f"--input {cfg.input}: no image files ({', '.join(IMAGE_SUFFIXES)})")
@@ -137,7 +134,7 @@ def align_album(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> Ali
     for f in others:
         report.rows.append(Row(str(f), status="not_image", message=f"{f.name}: not an image suffix", backend=backend.name))
 
-    with atomic_dir(cfg.output) as tmp:
+    with owned_dir(cfg.output, "dre align", flag="--output", inputs=[cfg.input]) as tmp:
         names = _Names()
         bar = _progress(len(images), cfg.progress)
         for start in range(0, len(images), cfg.batch_size):
@@ -309,7 +306,7 @@ def write_parquet(dest: Path, rows: list[Row], cfg: AlignConfig, backend_name: s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dre.utils.atomic import atomic_path
+    from dre.safety.atomic import atomic_path
 
     f32list = pa.list_(pa.float32())
     schema = pa.schema(

@@ -46,6 +46,10 @@ class EditConfig:
     precision: str = "auto"
     extra_meta: dict = field(default_factory=dict)
 
+    def inputs(self) -> list:
+        """Every path the edit reads (the output may not be, contain or lie inside any of them)."""
+        return [self.model, self.assets, self.source, self.target, self.source_codes, self.mean_shape]
+
     def validate(self) -> None:
         if self.steps < 1:
             raise DreError(f"--steps must be at least 1 (got {self.steps})")
@@ -103,10 +107,12 @@ def run_edit(cfg: EditConfig) -> Path:
     from dre.edit.writer import EditResult, write_edit_folder
     from dre.face3d.face_model import FaceModel
     from dre.model import load_model_file, resolve_precision, to_channels_last
+    from dre.safety.ownership import claim_dir
     from dre.utils.device import resolve_device
     from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
     cfg.validate()
+    claim_dir(cfg.out, inputs=cfg.inputs())  # before any work: refuse a folder dre did not write
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     model_path = Path(cfg.model)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dre.edit import outputs
-from dre.utils.atomic import atomic_dir
+from dre.safety.ownership import owned_dir
 
 if TYPE_CHECKING:
     from dre.edit.engine import EditPlan
@@ -66,7 +66,7 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
     target_u8 = outputs.to_uint8(res.target_image)
     edited_cols = plan.edited.to_columns()
     synthetic = bool(res.meta.get("synthetic"))
-    with atomic_dir(out) as tmp:
+    with owned_dir(out, "dre edit", inputs=cfg.inputs()) as tmp:
         (tmp / outputs.BUFFER_DIR).mkdir()
         rows = []
         for k in range(plan.n_jobs):

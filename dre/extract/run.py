@@ -181,7 +181,7 @@ def write_codes_parquet(dest: Path, items: list[Item], rows: dict[int, dict], me
     import pyarrow.parquet as pq
 
     from dre.face3d.codes import CODE_ORDER
-    from dre.utils.atomic import atomic_path
+    from dre.safety.atomic import atomic_path
 
     f32list = pa.list_(pa.float32())
     fields = [("image", pa.string()), ("stem", pa.string()), ("status", pa.string()), ("message", pa.string())]
@@ -226,10 +226,12 @@ def extract_album(cfg: ExtractConfig, extractor=None) -> ExtractReport:
     import torch
 
     from dre.face3d.extractor import Extractor
+    from dre.safety.ownership import claim_table
     from dre.utils.device import resolve_device
     from dre.utils.synthetic import warn_synthetic
 
     cfg.validate()
+    claim_table(cfg.out, inputs=[cfg.images, cfg.align_report, cfg.assets])
     t0 = time.perf_counter()
     report_path = cfg.align_report or cfg.images / "align.parquet"
     items = items_from_report(report_path) if report_path.is_file() else items_from_folder(cfg.images)

@@ -43,7 +43,7 @@ from typing import Iterator
 import numpy as np
 
 from dre.face3d import assets as A
-from dre.utils.atomic import atomic_dir
+from dre.safety.ownership import owned_dir
 from dre.utils.synthetic import MARKER_NAME
 
 SYNTH_VERSION = 1
@@ -549,14 +549,19 @@ def write_emoca_model(
 
 
 def write_synthetic_assets(out: str | Path, seed: int = 0) -> Path:
-    """Write a complete synthetic assets folder to ``out`` (atomically replaced); returns ``out``."""
+    """Write a complete synthetic assets folder to ``out`` (atomically replaced); returns ``out``.
+
+    ``out`` must be absent, empty, or a folder this function wrote whose files are all unchanged (their
+    sha256 is recorded): a folder holding any other file — a user's real ``generic_model.pkl`` above all —
+    is refused, never replaced (``dre.safety.ownership``).
+    """
     import torch
 
     out = Path(out)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     mesh = _Mesh()
-    with atomic_dir(out) as tmp:
+    with owned_dir(out, "dre assets synth", hashes=True) as tmp:
         with _chumpy_standin() as Ch:
             flame = _flame_dict(mesh, rng, Ch)
             with open(tmp / A.FLAME_FILE, "wb") as fh:

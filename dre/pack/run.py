@@ -70,6 +70,14 @@ class PackConfig:
         stem = out.name[: -len(".lmdb")] if out.name.endswith(".lmdb") else out.name
         return out.with_name(stem + ".parquet")
 
+    def claim_outputs(self) -> None:
+        """Refuse, before any work, outputs that would replace an input or files dre did not write."""
+        from dre.safety.ownership import claim_dir, claim_table
+
+        inputs = [self.images, self.codes, self.assets, self.import_legacy]
+        claim_dir(self.out, inputs=inputs)
+        claim_table(self.manifest_path(), flag="--manifest", inputs=[*inputs, self.out])
+
 
 @dataclass
 class PackResult:
@@ -172,6 +180,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     t0 = time.perf_counter()
     if cfg.codes is None:
         raise DreError("dre pack needs --codes (or --import-legacy OLD.lmdb)")
+    cfg.claim_outputs()
     if cfg.size <= 0 or cfg.batch_size <= 0:
         raise DreError("--size and --batch-size must be positive")
     codes_path = Path(cfg.codes)
@@ -214,7 +223,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     flat_all = all_codes.flat().numpy()
     pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
     try:
-        with build_lmdb(cfg.out) as builder:
+        with build_lmdb(cfg.out, inputs=[cfg.images, cfg.codes, cfg.assets]) as builder:
             starts = list(range(0, n, cfg.batch_size))
             pending = pool.map(lambda p: _load_image(p, cfg.size), paths[starts[0] : starts[0] + cfg.batch_size])
             for bi, start in enumerate(starts):
@@ -268,7 +277,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
             if mean_shape is not None:
                 np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
             builder.write_meta(meta)
-            write_manifest(cfg.manifest_path(), manifest_rows, meta)
+        write_manifest(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     dt = time.perf_counter() - t0
@@ -287,12 +296,13 @@ def import_legacy(cfg: PackConfig) -> PackResult:
 
     t0 = time.perf_counter()
     assert cfg.import_legacy is not None
+    cfg.claim_outputs()
     old = LegacyLmdb(cfg.import_legacy)
     manifest_rows = ManifestRows()
     image_size: int | None = None
     try:
         mean_shape = old.mean_shape()
-        with build_lmdb(cfg.out) as builder:
+        with build_lmdb(cfg.out, inputs=[cfg.import_legacy]) as builder:
             batch: list[tuple[bytes, bytes]] = []
             for i in range(old.length):
                 png, cond = old.sample(i)
@@ -341,7 +351,7 @@ def import_legacy(cfg: PackConfig) -> PackResult:
             if mean_shape is not None:
                 np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
             builder.write_meta(meta)
-            write_manifest(cfg.manifest_path(), manifest_rows, meta)
+        write_manifest(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
     finally:
         old.close()
     dt = time.perf_counter() - t0
