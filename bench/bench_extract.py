@@ -31,9 +31,10 @@ ORIG_BATCH = 8
 # ------------------------------------------------------------------------------------------- set-up
 def write_assets(folder: Path, mesh: str) -> Path:
     import dre.face3d.synth as synth
+    import dre.face3d.synth_head as head
 
     if mesh == "flame":  # FLAME 2020 has 5023 vertices / 9976 faces and a 512² texture space
-        synth.N_LAT, synth.N_LON, synth.TEX_SIZE = 72, 70, 512
+        head.N_LAT, head.N_LON, head.TEX_SIZE = 72, 70, 512
     return synth.write_synthetic_assets(folder / "assets", seed=0)
 
 
@@ -200,7 +201,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    from dre.face3d.assets import TEXTURE_FILE, load_flame_texture
+    from dre.assets.catalog import TEXTURE_FILE
+    from dre.face3d.texture import load_flame_texture
     from dre.face3d.extractor import Extractor
     from dre.face3d.face_model import FaceModel
 

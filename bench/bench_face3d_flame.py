@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dre.face3d.assets import FlameModel, load_flame
+from dre.face3d.flame import FlameModel, load_flame
 from dre.face3d.flame import Flame
 
 
@@ -65,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     from smplx.lbs import lbs as smplx_lbs
 
-    from dre.face3d.assets import load_landmark_embedding
+    from dre.face3d.flame import load_landmark_embedding
     from dre.face3d.synth import write_synthetic_assets
 
     device = torch.device(args.device)

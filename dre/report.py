@@ -15,6 +15,7 @@ import numpy as np
 from dre.errors import DreError
 from dre.safety.atomic import atomic_path
 from dre.safety.ownership import PNG_SOFTWARE, claim_file, png_is_ours, text_starts_with
+from dre.tables import ALIGN, ALIGN_FILE, CODES, identify
 
 STATUS_HEADER = "status\tcount\texample\n"
 
@@ -84,14 +85,11 @@ def plot_losses(metrics: Sequence[str | Path], labels: Sequence[str], out: str |
 
 def status_counts(table_path: str | Path) -> list[tuple[str, int, str]]:
     """(status, count, first message) rows of an ``align.parquet`` / codes parquet, most frequent first."""
-    import pandas as pd
-
     path = Path(table_path)
     if path.is_dir():
-        path = path / "align.parquet"
-    if not path.is_file():
-        raise DreError(f"--table {table_path}: no such parquet file (align.parquet or a codes parquet)")
-    df = pd.read_parquet(path, columns=["status", "message"])
+        path = path / ALIGN_FILE
+    table = identify(path, among=(ALIGN, CODES), flag="--table")
+    df, _ = table.read(path, columns=("status", "message"), flag="--table")
     out = []
     for status, group in df.groupby("status", sort=False):
         msgs = [m for m in group["message"] if isinstance(m, str) and m]

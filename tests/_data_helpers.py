@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from PIL import Image
 from dre.data import schema
 from dre.data.store import build_lmdb
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
+from dre.tables import CODES
 
 
 def face_like_cond(size: int, seed: int) -> np.ndarray:
@@ -88,10 +88,7 @@ def write_codes_table(path: Path, image_dir: Path, n: int, size: int, *, seed: i
                       flat: np.ndarray | None = None, tform: np.ndarray | None = None,
                       synthetic: bool = True, assets: dict[str, str] | None = None,
                       ) -> tuple[np.ndarray, np.ndarray, list[Path]]:  # fmt: skip
-    """Aligned PNGs + a codes.parquet in the `dre extract` contract (docs/ARCHITECTURE.md)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Aligned PNGs + a codes table as `dre extract` writes it (dre.tables.CODES)."""
     if flat is None or tform is None:
         flat, tform = random_codes(n, seed)
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -110,11 +107,8 @@ def write_codes_table(path: Path, image_dir: Path, n: int, size: int, *, seed: i
         start += d
     cols["tform"] = [None if i in bad_rows else tform[i].reshape(-1).tolist() for i in range(n)]
     cols["extractor"] = ["emoca"] * n
-    f32 = pa.list_(pa.float32())
-    table = pa.table({k: pa.array(v, f32 if k in (*CODE_ORDER, "tform") else pa.string()) for k, v in cols.items()})
     assets = {"generic_model.pkl": "11"} if assets is None else assets
-    md = {"schema": 1, "extractor": "emoca", "assets": assets, "synthetic": synthetic, "image_size": size}
-    pq.write_table(table.replace_schema_metadata({"dre": json.dumps(md)}), path)
+    CODES.write(path, cols, {"extractor": "emoca", "assets": assets, "synthetic": synthetic, "image_size": size})
     return flat, tform, paths
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
+
+from dre.tables import ALIGN, ALIGN_FILE, CODES
 
 ALIGNED = 64  # aligned photo size; the model runs at MODEL_SIZE, so the resize path is exercised too
 MODEL_SIZE = 32
@@ -53,7 +52,9 @@ def write_aligned(folder: Path, stems: list[str], seed: int, status: dict[str, s
             "quad": None, "confidence": 1.0 if ok else 0.0, "backend": "sidecar",
             "output": f"{stem}.png" if ok else None,
         })
-    pq.write_table(pa.Table.from_pylist(rows), folder / "align.parquet")
+    meta = {"backend": "sidecar", "size": ALIGNED, "already_aligned": True, "multi_face": "largest",
+            "min_face": 0.0, "transform_size": 4 * ALIGNED}
+    ALIGN.write(folder / ALIGN_FILE, rows, meta)
 
 
 def write_codes(path: Path, faces, codes, tform, extractor: str) -> None:
@@ -64,10 +65,7 @@ def write_codes(path: Path, faces, codes, tform, extractor: str) -> None:
         row.update({name: cols[name][k].tolist() for name in cols})
         row["tform"] = tform[k].reshape(-1).tolist()
         rows.append(row)
-    table = pa.Table.from_pylist(rows)
-    meta = {"schema": 1, "extractor": extractor, "assets": {}, "synthetic": True, "image_size": ALIGNED}
-    table = table.replace_schema_metadata({b"dre": json.dumps(meta).encode()})
-    pq.write_table(table, path)
+    CODES.write(path, rows, {"extractor": extractor, "assets": {}, "synthetic": True, "image_size": ALIGNED})
 
 
 def write_model(path: Path, *, extractor: str = "deca", mean_shape=None, seed: int = 0) -> None:

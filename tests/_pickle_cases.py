@@ -106,10 +106,10 @@ def flame_seed(protocol: int = 2) -> bytes:
     stand-in), a scipy csc joint regressor, uint32 faces, strings."""
     from scipy.sparse import csc_matrix
 
-    from dre.face3d.synth import _chumpy_standin
+    from dre.face3d.synth_head import chumpy_standin
 
     rng = np.random.default_rng(0)
-    with _chumpy_standin() as Ch:
+    with chumpy_standin() as Ch:
         d = {
             "f": rng.integers(0, 6, (4, 3)).astype(np.uint32),
             "J_regressor": csc_matrix(np.eye(5, 6)),

@@ -45,9 +45,9 @@ def project_landmarks(face_model, codes, tform: torch.Tensor) -> np.ndarray:
 
 def make_album(folder: Path, face_model, n: int = 3, seed: int = 0) -> tuple[list[Path], np.ndarray]:
     """Write ``n`` PNG photos and an align.parquet (as `dre align` would) into ``folder``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from PIL import Image
+
+    from dre.tables import ALIGN, ALIGN_FILE
 
     folder.mkdir(parents=True, exist_ok=True)
     codes = random_codes(n, seed)
@@ -62,17 +62,20 @@ def make_album(folder: Path, face_model, n: int = 3, seed: int = 0) -> tuple[lis
         p = folder / f"face{i:02d}.png"
         Image.fromarray(arr[i]).save(p)
         paths.append(p)
-    f32 = pa.list_(pa.float32())
-    table = pa.table(
-        {
-            "source": [f"/raw/face{i:02d}.jpg" for i in range(n)],
-            "face_index": [0] * n,
-            "status": ["ok"] * n,
-            "message": [""] * n,
-            "landmarks": pa.array([lm.reshape(-1) for lm in lms], f32),
-            "aligned_landmarks": pa.array([lm.reshape(-1) for lm in lms], f32),
-            "output": [p.name for p in paths],
-        }
-    )
-    pq.write_table(table, folder / "align.parquet")
+    flat = [lm.reshape(-1).tolist() for lm in lms]
+    columns = {
+        "source": [f"/raw/face{i:02d}.jpg" for i in range(n)],
+        "face_index": [0] * n,
+        "status": ["ok"] * n,
+        "message": [""] * n,
+        "landmarks": flat,
+        "aligned_landmarks": flat,
+        "quad": [None] * n,
+        "confidence": [1.0] * n,
+        "backend": ["sidecar"] * n,
+        "output": [p.name for p in paths],
+    }
+    meta = {"backend": "sidecar", "size": IMAGE_SIZE, "already_aligned": True, "multi_face": "largest",
+            "min_face": 0.0, "transform_size": 4 * IMAGE_SIZE}
+    ALIGN.write(folder / ALIGN_FILE, columns, meta)
     return paths, lms

@@ -14,6 +14,7 @@ from dre.align.run import AlignConfig, align_album
 from dre.align.sidecar import write_sidecar
 from dre.align.synthface import marker_centroid, render_face, similarity, template_landmarks
 from dre.errors import DreError
+from dre.tables import ALIGN, ALIGN_FILE
 
 EYE_R = np.array([95.5, 121.1])  # hand-computed, see test_align_ffhq.EXPECTED
 EYE_L = np.array([159.5, 121.1])
@@ -94,7 +95,7 @@ def album(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 def largest(album, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("out") / "aligned"
     align_album(AlignConfig(input=album[0], output=out, backend="sidecar", progress=False))
-    return out, pd.read_parquet(out / "align.parquet")
+    return out, ALIGN.read(out / ALIGN_FILE)[0]
 
 
 def test_every_file_has_its_status(album, largest) -> None:
@@ -156,24 +157,24 @@ def test_policies_all_and_skip(album, tmp_path: Path) -> None:
     for n in ("group.png", "group.npy", "f_jpg.jpg", "f_jpg.txt"):
         shutil.copy(root / n, one / n)
     align_album(AlignConfig(input=one, output=tmp_path / "all", backend="sidecar", multi_face="all", progress=False))
-    df = pd.read_parquet(tmp_path / "all" / "align.parquet")
+    df = ALIGN.read(tmp_path / "all" / ALIGN_FILE)[0]
     g = df[df.source.str.endswith("group.png")].sort_values("face_index")
     assert g.face_index.tolist() == [0, 1] and g.output.tolist() == ["group.png", "group_1.png"]
     assert (g.status == "ok").all()
     assert np.asarray(g.landmarks.iloc[0]).reshape(68, 2)[:, 0].mean() > np.asarray(g.landmarks.iloc[1]).reshape(68, 2)[:, 0].mean()
 
     align_album(AlignConfig(input=one, output=tmp_path / "skip", backend="sidecar", multi_face="skip", progress=False))
-    df = pd.read_parquet(tmp_path / "skip" / "align.parquet")
+    df = ALIGN.read(tmp_path / "skip" / ALIGN_FILE)[0]
     g = df[df.source.str.endswith("group.png")]
     assert g.status.tolist() == ["multiple_faces_skipped"] and g.face_index.tolist() == [-1]
     assert g.landmarks.isna().all()
 
     # --min-face above the small face: 'skip' keeps the photo (only one face counts), 'all' reports the small one
     align_album(AlignConfig(input=one, output=tmp_path / "skip2", backend="sidecar", multi_face="skip", min_face=200, progress=False))
-    df = pd.read_parquet(tmp_path / "skip2" / "align.parquet")
+    df = ALIGN.read(tmp_path / "skip2" / ALIGN_FILE)[0]
     assert df[df.source.str.endswith("group.png")].status.tolist() == ["ok"]
     align_album(AlignConfig(input=one, output=tmp_path / "all2", backend="sidecar", multi_face="all", min_face=200, progress=False))
-    df = pd.read_parquet(tmp_path / "all2" / "align.parquet")
+    df = ALIGN.read(tmp_path / "all2" / ALIGN_FILE)[0]
     assert df[df.source.str.endswith("group.png")].status.tolist() == ["ok", "face_too_small"]
 
 
@@ -181,7 +182,7 @@ def test_rerun_is_reproducible(album, largest, tmp_path: Path) -> None:
     out1, df1 = largest
     out2 = tmp_path / "again"
     align_album(AlignConfig(input=album[0], output=out2, backend="sidecar", progress=False))
-    df2 = pd.read_parquet(out2 / "align.parquet")
+    df2 = ALIGN.read(out2 / ALIGN_FILE)[0]
     pd.testing.assert_frame_equal(df1.drop(columns=["landmarks", "aligned_landmarks", "quad"]), df2.drop(columns=["landmarks", "aligned_landmarks", "quad"]))
     for name in df1.output.dropna():
         assert (out1 / name).read_bytes() == (out2 / name).read_bytes(), name
@@ -223,7 +224,7 @@ def test_already_aligned_indexes_without_warping(largest, tmp_path: Path) -> Non
     write_sidecar(pre / "wrong_size.png", similarity(template_landmarks(), 50.0, 0.0, (150.0, 150.0)))
     idx = tmp_path / "idx"
     align_album(AlignConfig(input=pre, output=idx, backend="sidecar", already_aligned=True, progress=False))
-    d = pd.read_parquet(idx / "align.parquet")
+    d = ALIGN.read(idx / ALIGN_FILE)[0]
     ok = d[d.status == "ok"]
     assert len(ok) == 3 and all(Path(o).is_absolute() and Path(o).exists() for o in ok.output)
     assert all(m == "" for m in ok.message)  # in the FFHQ frame: no warning

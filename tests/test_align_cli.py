@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from dre.align.sidecar import write_sidecar
 from dre.align.synthface import render_face, similarity, template_landmarks
+from dre.tables import ALIGN, ALIGN_FILE
 
 
 def _album(root: Path) -> None:
@@ -29,7 +29,7 @@ def test_cli_end_to_end(tmp_path: Path, dre_cmd, cli_env) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, env=cli_env, cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "2 of 3 files aligned (2 faces); skipped: unreadable 1" in res.stdout
-    df = pd.read_parquet(out / "align.parquet")
+    df = ALIGN.read(out / ALIGN_FILE)[0]
     assert sorted(df.status) == ["ok", "ok", "unreadable"]
     for name in ("p0.png", "p1.png"):
         assert (out / name).is_file()

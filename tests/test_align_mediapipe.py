@@ -15,6 +15,7 @@ from dre.align.run import AlignConfig, align_album  # noqa: E402
 from dre.align.ffhq import ffhq_quad  # noqa: E402
 from dre.align.mediapipe_mesh import MESH_TO_IBUG, MediaPipeBackend  # noqa: E402
 from dre.align.photos import IBUG_MIRROR, sample_photos  # noqa: E402
+from dre.tables import ALIGN, ALIGN_FILE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def aligned(tmp_path_factory, photos) -> tuple[Path, pd.DataFrame]:
         Image.fromarray(arr).save(root / f"{name}.png")
     out = tmp_path_factory.mktemp("mp") / "aligned"
     align_album(AlignConfig(input=root, output=out, backend="mediapipe", progress=False))
-    return out, pd.read_parquet(out / "align.parquet")
+    return out, ALIGN.read(out / ALIGN_FILE)[0]
 
 
 def test_eyes_land_at_ffhq_positions(backend, aligned) -> None:
@@ -100,7 +101,7 @@ def test_multi_face_policy_on_a_group_photo(tmp_path: Path, photos) -> None:
     res = {}
     for policy in ("largest", "all", "skip"):
         align_album(AlignConfig(input=album, output=tmp_path / policy, backend="mediapipe", multi_face=policy, progress=False))
-        df = pd.read_parquet(tmp_path / policy / "align.parquet")
+        df = ALIGN.read(tmp_path / policy / ALIGN_FILE)[0]
         assert df[df.source.str.endswith("solo.jpg")].status.tolist() == ["ok"]
         res[policy] = df[df.source.str.endswith("group.jpg")]
     assert res["all"].status.tolist() == ["ok", "ok"] and res["all"].output.tolist() == ["group.png", "group_1.png"]

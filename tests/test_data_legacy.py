@@ -11,7 +11,6 @@ import time
 
 import lmdb
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -21,6 +20,7 @@ from dre.data.legacy import LegacyLmdb, write_legacy_lmdb
 from dre.safety.unpickle import UnsafePickleError, load_tensor_pickle
 from dre.cli import main as cli_main
 from dre.errors import DreError
+from dre.tables import MANIFEST
 
 SIZE = 40
 
@@ -76,7 +76,7 @@ def test_import_legacy_cli_round_trip(tmp_path, capsys):
         assert album.source(i) == f"image_{i:06d}"
     with pytest.raises(DreError, match="no FLAME codes"):
         album.codes(0)
-    man = pd.read_parquet(tmp_path / "new.parquet")
+    man = MANIFEST.read(tmp_path / "new.parquet")[0]
     assert man["index"].tolist() == list(range(5))
     assert man["source"].iloc[2].endswith("#image_000002") and man["shape"].isna().all()
 

@@ -6,16 +6,15 @@ import hashlib
 import subprocess
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from _data_helpers import face_like_cond, image_index, index_image, renderable_codes, write_codes_table
 from dre.data import FaceDataset, LmdbAlbum
-from dre.data.manifest import read_manifest_meta
 from dre.pack.run import MEAN_SHAPE_FILE, PackConfig, pack_album
 from dre.errors import DreError
 from dre.face3d.codes import Buffers
+from dre.tables import MANIFEST
 
 SIZE = 32
 
@@ -78,11 +77,11 @@ def test_pack_stores_every_field(tmp_path):
         assert album.source(k) == paths[i].name
         want = RecordingRenderer.expected(torch.from_numpy(flat[i]), torch.from_numpy(tform[i]), SIZE)
         np.testing.assert_array_equal(album.buffers(k), want.numpy().astype(np.float16))
-    man = pd.read_parquet(result.manifest)
+    man = MANIFEST.read(result.manifest)[0]
     assert result.manifest == tmp_path / "album.emoca.parquet"
     assert man["index"].tolist() == list(range(6)) and man["stem"].tolist() == [paths[i].stem for i in ok]
     np.testing.assert_array_equal(np.stack(man["exp"].to_numpy())[1], flat[ok[1], 150:200])
-    assert read_manifest_meta(result.manifest) == meta
+    assert MANIFEST.read_meta(result.manifest) == meta
     ds = FaceDataset(result.out)
     assert [image_index(ds[k]["image"]) for k in range(6)] == ok
 

@@ -6,12 +6,12 @@ has landed. The wall time is printed (``-s``), not asserted: timings are for ben
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from dre.tables import ALIGN, ALIGN_FILE, CODES, EDIT, EDIT_FILE
 from tests.demo_project import (
     CONFIG_FLAG, DEMO_EDIT, DEMO_TARGET, DemoRun, demo_run, missing_parts, planned_jobs, tail,
 )
@@ -66,11 +66,9 @@ def test_demo_runs_every_step(run: DemoRun) -> None:
 
 def test_every_demo_photo_is_aligned_for_real(run: DemoRun) -> None:
     """Mediapipe finds the face in every demo photo; align.parquet says ok and the crops exist."""
-    import pandas as pd
-
     root = run.project.root
     for album in ("demo", "demo_prior"):
-        table = pd.read_parquet(root / f"results/aligned/{album}/align.parquet")
+        table = ALIGN.read(root / f"results/aligned/{album}" / ALIGN_FILE)[0]
         photos = sorted(p.name for p in (root / "resources/demo" / ("album" if album == "demo" else "prior")).glob("*.jpg"))
         assert len(table) == len(photos)
         assert set(table["status"]) == {"ok"}, table[["source", "status", "message"]]
@@ -80,11 +78,9 @@ def test_every_demo_photo_is_aligned_for_real(run: DemoRun) -> None:
 
 
 def test_one_edited_image_per_source(run: DemoRun) -> None:
-    import pandas as pd
-
     root = run.project.root
-    edit = pd.read_parquet(root / DEMO_TARGET / "edit.parquet")
-    aligned = pd.read_parquet(root / "results/aligned/demo/align.parquet")
+    edit = EDIT.read(root / DEMO_TARGET / EDIT_FILE)[0]
+    aligned = ALIGN.read(root / "results/aligned/demo" / ALIGN_FILE)[0]
     assert len(edit) == (aligned["status"] == "ok").sum()
     assert set(edit["mode"]) == {"exp"}
     for name in edit["file"]:
@@ -92,14 +88,13 @@ def test_one_edited_image_per_source(run: DemoRun) -> None:
 
 
 def test_outputs_say_they_are_synthetic(run: DemoRun) -> None:
-    import pyarrow.parquet as pq
     import torch
 
     root = run.project.root
     for model in ("stage1/demo.deca", "stage2/demo.deca"):
         blob = torch.load(root / f"results/models/{model}/model.pt", map_location="cpu", weights_only=True)
         assert blob["meta"]["synthetic"] is True, model
-    meta = json.loads(pq.read_schema(root / "results/codes/demo.deca.parquet").metadata[b"dre"])
+    meta = CODES.read_meta(root / "results/codes/demo.deca.parquet")
     assert meta["synthetic"] is True
     for log in ("logs/extract/demo.deca.log", "logs/pack/demo.deca.log", f"logs/edit/{DEMO_EDIT}.log"):
         assert "SYNTHETIC" in (root / log).read_text(), log
@@ -122,14 +117,13 @@ def edit_response_ratios(root: Path, out: Path, model_path: Path) -> tuple[list[
     between our edited picture and the edit's PNG (grey levels).
     """
     import numpy as np
-    import pandas as pd
     import torch
 
     from dre.diffusion import GaussianDiffusion, ddim_sample
     from dre.edit.engine import invert_sources, source_noise
     from dre.model import load_model_file
 
-    edit = pd.read_parquet(out / "edit.parquet")
+    edit = EDIT.read(out / EDIT_FILE)[0]
     model, meta = load_model_file(model_path)  # in eval mode
     diffusion = GaussianDiffusion(meta["diffusion_config"])
     ratios, reproduce = [], []

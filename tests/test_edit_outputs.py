@@ -1,4 +1,4 @@
-"""Output helpers: deterministic PNG / npz / parquet bytes, the labelled grid, noise seeding."""
+"""Output helpers: deterministic PNG / npz bytes, the labelled grid, noise seeding (edit.parquet: test_tables)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hashlib
 import time
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from dre.edit import outputs
@@ -59,16 +58,6 @@ def test_grid_layout_places_cells(tmp_path):
     assert found[0][1] < found[1][1] < found[2][1]
     with pytest.raises(ValueError):
         outputs.make_grid(colours, ["source", "target"], ["a", "b"], cell=cell)
-
-
-def test_table_metadata_round_trip(tmp_path):
-    rows = [{"source": "a.png", "mode": "exp", "seed": 3, "file": "a_exp.png", "exp": [0.5] * 50}]
-    outputs.write_table(tmp_path / "t.parquet", rows, {"schema": 1, "synthetic": True})
-    t = pq.read_table(tmp_path / "t.parquet")
-    assert t.column("file").to_pylist() == ["a_exp.png"]
-    import json
-
-    assert json.loads(t.schema.metadata[b"dre"]) == {"schema": 1, "synthetic": True}
 
 
 def test_noise_is_per_source_and_independent_of_the_album():

@@ -8,7 +8,6 @@ pictures as one job at a time, the same seed gives the same bytes, and user mist
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 from pathlib import Path
 
@@ -19,15 +18,13 @@ torch = pytest.importorskip("torch")
 for _mod in ("dre.model", "dre.diffusion", "dre.face3d.face_model", "dre.face3d.extractor", "dre.face3d.synth"):
     pytest.importorskip(_mod, reason=f"{_mod} has not landed yet")
 
-import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dre.edit import engine, parse_modes  # noqa: E402
 from dre.edit.inputs import codes_for_sources, list_sources, load_target, resolve_mean_shape  # noqa: E402
 from dre.edit.run import EditConfig, faces_to_tensor, run_edit, tform_to_size  # noqa: E402
 from dre.errors import DreError  # noqa: E402
+from dre.tables import CODES, EDIT, EDIT_FILE  # noqa: E402
 
 from _edit_helpers import (  # noqa: E402
     ALIGNED,
@@ -213,7 +210,7 @@ def test_cli_writes_the_folder_and_reruns_byte_identical(case, tmp_path, dre_cmd
     names = [f"{s}_{m}.png" for s in stems for m in ("exp+pose", "light")]
     assert set(names) <= set(one) and "grid.png" in one and "edit.parquet" in one
     assert {f"buffers/{s}_source.npz" for s in stems} | {f"buffers/{n[:-4]}.npz" for n in names} <= set(one)
-    table = pd.read_parquet(tmp_path / "one" / "edit.parquet")
+    table = EDIT.read(tmp_path / "one" / EDIT_FILE)[0]
     assert list(table["file"]) == names
     assert set(table["seed"]) == {3} and set(table["source_extractor"]) == {"deca"}
     assert set(table["target_extractor"]) == {"emoca"} and table["synthetic"].all()
@@ -247,17 +244,15 @@ def test_cli_target_without_face_is_a_clear_error(case, tmp_path, capsys):
 
 def test_inversion_init_and_extractor_warning(case, tmp_path):
     # EMOCA source codes (same numbers, relabelled) for a model trained on DECA buffers: a warning
-    table = pq.read_table(case["codes"])
-    meta = json.loads(table.schema.metadata[b"dre"])
+    table, meta = CODES.read(case["codes"])
     meta["extractor"] = "emoca"
-    table = table.set_column(table.schema.get_field_index("extractor"), "extractor",
-                             pa.array(["emoca"] * table.num_rows))
-    pq.write_table(table.replace_schema_metadata({b"dre": json.dumps(meta).encode()}), tmp_path / "emoca.parquet")
+    table["extractor"] = "emoca"
+    CODES.write(tmp_path / "emoca.parquet", table.to_dict("records"), meta)
     cfg = _cfg(case, tmp_path / "inv", source_codes=tmp_path / "emoca.parquet", source_extractor="emoca",
                init="inversion", modes=parse_modes("light"))
     with pytest.warns(UserWarning, match="trained on deca buffers but --source-extractor is emoca"):
         out = run_edit(cfg)
-    table = pd.read_parquet(out / "edit.parquet")
+    table = EDIT.read(out / EDIT_FILE)[0]
     assert set(table["init"]) == {"inversion"} and table["noise_seed"].isna().all()
     assert set(table["source_extractor"]) == {"emoca"}
     assert np.asarray(Image.open(out / "a_photo_light.png")).std() > 0
@@ -285,10 +280,9 @@ def test_mean_shape_checks(tmp_path):
 
 def test_source_codes_of_another_extractor_is_an_error(case, tmp_path):
     faces = list_sources(case["album"])
-    df = pq.read_table(case["codes"])
-    meta = json.loads(df.schema.metadata[b"dre"])
+    df, meta = CODES.read(case["codes"])
     meta["extractor"] = "emoca"
-    pq.write_table(df.replace_schema_metadata({b"dre": json.dumps(meta).encode()}), tmp_path / "c.parquet")
+    CODES.write(tmp_path / "c.parquet", df.to_dict("records"), meta)
     with pytest.raises(DreError, match="holds emoca codes but --source-extractor is deca"):
         codes_for_sources(faces, tmp_path / "c.parquet", "deca", torch.device("cpu"))
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER, FlameCodes
 from dre.face3d.crop import crop_tforms
+from dre.tables import ALIGN, ALIGN_FILE, CODES
 from dre.utils.synthetic import BANNER
 
 from face3d_album import IMAGE_SIZE, image_tform, make_album, random_codes
@@ -43,8 +42,7 @@ def album(tmp_path_factory: pytest.TempPathFactory, face_model) -> Path:
 
 
 def _read(path: Path) -> tuple[pd.DataFrame, dict]:
-    table = pq.read_table(path)
-    return table.to_pandas(), json.loads(table.schema.metadata[b"dre"])
+    return CODES.read(path)
 
 
 # --------------------------------------------------------------------------------------------- FaceModel
@@ -100,7 +98,7 @@ def test_extractor_crop_and_batch_invariance(extractors: dict, album: Path) -> N
     from PIL import Image
 
     ext = extractors["deca"]
-    df = pd.read_parquet(album / "align.parquet")
+    df = ALIGN.read(album / ALIGN_FILE)[0]
     imgs = [np.asarray(Image.open(album / o)) for o in df["output"]]
     lms = [np.asarray(v).reshape(68, 2) for v in df["aligned_landmarks"]]
     crops, tf = ext.crop(imgs, lms)
@@ -142,7 +140,7 @@ def test_extract_cli_album(synthetic_assets: Path, album: Path, tmp_path: Path, 
 
     # the codes render into valid buffers and the tform is the crop of the aligned landmarks
     codes, tform = FlameCodes.from_frame(ok)
-    lm = np.asarray(pd.read_parquet(work / "align.parquet")["aligned_landmarks"][0]).reshape(1, 68, 2)
+    lm = np.asarray(ALIGN.read(work / ALIGN_FILE)[0]["aligned_landmarks"][0]).reshape(1, 68, 2)
     torch.testing.assert_close(tform, crop_tforms(torch.from_numpy(lm)).float())
     buf = face_model.render(codes, tform, 64)
     assert torch.isfinite(buf.condition()).all() and buf.alpha.sum() > 0
@@ -166,7 +164,7 @@ def test_extract_emoca_sidecars_and_failures(synthetic_assets: Path, extractors:
     # no align.parquet: DECA-style <stem>.txt sidecars, and a clear status where one is missing
     side = tmp_path / "side"
     side.mkdir()
-    report = pd.read_parquet(album / "align.parquet")
+    report = ALIGN.read(album / ALIGN_FILE)[0]
     for i, name in enumerate(report["output"]):
         shutil.copy(album / name, side / name)
         if i < 2:

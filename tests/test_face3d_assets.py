@@ -14,61 +14,78 @@ import numpy as np
 import pytest
 import torch
 
+from dre.assets.catalog import (
+    DECA_FILE,
+    DEFAULT_EMOCA_MODEL,
+    EMOCA_DIR,
+    FAN_DIR,
+    FLAME_FILE,
+    LANDMARK_FILE,
+    TEMPLATE_FILE,
+    TEXTURE_FILE,
+    asset_checksums,
+    emoca_path,
+    locate_emoca_checkpoint,
+)
+from dre.assets.check import check_assets
 from dre.errors import DreError
-from dre.face3d import assets as A
 from dre.face3d.codes import FlameCodes
+from dre.face3d.encoder_files import EmocaFlags, load_deca_checkpoint, load_emoca, torch_load_weights
 from dre.face3d.encoders import (
     DECA_CODE_SIZE,
-    EmocaFlags,
-    ResnetEncoder,
+    build_deca_encoder,
     codes_from_outputs,
     expected_shapes,
+    load_encoder,
     load_face_encoder,
 )
+from dre.face3d.face_model import load_head_template
+from dre.face3d.flame import load_flame, load_landmark_embedding
+from dre.face3d.texture import load_flame_texture
 from dre.safety.unpickle import load_flame_pickle, load_npy
 
 
 def test_loaders_on_synthetic_assets(synthetic_assets: Path) -> None:
-    flame = A.load_flame(synthetic_assets / A.FLAME_FILE)
+    flame = load_flame(synthetic_assets / FLAME_FILE)
     v = flame.n_vertices
     assert flame.shapedirs.shape == (v, 3, 400) and flame.posedirs.shape == (v, 3, 36)
     assert flame.J_regressor.shape == (5, v) and np.allclose(flame.J_regressor.sum(1), 1.0)
     assert flame.parents.tolist() == [-1, 0, 1, 1, 1]
-    tmpl = A.load_head_template(synthetic_assets / A.TEMPLATE_FILE)
+    tmpl = load_head_template(synthetic_assets / TEMPLATE_FILE)
     assert np.array_equal(tmpl.faces, flame.faces)
     assert tmpl.uv_faces.shape == tmpl.faces.shape and tmpl.uvs.min() >= 0 and tmpl.uvs.max() <= 1
-    emb = A.load_landmark_embedding(synthetic_assets / A.LANDMARK_FILE, n_faces=len(flame.faces))
+    emb = load_landmark_embedding(synthetic_assets / LANDMARK_FILE, n_faces=len(flame.faces))
     assert emb.dynamic_faces.shape == (79, 17) and emb.full_faces.shape == (68,)
-    tex = A.load_flame_texture(synthetic_assets / A.TEXTURE_FILE)
+    tex = load_flame_texture(synthetic_assets / TEXTURE_FILE)
     assert tex.mean.shape[2] == 3 and tex.tex_dir.shape == tex.mean.shape + (50,)
     assert tex.mean.dtype == np.float32 and 0 <= tex.mean.min() and tex.mean.max() <= 255
-    state = A.load_deca_checkpoint(synthetic_assets / A.DECA_FILE)
+    state = load_deca_checkpoint(synthetic_assets / DECA_FILE)
     assert tuple(state["layers.2.weight"].shape) == (DECA_CODE_SIZE, 1024)
-    em = A.load_emoca(A.emoca_path(synthetic_assets))
+    em = load_emoca(emoca_path(synthetic_assets))
     assert em.flags == EmocaFlags(global_pose=False, jaw_pose=True)
     assert tuple(em.e_expression["layers.2.weight"].shape) == (53, 1024)
 
 
 def test_check_assets_all_valid(synthetic_assets: Path) -> None:
-    rows = {r.name: r for r in A.check_assets(synthetic_assets)}
+    rows = {r.name: r for r in check_assets(synthetic_assets)}
     required = [r for r in rows.values() if r.required]
     assert len(required) == 6 and all(r.ok for r in required), [(r.name, r.problem) for r in required]
-    assert not rows[A.FAN_DIR].required
+    assert not rows[FAN_DIR].required
 
 
 def test_missing_file_message_names_file_and_source(tmp_path: Path) -> None:
     with pytest.raises(DreError) as e:
-        A.load_flame(tmp_path / A.FLAME_FILE)
+        load_flame(tmp_path / FLAME_FILE)
     assert "generic_model.pkl" in str(e.value) and "flame.is.tue.mpg.de" in str(e.value)
     with pytest.raises(DreError) as e:
-        A.load_deca_checkpoint(tmp_path / A.DECA_FILE)
+        load_deca_checkpoint(tmp_path / DECA_FILE)
     assert "deca_model.tar" in str(e.value) and "drive.google.com" in str(e.value)
     with pytest.raises(DreError) as e:
-        A.load_emoca(A.emoca_path(tmp_path))
+        load_emoca(emoca_path(tmp_path))
     assert "EMOCA_v2_lr_mse_20" in str(e.value) and "emoca.is.tue.mpg.de" in str(e.value)
-    rows = {r.name: r for r in A.check_assets(tmp_path, require=["deca"])}
-    assert not rows[A.TEMPLATE_FILE].found and "github.com/yfeng95/DECA" in rows[A.TEMPLATE_FILE].source
-    assert rows[A.DECA_FILE].required and not rows[f"{A.EMOCA_DIR}/{A.DEFAULT_EMOCA_MODEL}"].required
+    rows = {r.name: r for r in check_assets(tmp_path, require=["deca"])}
+    assert not rows[TEMPLATE_FILE].found and "github.com/yfeng95/DECA" in rows[TEMPLATE_FILE].source
+    assert rows[DECA_FILE].required and not rows[f"{EMOCA_DIR}/{DEFAULT_EMOCA_MODEL}"].required
 
 
 class _Evil:
@@ -81,14 +98,14 @@ class _Evil:
 
 def test_malicious_pickle_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    bad = tmp_path / A.FLAME_FILE
+    bad = tmp_path / FLAME_FILE
     bad.write_bytes(pickle.dumps({"v_template": np.zeros((3, 3)), "x": _Evil(marker)}, protocol=2))
     with pytest.raises(DreError) as e:
-        A.load_flame(bad)
+        load_flame(bad)
     assert "posix.system" in str(e.value) and "refused" in str(e.value)
     assert not marker.exists()
     # same payload inside an object .npy (landmark embedding path)
-    npy = tmp_path / A.LANDMARK_FILE
+    npy = tmp_path / LANDMARK_FILE
     with open(npy, "wb") as fh:
         np.save(fh, np.array({"a": _Evil(marker)}, dtype=object), allow_pickle=True)
     with pytest.raises(DreError, match="system"):
@@ -113,77 +130,90 @@ def test_unpickler_converts_sparse_and_rejects_chumpy_expressions(tmp_path: Path
 
 def test_flame_pickle_any_protocol(tmp_path: Path, synthetic_assets: Path) -> None:
     """FLAME 2020 was pickled by Python 2: old protocols use copy_reg._reconstructor and __builtin__ names."""
-    from dre.face3d.synth import _chumpy_standin, _flame_dict, _Mesh
+    from dre.face3d.synth_head import HeadMesh, chumpy_standin, flame_dict
 
-    ref = A.load_flame(synthetic_assets / A.FLAME_FILE)
-    with _chumpy_standin() as Ch:
-        d = _flame_dict(_Mesh(), np.random.default_rng(0), Ch)
+    ref = load_flame(synthetic_assets / FLAME_FILE)
+    with chumpy_standin() as Ch:
+        d = flame_dict(HeadMesh(), np.random.default_rng(0), Ch)
         blobs = {proto: pickle.dumps(d, protocol=proto) for proto in (0, 1, 2)}
     assert b"copy_reg" in blobs[1] and b"_reconstructor" in blobs[1]
     for proto, blob in blobs.items():
-        (tmp_path / A.FLAME_FILE).write_bytes(blob)
-        m = A.load_flame(tmp_path / A.FLAME_FILE, official=False)
+        (tmp_path / FLAME_FILE).write_bytes(blob)
+        m = load_flame(tmp_path / FLAME_FILE, official=False)
         assert np.array_equal(m.v_template, ref.v_template) and np.array_equal(m.J_regressor, ref.J_regressor), proto
 
 
 def test_html_instead_of_tar(tmp_path: Path) -> None:
-    p = tmp_path / A.DECA_FILE
+    p = tmp_path / DECA_FILE
     p.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>")
     with pytest.raises(DreError) as e:
-        A.load_deca_checkpoint(p)
+        load_deca_checkpoint(p)
     assert "HTML page" in str(e.value) and "drive.google.com" in str(e.value)
-    rows = {r.name: r for r in A.check_assets(tmp_path)}
-    assert rows[A.DECA_FILE].found and not rows[A.DECA_FILE].valid and "HTML" in rows[A.DECA_FILE].problem
+    rows = {r.name: r for r in check_assets(tmp_path)}
+    assert rows[DECA_FILE].found and not rows[DECA_FILE].valid and "HTML" in rows[DECA_FILE].problem
 
 
 def test_truncated_checkpoint(tmp_path: Path, synthetic_assets: Path) -> None:
-    p = tmp_path / A.DECA_FILE
-    p.write_bytes((synthetic_assets / A.DECA_FILE).read_bytes()[:100_000])
+    p = tmp_path / DECA_FILE
+    p.write_bytes((synthetic_assets / DECA_FILE).read_bytes()[:100_000])
     with pytest.raises(DreError, match="deca_model.tar"):
-        A.load_deca_checkpoint(p)
+        load_deca_checkpoint(p)
 
 
 def test_deca_checkpoint_strict_keys_and_shapes(tmp_path: Path, synthetic_assets: Path) -> None:
-    state = A.load_deca_checkpoint(synthetic_assets / A.DECA_FILE)
-    p = tmp_path / A.DECA_FILE
+    """The file loader returns E_flame as stored; building the encoder checks keys and shapes, once."""
+    state = load_deca_checkpoint(synthetic_assets / DECA_FILE)
+    p = tmp_path / DECA_FILE
     broken = dict(state)
     del broken["encoder.layer3.2.conv2.weight"]
     torch.save({"E_flame": broken}, p)
     with pytest.raises(DreError, match="missing keys.*layer3.2.conv2.weight"):
-        A.load_deca_checkpoint(p)
+        load_face_encoder(tmp_path, "deca")
     broken = dict(state)
     broken["layers.2.weight"] = torch.zeros(200, 1024)
     torch.save({"E_flame": broken}, p)
     with pytest.raises(DreError, match="mismatched.*layers.2.weight"):
-        A.load_deca_checkpoint(p)
+        load_face_encoder(tmp_path, "deca")
+    rows = {r.name: r for r in check_assets(tmp_path, require=["deca"])}
+    assert rows[DECA_FILE].found and not rows[DECA_FILE].valid and "mismatched" in rows[DECA_FILE].problem
     torch.save({"E_detail": state}, p)
     with pytest.raises(DreError, match="no 'E_flame'"):
-        A.load_deca_checkpoint(p)
+        load_deca_checkpoint(p)
     # BatchNorm counters may be absent (checkpoints from old torch)
     torch.save({"E_flame": {k: v for k, v in state.items() if "num_batches_tracked" not in k}}, p)
-    assert "layers.0.weight" in A.load_deca_checkpoint(p)
-    from dre.face3d.encoders import build_deca_encoder
-
-    enc = build_deca_encoder(A.load_deca_checkpoint(p))
+    enc = build_deca_encoder(load_deca_checkpoint(p))
     assert not any(t.is_meta for t in [*enc.parameters(), *enc.buffers()])
     torch.testing.assert_close(enc.E_flame.layers[2].weight, state["layers.2.weight"])
+
+
+def test_state_dict_checked_once_per_encoder(monkeypatch: pytest.MonkeyPatch, synthetic_assets: Path) -> None:
+    import dre.face3d.encoders as encoders
+
+    calls: list[str] = []
+    real = encoders.check_state_dict
+    monkeypatch.setattr(encoders, "check_state_dict", lambda s, n, what: calls.append(what) or real(s, n, what))
+    load_face_encoder(synthetic_assets, "deca")
+    assert len(calls) == 1
+    calls.clear()
+    load_face_encoder(synthetic_assets, "emoca")
+    assert len(calls) == 2 and "E_flame" in calls[0] and "E_expression" in calls[1]
 
 
 @pytest.mark.parametrize("global_pose,jaw_pose,rows", [(False, False, 50), (True, True, 56), (True, False, 53)])
 def test_emoca_flags_and_head_rows(tmp_path: Path, synthetic_assets: Path, global_pose, jaw_pose, rows) -> None:
     from dre.face3d.synth import write_emoca_model
 
-    e_flame = A.load_deca_checkpoint(synthetic_assets / A.DECA_FILE)
+    e_flame = load_deca_checkpoint(synthetic_assets / DECA_FILE)
     folder = tmp_path / "M"
     write_emoca_model(folder, OrderedDict(e_flame), global_pose=global_pose, jaw_pose=jaw_pose)
-    em = A.load_emoca(folder)
+    em = load_emoca(folder)
     assert em.flags.out_size == rows and em.flags.global_pose == global_pose and em.flags.jaw_pose == jaw_pose
     # config claims another layout than the checkpoint holds → refused
     cfg = (folder / "cfg.yaml").read_text()
     flipped = cfg.replace(f"exp_deca_jaw_pose: {str(jaw_pose).lower()}", f"exp_deca_jaw_pose: {str(not jaw_pose).lower()}")
     (folder / "cfg.yaml").write_text(flipped)
     with pytest.raises(DreError, match=r"expression head has \d+ outputs"):
-        A.load_emoca(folder)
+        load_emoca(folder)
 
 
 def test_locate_emoca_checkpoint_as_emoca(tmp_path: Path) -> None:
@@ -198,12 +228,12 @@ def test_locate_emoca_checkpoint_as_emoca(tmp_path: Path) -> None:
     for n in names:
         (ck / n).parent.mkdir(parents=True, exist_ok=True)
         (ck / n).write_bytes(b"")
-    assert A.locate_emoca_checkpoint(tmp_path) == ck / names[2]
+    assert locate_emoca_checkpoint(tmp_path) == ck / names[2]
     shutil.rmtree(ck)
     ck.mkdir(parents=True)
     (ck / "last.ckpt").write_bytes(b"")
     with pytest.raises(DreError, match="no EMOCA checkpoint"):
-        A.locate_emoca_checkpoint(tmp_path)
+        locate_emoca_checkpoint(tmp_path)
 
 
 def test_lightning_checkpoint_with_foreign_objects_loads_without_importing_them(tmp_path: Path) -> None:
@@ -224,58 +254,88 @@ def test_lightning_checkpoint_with_foreign_objects_loads_without_importing_them(
         torch.save({"state_dict": {"w": torch.ones(2)}, "hyper_parameters": DictConfig()}, p)
     finally:
         del sys.modules["fake_omegaconf_mod"]
-    out = A.torch_load_weights(p, A.EMOCA_DIR)
+    out = torch_load_weights(p, EMOCA_DIR)
     assert torch.equal(out["state_dict"]["w"], torch.ones(2))
     assert type(out["hyper_parameters"]).__name__ == "DictConfig" and not isinstance(out["hyper_parameters"], DictConfig)
 
 
 def test_official_sizes_required_without_marker(tmp_path: Path, synthetic_assets: Path) -> None:
-    for name in (A.FLAME_FILE, A.TEMPLATE_FILE, A.TEXTURE_FILE):
+    for name in (FLAME_FILE, TEMPLATE_FILE, TEXTURE_FILE):
         shutil.copy(synthetic_assets / name, tmp_path / name)
     with pytest.raises(DreError, match="FLAME 2020 has 5023"):
-        A.load_flame(tmp_path / A.FLAME_FILE)
+        load_flame(tmp_path / FLAME_FILE)
     with pytest.raises(DreError, match="DECA's template has 5023"):
-        A.load_head_template(tmp_path / A.TEMPLATE_FILE)
+        load_head_template(tmp_path / TEMPLATE_FILE)
     with pytest.raises(DreError, match="512x512x3 with 200"):
-        A.load_flame_texture(tmp_path / A.TEXTURE_FILE)
-    assert A.load_flame(tmp_path / A.FLAME_FILE, official=False).n_vertices > 0
+        load_flame_texture(tmp_path / TEXTURE_FILE)
+    assert load_flame(tmp_path / FLAME_FILE, official=False).n_vertices > 0
 
 
 def test_template_must_match_flame_topology(tmp_path: Path, synthetic_assets: Path) -> None:
     shutil.copytree(synthetic_assets, tmp_path / "a")
-    obj = tmp_path / "a" / A.TEMPLATE_FILE
+    obj = tmp_path / "a" / TEMPLATE_FILE
     lines = obj.read_text().splitlines()
     i = next(k for k, l in enumerate(lines) if l.startswith("f "))
     a, b, c = lines[i].split()[1:]
     lines[i] = f"f {b} {a} {c}"  # flip one triangle
     obj.write_text("\n".join(lines) + "\n")
-    rows = {r.name: r for r in A.check_assets(tmp_path / "a")}
-    assert not rows[A.TEMPLATE_FILE].valid and "faces differ" in rows[A.TEMPLATE_FILE].problem
+    rows = {r.name: r for r in check_assets(tmp_path / "a")}
+    assert not rows[TEMPLATE_FILE].valid and "faces differ" in rows[TEMPLATE_FILE].problem
 
 
 def test_asset_checksums(synthetic_assets: Path) -> None:
-    deca = A.asset_checksums(synthetic_assets, "deca")
-    emoca = A.asset_checksums(synthetic_assets, "emoca")
-    assert A.DECA_FILE in deca and A.FLAME_FILE in deca and all(len(v) == 64 for v in deca.values())
-    assert any(k.endswith(".ckpt") for k in emoca) and A.DECA_FILE not in emoca
+    deca = asset_checksums(synthetic_assets, "deca")
+    emoca = asset_checksums(synthetic_assets, "emoca")
+    assert DECA_FILE in deca and FLAME_FILE in deca and all(len(v) == 64 for v in deca.values())
+    assert any(k.endswith(".ckpt") for k in emoca) and DECA_FILE not in emoca
 
 
 # --- encoders ------------------------------------------------------------------------------------
 
 
-def test_resnet_trunk_matches_torchvision() -> None:
-    tv = pytest.importorskip("torchvision")
-    ours = ResnetEncoder(DECA_CODE_SIZE).eval()
-    ref = tv.models.resnet50(weights=None)
-    ref.fc = torch.nn.Identity()
-    ref.eval()
-    ref_keys = {f"encoder.{k}": tuple(v.shape) for k, v in ref.state_dict().items()}
-    ours_keys = {k: v for k, v in expected_shapes(DECA_CODE_SIZE).items() if k.startswith("encoder.")}
-    assert ours_keys == ref_keys
-    ref.load_state_dict({k[len("encoder."):]: v for k, v in ours.state_dict().items() if k.startswith("encoder.")})
-    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))  # adaptive pool: any size
+def _deca_resnet50_keys() -> dict[str, tuple[int, ...]]:
+    """DECA's ``ResnetEncoder`` state-dict layout, written out from its description (not from our model):
+    ResNet-50 trunk under ``encoder.`` (Bottleneck [3, 4, 6, 3], widths 64..512, ×4 expansion,
+    ``downsample.0/1`` on each stage's first block), then ``layers.0`` = Linear(2048, 1024)."""
+    keys: dict[str, tuple[int, ...]] = {}
+
+    def bn(name: str, c: int) -> None:
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{name}.{leaf}"] = (c,)
+        keys[f"{name}.num_batches_tracked"] = ()
+
+    keys["encoder.conv1.weight"] = (64, 3, 7, 7)
+    bn("encoder.bn1", 64)
+    in_ch = 64
+    for stage, (width, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), 1):
+        for i in range(blocks):
+            pre = f"encoder.layer{stage}.{i}"
+            keys[f"{pre}.conv1.weight"] = (width, in_ch, 1, 1)
+            bn(f"{pre}.bn1", width)
+            keys[f"{pre}.conv2.weight"] = (width, width, 3, 3)
+            bn(f"{pre}.bn2", width)
+            keys[f"{pre}.conv3.weight"] = (width * 4, width, 1, 1)
+            bn(f"{pre}.bn3", width * 4)
+            if i == 0:
+                keys[f"{pre}.downsample.0.weight"] = (width * 4, in_ch, 1, 1)
+                bn(f"{pre}.downsample.1", width * 4)
+            in_ch = width * 4
+    keys["layers.0.weight"], keys["layers.0.bias"] = (1024, 2048), (1024,)
+    return keys
+
+
+@pytest.mark.parametrize("out_size", [DECA_CODE_SIZE, 50, 53, 56])
+def test_deca_and_emoca_checkpoint_keys_load_into_torchvision_resnet(out_size: int) -> None:
+    """E_flame (236 outputs) and E_expression (50/53/56) key sets load strictly into the torchvision trunk."""
+    want = _deca_resnet50_keys() | {"layers.2.weight": (out_size, 1024), "layers.2.bias": (out_size,)}
+    assert expected_shapes(out_size) == want and list(expected_shapes(out_size)) == list(want)
+    g = torch.Generator().manual_seed(out_size)
+    state = {k: (torch.tensor(0) if not shape else torch.rand(shape, generator=g) + 0.5) for k, shape in want.items()}
+    enc = load_encoder(state, out_size, "test")
+    x = torch.rand(1, 3, 64, 64, generator=g)  # adaptive pool: any size
     with torch.no_grad():
-        torch.testing.assert_close(ours.encoder(x), ref(x), rtol=1e-5, atol=1e-5)
+        assert enc(x).shape == (1, out_size)
+    torch.testing.assert_close(enc.encoder.layer4[2].bn3.running_var, state["encoder.layer4.2.bn3.running_var"])
 
 
 def test_codes_from_outputs_layouts() -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dre.face3d import assets as A
-from dre.face3d.flame import Flame, batch_rodrigues, dynamic_contour_index, vertices_to_landmarks
+from dre.assets.catalog import FLAME_FILE
+from dre.face3d.flame import Flame, batch_rodrigues, dynamic_contour_index, load_flame, vertices_to_landmarks
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_vertices_agree_with_smplx_lbs(flame: Flame, synthetic_assets: Path) -> 
     """smplx's FLAME class wants its own pickle layout, so we call its ``lbs`` function directly with the
     arrays our loader produced: an independent implementation of blend shapes + skinning."""
     smplx_lbs = pytest.importorskip("smplx.lbs")
-    model = A.load_flame(synthetic_assets / A.FLAME_FILE)
+    model = load_flame(synthetic_assets / FLAME_FILE)
     shape, exp, pose = _codes(4, 0)
     ours = flame(shape, exp, pose).vertices
     sd = np.concatenate([model.shapedirs[:, :, :100], model.shapedirs[:, :, 300:350]], axis=2)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from dre.errors import DreError
 from dre.report import moving_average, read_metrics, status_counts, write_status_table
+from dre.tables import ALIGN, ALIGN_FILE
 
 
 def _metrics(path: Path, steps: range, loss) -> Path:
@@ -53,14 +54,17 @@ def test_bad_metrics_are_clear_errors(tmp_path: Path) -> None:
 def test_status_counts_and_table(tmp_path: Path) -> None:
     folder = tmp_path / "aligned"
     folder.mkdir()
-    pd.DataFrame({
-        "source": ["a", "b", "c", "d"],
-        "status": ["ok", "no_face", "ok", "not_image"],
-        "message": ["", "no face found in b", "", "d: not an image suffix"],
-    }).to_parquet(folder / "align.parquet")
+    statuses = {"a": ("ok", ""), "b": ("no_face", "no face found in b"), "c": ("ok", ""),
+                "d": ("not_image", "d: not an image suffix")}
+    rows = [{"source": src, "face_index": 0 if st == "ok" else -1, "status": st, "message": msg, "landmarks": None,
+             "aligned_landmarks": None, "quad": None, "confidence": 0.0, "backend": "sidecar", "output": None}
+            for src, (st, msg) in statuses.items()]
+    meta = {"backend": "sidecar", "size": 64, "already_aligned": False, "multi_face": "largest", "min_face": 64.0,
+            "transform_size": 256}
+    ALIGN.write(folder / ALIGN_FILE, rows, meta)
     assert status_counts(folder) == [("ok", 2, ""), ("no_face", 1, "no face found in b"),
                                      ("not_image", 1, "d: not an image suffix")]
-    write_status_table(folder / "align.parquet", tmp_path / "s.tsv")
+    write_status_table(folder / ALIGN_FILE, tmp_path / "s.tsv")
     table = pd.read_csv(tmp_path / "s.tsv", sep="\t", keep_default_na=False)
     assert list(table["status"]) == ["ok", "no_face", "not_image", "total"]
     assert list(table["count"]) == [2, 1, 1, 4]

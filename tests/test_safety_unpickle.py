@@ -63,9 +63,9 @@ def _assert_same(got: object, want: object) -> None:
 def test_flame_format_round_trip(tmp_path: Path, protocol: int) -> None:
     """chumpy arrays (through the synthetic writer's stand-in) and scipy matrices come back as numpy arrays,
     whatever protocol wrote them (FLAME 2020 is a Python 2, protocol-2 pickle)."""
-    from dre.face3d.synth import _chumpy_standin
+    from dre.face3d.synth_head import chumpy_standin
 
-    with _chumpy_standin() as Ch:
+    with chumpy_standin() as Ch:
         pickled, want = _flame_like(Ch)
         (tmp_path / "m.pkl").write_bytes(pickle.dumps(pickled, protocol=protocol))
     _assert_same(load_flame_pickle(tmp_path / "m.pkl"), want)

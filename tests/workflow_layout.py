@@ -1,4 +1,4 @@
-"""A throw-away project layout for workflow tests: this checkout's workflow, config and envs plus album folders.
+"""A throw-away project layout for workflow tests: this checkout's workflow, config, envs and `dre` plus albums.
 
 The example sheets name `data/ffhq`, `data/affectnet`, `data/obama` and `data/targets/obama_12.png`. The
 workflow refuses sheets that point at missing folders, so the layout creates them with one tiny image each
@@ -59,6 +59,8 @@ class Layout:
 def make_layout(root: Path) -> Layout:
     for part in ("workflow", "config", "envs"):
         shutil.copytree(REPO / part, root / part)
+    # the workflow imports this checkout's `dre` from the project root (as in a real checkout)
+    (root / "dre").symlink_to(REPO / "dre", target_is_directory=True)
     layout = Layout(root)
     for album in ("data/ffhq", "data/affectnet", "data/obama"):
         layout.add_album(album)

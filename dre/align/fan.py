@@ -17,15 +17,11 @@ from typing import Sequence
 import numpy as np
 
 from dre.align.backends import Face, NoLandmarks
+from dre.assets.catalog import FAN_FILES
 from dre.errors import DreError
 
 log = logging.getLogger(__name__)
 
-# face-alignment 1.5.0 file names (its URLs' basenames) under <torch hub dir>/checkpoints/.
-FAN_FILES = {
-    "s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
-    "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
-}
 
 
 def checkpoint_dir() -> Path:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # = workflow common.smk
+from dre.utils.images import is_image_name
+
 
 
 @dataclass
@@ -141,11 +142,11 @@ def list_album(input_path: str | Path) -> tuple[list[Path], list[Path]]:
 
         raise DreError(f"--input {p}: no such file or folder")
     files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
-    images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    images = [f for f in files if is_image_name(f)]
     sidecar_names = set()
     for f in images:
         for ext in (".txt", ".npy"):
             sidecar_names.add(f.with_suffix(ext).name)
             sidecar_names.add(f.name + ext)
-    others = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES and f.name not in sidecar_names]
+    others = [f for f in files if not is_image_name(f) and f.name not in sidecar_names]
     return images, others

@@ -8,7 +8,6 @@ nothing at all is usable, and then says why for each file.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections import Counter
@@ -19,14 +18,15 @@ import numpy as np
 
 from dre.align.backends import Face, LandmarkBackend, NoLandmarks, make_backend
 from dre.align.ffhq import SUPERSAMPLE, align_face, ffhq_quad
-from dre.align.imageio import IMAGE_SUFFIXES, ImageLoadError, LoadedImage, list_album, load_rgb
+from dre.align.imageio import ImageLoadError, LoadedImage, list_album, load_rgb
 from dre.errors import DreError
+from dre.tables import ALIGN, ALIGN_FILE
+from dre.utils.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "unreadable", "not_image", "no_face", "face_too_small", "multiple_faces_skipped", "error")
 POLICIES = ("largest", "all", "skip")
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -152,7 +152,7 @@ def align_album(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> Ali
             details = "\n".join(f"  {Path(r.source).name}: {r.status}: {r.message}" for r in report.rows[:20])
             more = f"\n  ... and {len(report.rows) - 20} more" if len(report.rows) > 20 else ""
             raise DreError(f"no usable face in --input {cfg.input}: {report.summary()}\n{details}{more}")
-        write_parquet(tmp / "align.parquet", report.rows, cfg, backend.name)
+        write_parquet(tmp / ALIGN_FILE, report.rows, cfg, backend.name)
     return report
 
 
@@ -302,30 +302,8 @@ def _check_prealigned(quad, size: int, message: str) -> str:
 
 # --------------------------------------------------------------------------------------------- parquet
 def write_parquet(dest: Path, rows: list[Row], cfg: AlignConfig, backend_name: str) -> None:
-    """Write align.parquet with the column types of docs/ARCHITECTURE.md (atomically)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dre.safety.atomic import atomic_path
-
-    f32list = pa.list_(pa.float32())
-    schema = pa.schema(
-        [
-            ("source", pa.string()),
-            ("face_index", pa.int64()),
-            ("status", pa.string()),
-            ("message", pa.string()),
-            ("landmarks", f32list),
-            ("aligned_landmarks", f32list),
-            ("quad", f32list),
-            ("confidence", pa.float64()),
-            ("backend", pa.string()),
-            ("output", pa.string()),
-        ]
-    )
-    cols = {name: [getattr(r, name) for r in rows] for name in schema.names}
+    """Write align.parquet (:data:`dre.tables.ALIGN`) with the run's settings as its metadata."""
     meta = {
-        "schema": SCHEMA_VERSION,
         "backend": backend_name,
         "size": cfg.size,
         "already_aligned": cfg.already_aligned,
@@ -333,16 +311,7 @@ def write_parquet(dest: Path, rows: list[Row], cfg: AlignConfig, backend_name: s
         "min_face": cfg.min_face,
         "transform_size": cfg.transform_size or SUPERSAMPLE * cfg.size,
     }
-    table = pa.table(cols, schema=schema).replace_schema_metadata({"dre": json.dumps(meta)})
-    with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp)
+    ALIGN.write(dest, {name: [getattr(r, name) for r in rows] for name in ALIGN.names}, meta)
 
 
-def read_align_parquet(path: str | Path):
-    """align.parquet as a pandas DataFrame (list columns as numpy float32 arrays)."""
-    import pandas as pd
-
-    return pd.read_parquet(path)
-
-
-__all__ = ["AlignConfig", "AlignReport", "Row", "align_album", "write_parquet", "read_align_parquet"]
+__all__ = ["AlignConfig", "AlignReport", "Row", "align_album", "write_parquet"]

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Print the asset table; exit 1 when a required asset is missing or invalid."""
-    from dre.face3d.assets import check_assets, format_table
+    from dre.assets.check import check_assets, format_table
     from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
     root = Path(args.assets)

@@ -9,7 +9,6 @@ always extracted here, with the extractor the user asked for.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -20,16 +19,16 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from dre.errors import DreError
+from dre.tables import ALIGN, ALIGN_FILE, CODES
+from dre.utils.images import list_images
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
     from dre.face3d.codes import FlameCodes
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-ALIGN_TABLE = "align.parquet"
 
 
 @dataclass
@@ -53,13 +52,10 @@ def read_image(path: Path) -> np.ndarray:
         raise DreError(f"{path} is not a readable image ({exc})") from None
 
 
-def _read_align_table(folder: Path) -> "pd.DataFrame | None":  # noqa: F821
-    table = folder / ALIGN_TABLE
-    if not table.is_file():
-        return None
-    import pandas as pd
-
-    return pd.read_parquet(table)
+def _read_align_table(folder: Path) -> "pd.DataFrame | None":
+    """The folder's align.parquet, or None for a plain folder of aligned images."""
+    table = folder / ALIGN_FILE
+    return ALIGN.read(table)[0] if table.is_file() else None
 
 
 def _row_output(folder: Path, row) -> Path | None:
@@ -110,9 +106,8 @@ def list_sources(source: Path) -> list[Face]:
                     continue
                 faces.append(Face(out, out.stem, read_image(out), _landmarks(row)))
         else:
-            for p in sorted(source.iterdir()):
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-                    faces.append(Face(p, p.stem, read_image(p), _sidecar_landmarks(p)))
+            for p in list_images(source):
+                faces.append(Face(p, p.stem, read_image(p), _sidecar_landmarks(p)))
         faces.sort(key=lambda f: f.stem)
         if not faces:
             raise DreError(f"--source {source}: no aligned images found (expected a `dre align` output folder)")
@@ -141,7 +136,7 @@ def load_target(target: Path) -> Face:
     if target.is_dir():
         table = _read_align_table(target)
         if table is None:
-            imgs = [p for p in sorted(target.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            imgs = list_images(target)
             if len(imgs) != 1:
                 raise DreError(
                     f"--target {target}: a folder must hold align.parquet (from `dre align`) or exactly one image"
@@ -181,25 +176,19 @@ def codes_for_sources(
     what "source extractor" means).
     """
     import pandas as pd
-    import pyarrow.parquet as pq
 
     from dre.face3d.codes import FlameCodes
 
-    codes_path = Path(codes_path)
-    if not codes_path.is_file():
-        raise DreError(f"--source-codes {codes_path} does not exist")
-    raw_meta = (pq.read_schema(codes_path).metadata or {}).get(b"dre")
-    meta = json.loads(raw_meta) if raw_meta else {}
+    df, meta = CODES.read(codes_path, flag="--source-codes")
     table_extractor = meta.get("extractor")
-    df = pd.read_parquet(codes_path)
-    if table_extractor is None and "extractor" in df.columns and len(df):
+    if table_extractor is None and len(df):
         table_extractor = str(df["extractor"].iloc[0])
     if table_extractor and table_extractor != extractor:
         raise DreError(
             f"--source-codes {codes_path} holds {table_extractor} codes but --source-extractor is {extractor}; "
             f"pass the {extractor} codes table (results/codes/<album>.{extractor}.parquet)"
         )
-    by_stem = {str(s): r for s, r in zip(df["stem"], df.to_dict("records"))} if "stem" in df.columns else {}
+    by_stem = {str(s): r for s, r in zip(df["stem"], df.to_dict("records"))}
     kept, rows = [], []
     for face in faces:
         row = by_stem.get(face.stem)

@@ -1,4 +1,4 @@
-"""Writing an edit folder: per-edit PNGs, the at-a-glance grid, edited buffers and ``edit.parquet``.
+"""Writing an edit folder: per-edit PNGs, the at-a-glance grid and edited buffers (the table: dre.tables).
 
 Everything here is deterministic so that a rerun with the same seed is byte-identical: PNGs carry no
 timestamps, the buffer archives are zip files with fixed member dates, and the table is written in a
@@ -9,7 +9,6 @@ killed run never leaves a half-written edit folder behind.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -17,7 +16,6 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-TABLE_NAME = "edit.parquet"
 GRID_NAME = "grid.png"
 BUFFER_DIR = "buffers"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date zip can store: no wall-clock leaks into the bytes
@@ -108,15 +106,3 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
-
-
-def write_table(path: Path, rows: list[dict], meta: Mapping[str, object]) -> None:
-    """``edit.parquet``: one row per source × mode, plus run-level metadata under the key ``dre``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pylist(rows)
-    md = dict(table.schema.metadata or {})
-    md[b"dre"] = json.dumps(meta, sort_keys=True).encode("utf-8")
-    table = table.replace_schema_metadata(md)
-    pq.write_table(table, path, compression="zstd")

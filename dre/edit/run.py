@@ -104,7 +104,7 @@ def run_edit(cfg: EditConfig) -> Path:
     _require_parts()
     from dre.diffusion import GaussianDiffusion
     from dre.edit import engine
-    from dre.edit.writer import EditResult, write_edit_folder
+    from dre.edit.writer import EditResult, EditSettings, write_edit_folder
     from dre.face3d.face_model import FaceModel
     from dre.model import load_model_file, resolve_precision, to_channels_last
     from dre.safety.ownership import claim_dir
@@ -184,8 +184,12 @@ def run_edit(cfg: EditConfig) -> Path:
     t2 = time.perf_counter()
     log.info("sampled %d edits (%d sources × %d modes) in %.1f s", plan.n_jobs, len(stems), len(cfg.modes), t2 - t1)
 
+    settings = EditSettings(
+        model=str(cfg.model), seed=int(cfg.seed), init=cfg.init, steps=int(cfg.steps), eta=float(cfg.eta),
+        source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor, save_buffers=cfg.save_buffers,
+    )
     result = EditResult(
-        cfg=cfg,
+        settings=settings,
         plan=plan,
         faces=faces,
         target=target,
@@ -205,7 +209,7 @@ def run_edit(cfg: EditConfig) -> Path:
             **cfg.extra_meta,
         },
     )
-    write_edit_folder(Path(cfg.out), result)
+    write_edit_folder(Path(cfg.out), result, inputs=cfg.inputs())
     log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
     return Path(cfg.out)
 

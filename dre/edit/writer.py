@@ -1,5 +1,9 @@
 """Assemble an edit folder from an engine result (see :mod:`dre.edit.outputs` for the file formats).
 
+Why the writer takes plain values (:class:`EditSettings`) and not the command's config: the folder's
+contents depend only on what was computed and on the few settings recorded in ``edit.parquet``, so the
+writer can be tested on its own and never imports the command that calls it.
+
 Layout of ``results/edits/<edit>/``::
 
     <source_stem>_<mode>.png      one edited image per source × mode
@@ -13,25 +17,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from dre.edit import outputs
 from dre.safety.ownership import owned_dir
+from dre.tables import EDIT, EDIT_FILE
 
 if TYPE_CHECKING:
     from dre.edit.engine import EditPlan
     from dre.edit.inputs import Face
-    from dre.edit.run import EditConfig
     from dre.face3d.codes import Buffers
 
-SCHEMA = 1
+
+@dataclass(frozen=True)
+class EditSettings:
+    """The run settings an edit folder records (every row and the table metadata) or obeys (the grid)."""
+
+    model: str
+    seed: int
+    init: str
+    steps: int
+    eta: float
+    source_extractor: str
+    target_extractor: str
+    save_buffers: bool
 
 
 @dataclass
 class EditResult:
-    cfg: "EditConfig"
+    settings: EditSettings
     plan: "EditPlan"
     faces: list["Face"]
     target: "Face"
@@ -57,16 +73,16 @@ def _rendered_preview(buf: "Buffers", k: int) -> np.ndarray:
     return outputs.unit_to_uint8(buf.rendered[k].detach().float().cpu().numpy())
 
 
-def write_edit_folder(out: Path, res: EditResult) -> None:
+def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> None:
     """Write the whole folder into a temporary sibling and swap it in only when complete."""
-    cfg, plan = res.cfg, res.plan
+    settings, plan = res.settings, res.plan
     n, m = plan.n_sources, len(plan.modes)
     edited_u8 = outputs.to_uint8(res.images)
     sources_u8 = outputs.to_uint8(res.source_images)
     target_u8 = outputs.to_uint8(res.target_image)
     edited_cols = plan.edited.to_columns()
     synthetic = bool(res.meta.get("synthetic"))
-    with owned_dir(out, "dre edit", inputs=cfg.inputs()) as tmp:
+    with owned_dir(out, "dre edit", inputs=inputs) as tmp:
         (tmp / outputs.BUFFER_DIR).mkdir()
         rows = []
         for k in range(plan.n_jobs):
@@ -81,14 +97,14 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
                 "source_stem": stem,
                 "target": str(res.target.path),
                 "mode": mode,
-                "seed": int(cfg.seed),
+                "seed": int(settings.seed),
                 "noise_seed": res.noise_seeds[i],
-                "init": cfg.init,
-                "steps": int(cfg.steps),
-                "eta": float(cfg.eta),
-                "model": str(cfg.model),
-                "source_extractor": cfg.source_extractor,
-                "target_extractor": cfg.target_extractor,
+                "init": settings.init,
+                "steps": int(settings.steps),
+                "eta": float(settings.eta),
+                "model": str(settings.model),
+                "source_extractor": settings.source_extractor,
+                "target_extractor": settings.target_extractor,
                 "mean_shape": bool(res.meta.get("mean_shape")),
                 "file": name,
                 "buffers": buf_name,
@@ -102,12 +118,12 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
 
         cell = int(res.images.shape[-1])
         labels = ["source", "target"] + [md.name for md in plan.modes]
-        if cfg.save_buffers:
+        if settings.save_buffers:
             labels += ["source render"] + [f"{md.name} render" for md in plan.modes]
         grid_rows = []
         for i in range(n):
             row_cells = [sources_u8[i], target_u8] + [edited_u8[i * m + j] for j in range(m)]
-            if cfg.save_buffers:
+            if settings.save_buffers:
                 row_cells += [_rendered_preview(res.source_buffers, i)]
                 row_cells += [_rendered_preview(res.edit_buffers, i * m + j) for j in range(m)]
             grid_rows.append(row_cells)
@@ -116,20 +132,19 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
         outputs.save_png(tmp / outputs.GRID_NAME, grid)
 
         meta = {
-            "schema": SCHEMA,
             "modes": [md.name for md in plan.modes],
             "sources": [str(f.path) for f in res.faces],
             "target": str(res.target.path),
-            "seed": int(cfg.seed),
-            "init": cfg.init,
-            "steps": int(cfg.steps),
-            "eta": float(cfg.eta),
-            "model": str(cfg.model),
-            "source_extractor": cfg.source_extractor,
-            "target_extractor": cfg.target_extractor,
+            "seed": int(settings.seed),
+            "init": settings.init,
+            "steps": int(settings.steps),
+            "eta": float(settings.eta),
+            "model": str(settings.model),
+            "source_extractor": settings.source_extractor,
+            "target_extractor": settings.target_extractor,
             **{k: v for k, v in res.meta.items() if _jsonable(v)},
         }
-        outputs.write_table(tmp / outputs.TABLE_NAME, rows, meta)
+        EDIT.write(tmp / EDIT_FILE, rows, meta)
 
 
 def _jsonable(v: Any) -> bool:

@@ -9,7 +9,6 @@ when no image at all could be encoded.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from dre.errors import DreError
+from dre.face3d.codes import CODE_ORDER
+from dre.tables import ALIGN, ALIGN_FILE, CODES
+from dre.utils.images import list_images
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 STATUSES = ("ok", "missing", "unreadable", "no_landmarks", "bad_landmarks")
 
 
@@ -93,16 +93,7 @@ def _landmarks(value: object) -> np.ndarray | None:
 
 def items_from_report(report: Path) -> list[Item]:
     """Rows of align.parquet with an aligned image; the report's folder anchors relative outputs."""
-    import pandas as pd
-
-    try:
-        df = pd.read_parquet(report)
-    except Exception as exc:  # pyarrow raises several types for non-Parquet input
-        raise DreError(f"{report}: not a readable align.parquet ({exc})") from None
-    need = ("status", "output", "aligned_landmarks")
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise DreError(f"{report}: missing column(s) {', '.join(missing)} (expected `dre align` output)")
+    df, _ = ALIGN.read(report, columns=("status", "output", "aligned_landmarks"))
     items = []
     for i, row in enumerate(df.itertuples(index=False)):
         if row.status != "ok" or row.output is None or (isinstance(row.output, float) and np.isnan(row.output)):
@@ -125,11 +116,11 @@ def items_from_report(report: Path) -> list[Item]:
 def items_from_folder(folder: Path) -> list[Item]:
     """Every image of ``folder`` (sorted) with its DECA-style ``<stem>.txt`` landmark sidecar, if any."""
     items = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+    for path in list_images(folder):
         side = path.with_suffix(".txt")
         if not side.is_file():
             items.append(
-                Item(path, None, "no_landmarks", f"no align.parquet in {folder} and no landmark file {side.name}; "
+                Item(path, None, "no_landmarks", f"no {ALIGN_FILE} in {folder} and no landmark file {side.name}; "
                      "run `dre align` (or `dre align --already-aligned`) first")
             )
             continue
@@ -176,19 +167,8 @@ def read_image(item: Item) -> np.ndarray | None:
 
 # ------------------------------------------------------------------------------------------- output
 def write_codes_parquet(dest: Path, items: list[Item], rows: dict[int, dict], meta: dict) -> None:
-    """codes.parquet with docs/ARCHITECTURE.md's columns, written atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dre.face3d.codes import CODE_ORDER
-    from dre.safety.atomic import atomic_path
-
-    f32list = pa.list_(pa.float32())
-    fields = [("image", pa.string()), ("stem", pa.string()), ("status", pa.string()), ("message", pa.string())]
-    fields += [(name, f32list) for name in (*CODE_ORDER, "tform")]
-    fields += [("extractor", pa.string())]
-    schema = pa.schema(fields)
-    cols: dict[str, list] = {name: [] for name in schema.names}
+    """The codes table (:data:`dre.tables.CODES`): one row per item, codes only where encoded."""
+    cols: dict[str, list] = {name: [] for name in CODES.names}
     for i, it in enumerate(items):
         cols["image"].append(str(it.image))
         cols["stem"].append(it.image.stem)
@@ -198,9 +178,7 @@ def write_codes_parquet(dest: Path, items: list[Item], rows: dict[int, dict], me
         row = rows.get(i)
         for name in (*CODE_ORDER, "tform"):
             cols[name].append(None if row is None else row[name])
-    table = pa.table(cols, schema=schema).replace_schema_metadata({"dre": json.dumps(meta, sort_keys=True)})
-    with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp)
+    CODES.write(dest, cols, meta)
 
 
 # ------------------------------------------------------------------------------------------- runner
@@ -233,7 +211,7 @@ def extract_album(cfg: ExtractConfig, extractor=None) -> ExtractReport:
     cfg.validate()
     claim_table(cfg.out, inputs=[cfg.images, cfg.align_report, cfg.assets])
     t0 = time.perf_counter()
-    report_path = cfg.align_report or cfg.images / "align.parquet"
+    report_path = cfg.align_report or cfg.images / ALIGN_FILE
     items = items_from_report(report_path) if report_path.is_file() else items_from_folder(cfg.images)
     if not items:
         where = report_path if report_path.is_file() else cfg.images
@@ -271,7 +249,6 @@ def extract_album(cfg: ExtractConfig, extractor=None) -> ExtractReport:
         detail = "; ".join(f"{it.image.name}: {it.status} ({it.message})" for it in items[:20])
         raise DreError(f"dre extract: no image of {cfg.images} could be encoded — {detail}")
     meta = {
-        "schema": SCHEMA_VERSION,
         "extractor": cfg.extractor,
         "emoca_model": cfg.emoca_model if cfg.extractor == "emoca" else None,
         "assets": ext.checksums,

@@ -5,24 +5,28 @@ Both are the same network shape: a ResNet-50 trunk without its classifier (globa
 chosen so that ``state_dict()`` keys are exactly those of the released checkpoints
 (``encoder.conv1.weight`` … ``encoder.layer4.2.bn3.*``, ``layers.0.*``, ``layers.2.*``): the official
 weights then load with ``strict=True`` and any mismatch is a user-visible error, not a silent skip (DECA's
-own ``copy_state_dict`` skips missing keys silently). The trunk has torchvision's / DECA's ResNet-50
-module tree (Bottleneck [3, 4, 6, 3], stride on the 3×3 conv, ``downsample.0/1``); its adaptive average
-pool equals DECA's ``AvgPool2d(7)`` at the 224² input both use.
+own ``copy_state_dict`` skips missing keys silently). The trunk is torchvision's ``resnet50`` with
+``fc`` replaced by an identity: DECA's ResNet-50 has the same module tree (Bottleneck [3, 4, 6, 3],
+stride on the 3×3 conv, ``downsample.0/1``), and torchvision's adaptive average pool equals DECA's
+``AvgPool2d(7)`` at the 224² input both use.
 
 Input: (B, 3, 224, 224) RGB in [0, 1] with no mean/std normalisation (DECA's convention).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Mapping
 
 import torch
 from torch import nn
+from torchvision.models import resnet50
 
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL, deca_path, emoca_path
 from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, FlameCodes
+from dre.face3d.encoder_files import EmocaFlags, load_deca_checkpoint, load_emoca
 
 DECA_CODE_SIZE = sum(CODE_DIMS.values())  # 236
 """Width of E_flame's output: shape 100 | tex 50 | exp 50 | pose 6 | cam 3 | light 27."""
@@ -30,66 +34,14 @@ DECA_CODE_SIZE = sum(CODE_DIMS.values())  # 236
 FEATURE_SIZE = 2048
 
 
-class Bottleneck(nn.Module):
-    """ResNet-50 bottleneck (1×1 → 3×3 with the stride → 1×1, ×4 channels), torchvision/DECA names."""
-
-    expansion = 4
-
-    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
-        super().__init__()
-        out_ch = width * self.expansion
-        self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-class ResNet50Features(nn.Module):
-    """ResNet-50 trunk without the classifier: (B, 3, H, W) → (B, 2048) average-pooled features.
-
-    Written here rather than taken from torchvision so that importing the extractor does not import
-    torchvision (seconds per process); the test suite checks it against ``torchvision.models.resnet50``
-    key for key and output for output.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_ch = 64
-        for i, (width, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), 1):
-            layer = [Bottleneck(in_ch, width, stride)]
-            in_ch = width * Bottleneck.expansion
-            layer += [Bottleneck(in_ch, width) for _ in range(blocks - 1)]
-            setattr(self, f"layer{i}", nn.Sequential(*layer))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
-
-
 class ResnetEncoder(nn.Module):
-    """ResNet-50 features + 2-layer MLP; key layout of DECA's ``ResnetEncoder``."""
+    """torchvision's ResNet-50 without its classifier (→ 2048 pooled features) + a 2-layer MLP: the key
+    layout of DECA's ``ResnetEncoder``."""
 
     def __init__(self, out_size: int) -> None:
         super().__init__()
-        self.encoder = ResNet50Features()
+        self.encoder = resnet50(weights=None)
+        self.encoder.fc = nn.Identity()  # no parameters: the state dict is the trunk's, as DECA stores it
         self.layers = nn.Sequential(nn.Linear(FEATURE_SIZE, 1024), nn.ReLU(), nn.Linear(1024, out_size))
         self.out_size = out_size
 
@@ -153,24 +105,6 @@ def load_encoder(state: Mapping[str, torch.Tensor], out_size: int, what: str) ->
     return model.eval()
 
 
-@dataclass(frozen=True)
-class EmocaFlags:
-    """What EMOCA's expression encoder predicts besides the 50 expression coefficients.
-
-    EMOCA (``ExpDECA``) appends 3 global-pose and/or 3 jaw-pose values after the expression
-    coefficients when ``exp_deca_global_pose`` / ``exp_deca_jaw_pose`` are set in its ``cfg.yaml``;
-    those then replace DECA's values. Order inside the extra block: global, then jaw.
-    """
-
-    n_exp: int = 50
-    global_pose: bool = False
-    jaw_pose: bool = False
-
-    @property
-    def out_size(self) -> int:
-        return self.n_exp + 3 * int(self.global_pose) + 3 * int(self.jaw_pose)
-
-
 def codes_from_outputs(
     deca_out: torch.Tensor, exp_out: torch.Tensor | None = None, flags: EmocaFlags | None = None
 ) -> FlameCodes:
@@ -232,7 +166,7 @@ class FaceEncoder(nn.Module):
 
 
 def build_deca_encoder(state: Mapping[str, torch.Tensor], what: str = "E_flame") -> FaceEncoder:
-    """DECA encoder from an ``E_flame`` state dict (see :func:`dre.face3d.assets.load_deca_checkpoint`)."""
+    """DECA encoder from an ``E_flame`` state dict (see :func:`dre.face3d.encoder_files.load_deca_checkpoint`)."""
     return FaceEncoder(load_encoder(state, DECA_CODE_SIZE, what)).eval()
 
 
@@ -245,14 +179,12 @@ def build_emoca_encoder(
     return FaceEncoder(ef, ee, flags).eval()
 
 
-def load_face_encoder(assets_dir: str, kind: str, emoca_model: str = "EMOCA_v2_lr_mse_20") -> FaceEncoder:
+def load_face_encoder(assets_dir: str | Path, kind: str, emoca_model: str = DEFAULT_EMOCA_MODEL) -> FaceEncoder:
     """The ``deca`` or ``emoca`` encoder from an assets folder (CPU, eval mode; move it with ``.to``)."""
-    from dre.face3d import assets
-
     if kind == "deca":
-        path = assets.deca_path(assets_dir)
-        return build_deca_encoder(assets.load_deca_checkpoint(path), f"{path} (E_flame)")
+        path = deca_path(assets_dir)
+        return build_deca_encoder(load_deca_checkpoint(path), f"{path} (E_flame)")
     if kind == "emoca":
-        em = assets.load_emoca(assets.emoca_path(assets_dir, emoca_model))
+        em = load_emoca(emoca_path(assets_dir, emoca_model))
         return build_emoca_encoder(em.e_flame, em.e_expression, em.flags, str(em.checkpoint))
     raise DreError(f"unknown extractor {kind!r}: use deca or emoca")

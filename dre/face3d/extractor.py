@@ -14,9 +14,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL, asset_checksums
 from dre.errors import DreError
 from dre.face3d.codes import FlameCodes
 from dre.face3d.crop import CROP_SIZE, _diffusionrig_lut, crop_tforms, warp_crops
+from dre.face3d.encoders import load_face_encoder
+from dre.utils.synthetic import is_synthetic_assets
 
 KINDS = ("deca", "emoca")
 
@@ -52,18 +55,14 @@ class Extractor:
         cls, assets_dir: str | Path, kind: str, device: torch.device | str = "cpu", emoca_model: str | None = None
     ) -> "Extractor":
         """Load the ``kind`` encoder from an assets folder (checksums of every file it depends on kept)."""
-        from dre.face3d import assets as A
-        from dre.face3d.encoders import load_face_encoder
-        from dre.utils.synthetic import is_synthetic_assets
-
         root = Path(assets_dir)
         if kind not in KINDS:
             raise DreError(f"unknown extractor {kind!r}: use deca or emoca")
         if not root.is_dir():
             raise DreError(f"--assets {root} is not a folder (see `dre assets check --assets {root}`)")
-        model = emoca_model or A.DEFAULT_EMOCA_MODEL
+        model = emoca_model or DEFAULT_EMOCA_MODEL
         encoder = load_face_encoder(str(root), kind, model)
-        sums = A.asset_checksums(root, kind, model)
+        sums = asset_checksums(root, kind, model)
         return cls(encoder, kind, device, checksums=sums, synthetic=is_synthetic_assets(root))
 
     # ------------------------------------------------------------------------------------------- crop

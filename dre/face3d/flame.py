@@ -1,33 +1,184 @@
-"""The FLAME layer as DECA and EMOCA use it: codes → mesh vertices and 68 landmarks.
+"""The FLAME layer as DECA and EMOCA use it: codes → mesh vertices and 68 landmarks; and its two files.
+
+The files are FLAME 2020's ``generic_model.pkl`` (a Python 2 pickle of chumpy objects, read through the
+restricted unpickler: no chumpy, no code execution) and DECA's ``landmark_embedding.npy``. Their loaders
+validate shapes and raise :class:`~dre.errors.DreError` naming the file and where to obtain it.
 
 Parameters: shape β (100 = first identity PCs), expression ψ (50 = PCs 300..349), pose (6) = global
 axis-angle + jaw axis-angle. Neck and eye rotations are fixed at zero, so FLAME's 15-D pose is
-``[global, 0, jaw, 0, 0]``. Linear blend skinning follows reference §1.3 step by step, including the
+``[global, 0, jaw, 0, 0]``. Linear blend skinning follows FLAME's (docs/reference.md) step by step, including the
 Rodrigues ``+1e-8`` quirk (it changes results by ~1e-8 rad, kept for parity) and DECA's *class-method*
 dynamic-contour lookup (un-negated yaw). Batched, any device; buffers move with ``.to``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from dre.face3d.assets import (
+from dre.assets.catalog import (
     FLAME_FILE,
     LANDMARK_FILE,
-    N_SHAPE_PCS,
-    FlameModel,
-    LandmarkEmbedding,
-    load_flame,
-    load_landmark_embedding,
+    expect,
+    official_sizes_required,
+    require_file,
 )
+from dre.errors import DreError
+from dre.safety.unpickle import load_flame_pickle, load_npy
+
+# FLAME 2020 / DECA release sizes (docs/reference.md).
+N_VERTICES = 5023
+N_FACES = 9976
+N_JOINTS = 5
+N_SHAPEDIRS = 400
+N_SHAPE_PCS = 300  # shapedirs[..., :300] identity, [..., 300:] expression
+N_POSEDIRS = 36
 
 NECK_KIN_CHAIN = (1, 0)
 """Joints whose rotations make up the head's yaw for the dynamic contour (neck, then root)."""
+
+
+# --- the files: FLAME 2020 generic_model.pkl and DECA's landmark embedding ------------------------
+
+
+@dataclass
+class FlameModel:
+    """FLAME arrays as float32/int64 numpy (chumpy and sparse already converted)."""
+
+    v_template: np.ndarray  # (V, 3)
+    shapedirs: np.ndarray  # (V, 3, K) K >= 350: [:300] identity, [300:] expression
+    posedirs: np.ndarray  # (V, 3, 36)
+    J_regressor: np.ndarray  # (5, V) dense
+    weights: np.ndarray  # (V, 5) skinning weights
+    parents: np.ndarray  # (5,) int64, parents[0] = -1
+    faces: np.ndarray  # (F, 3) int64
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+
+def load_flame(path: str | Path, *, official: bool | None = None) -> FlameModel:
+    """Load and validate FLAME ``generic_model.pkl`` without chumpy (see :mod:`dre.safety.unpickle`)."""
+    path = Path(path)
+    require_file(path, FLAME_FILE, "FLAME 2020 model")
+    raw = load_flame_pickle(path)
+    expect(isinstance(raw, dict), path, FLAME_FILE, f"holds a {type(raw).__name__}, not FLAME's dict of arrays")
+    need = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+    missing = [k for k in need if k not in raw]
+    expect(not missing, path, FLAME_FILE, f"has no {', '.join(missing)} (keys: {sorted(raw)})")
+    try:
+        v = np.asarray(raw["v_template"], dtype=np.float32)
+        sd = np.asarray(raw["shapedirs"], dtype=np.float32)
+        pd = np.asarray(raw["posedirs"], dtype=np.float32)
+        jr = np.asarray(raw["J_regressor"], dtype=np.float32)
+        w = np.asarray(raw["weights"], dtype=np.float32)
+        kt = np.asarray(raw["kintree_table"]).astype(np.int64)
+        f = np.asarray(raw["f"]).astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise DreError(f"{path}: an array has an unexpected type ({exc})") from exc
+    V = v.shape[0] if v.ndim == 2 else -1
+    expect(v.ndim == 2 and v.shape[1] == 3, path, FLAME_FILE, f"v_template has shape {v.shape}, expected (V, 3)")
+    expect(
+        sd.ndim == 3 and sd.shape[:2] == (V, 3) and sd.shape[2] >= N_SHAPE_PCS + 50,
+        path, FLAME_FILE, f"shapedirs has shape {sd.shape}, expected ({V}, 3, {N_SHAPEDIRS})",
+    )
+    expect(pd.shape == (V, 3, N_POSEDIRS), path, FLAME_FILE, f"posedirs has shape {pd.shape}, expected ({V}, 3, 36)")
+    expect(jr.shape == (N_JOINTS, V), path, FLAME_FILE, f"J_regressor has shape {jr.shape}, expected (5, {V})")
+    expect(w.shape == (V, N_JOINTS), path, FLAME_FILE, f"weights has shape {w.shape}, expected ({V}, 5)")
+    expect(kt.shape == (2, N_JOINTS), path, FLAME_FILE, f"kintree_table has shape {kt.shape}, expected (2, 5)")
+    expect(f.ndim == 2 and f.shape[1] == 3, path, FLAME_FILE, f"f has shape {f.shape}, expected (F, 3)")
+    expect(f.min() >= 0 and f.max() < V, path, FLAME_FILE, f"face indices outside [0, {V})")
+    parents = kt[0].copy()
+    parents[0] = -1  # stored as uint32 max in FLAME
+    expect(
+        all(0 <= parents[i] < i for i in range(1, N_JOINTS)), path, FLAME_FILE,
+        f"kintree_table parents {kt[0].tolist()} are not a chain rooted at joint 0",
+    )
+    expect(np.allclose(w.sum(1), 1.0, atol=1e-3), path, FLAME_FILE, "skinning weight rows do not sum to 1")
+    if official_sizes_required(path, official):
+        expect(
+            V == N_VERTICES and f.shape[0] == N_FACES and sd.shape[2] == N_SHAPEDIRS,
+            path, FLAME_FILE,
+            f"has {V} vertices, {f.shape[0]} faces, {sd.shape[2]} shape components; FLAME 2020 has "
+            f"{N_VERTICES}, {N_FACES}, {N_SHAPEDIRS}",
+        )
+    return FlameModel(v_template=v, shapedirs=sd, posedirs=pd, J_regressor=jr, weights=w, parents=parents, faces=f)
+
+
+# --- landmark embedding --------------------------------------------------------------------------
+
+
+@dataclass
+class LandmarkEmbedding:
+    """DECA's landmark embedding: face index + barycentric coordinates per landmark."""
+
+    static_faces: np.ndarray  # (51,) int64
+    static_bary: np.ndarray  # (51, 3) float32
+    dynamic_faces: np.ndarray  # (79, 17) int64: contour per rounded yaw (see Flame)
+    dynamic_bary: np.ndarray  # (79, 17, 3) float32
+    full_faces: np.ndarray  # (68,) int64
+    full_bary: np.ndarray  # (68, 3) float32
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def load_landmark_embedding(path: str | Path, *, n_faces: int | None = None) -> LandmarkEmbedding:
+    """Load ``landmark_embedding.npy`` (a pickled dict, two entries torch tensors) safely."""
+    path = Path(path)
+    require_file(path, LANDMARK_FILE, "DECA landmark embedding")
+    d = load_npy(path)
+    expect(isinstance(d, dict), path, LANDMARK_FILE, f"holds a {type(d).__name__}, not DECA's dict")
+    keys = (
+        "static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
+        "dynamic_lmk_bary_coords", "full_lmk_faces_idx", "full_lmk_bary_coords",
+    )
+    missing = [k for k in keys if k not in d]
+    expect(not missing, path, LANDMARK_FILE, f"has no {', '.join(missing)}")
+    a = {k: _as_numpy(d[k]) for k in keys}
+    emb = LandmarkEmbedding(
+        static_faces=a["static_lmk_faces_idx"].astype(np.int64).reshape(-1),
+        static_bary=a["static_lmk_bary_coords"].astype(np.float32).reshape(-1, 3),
+        dynamic_faces=a["dynamic_lmk_faces_idx"].astype(np.int64),
+        dynamic_bary=a["dynamic_lmk_bary_coords"].astype(np.float32),
+        full_faces=a["full_lmk_faces_idx"].astype(np.int64).reshape(-1),
+        full_bary=a["full_lmk_bary_coords"].astype(np.float32).reshape(-1, 3),
+    )
+    shapes = {
+        "static_lmk_faces_idx": (emb.static_faces.shape, (51,)),
+        "static_lmk_bary_coords": (emb.static_bary.shape, (51, 3)),
+        "dynamic_lmk_faces_idx": (emb.dynamic_faces.shape, (79, 17)),
+        "dynamic_lmk_bary_coords": (emb.dynamic_bary.shape, (79, 17, 3)),
+        "full_lmk_faces_idx": (emb.full_faces.shape, (68,)),
+        "full_lmk_bary_coords": (emb.full_bary.shape, (68, 3)),
+    }
+    for k, (got, want) in shapes.items():
+        expect(got == want, path, LANDMARK_FILE, f"{k} has shape {got}, expected {want}")
+    for name, bary in (("static", emb.static_bary), ("dynamic", emb.dynamic_bary), ("full", emb.full_bary)):
+        expect(
+            np.allclose(bary.sum(-1), 1.0, atol=1e-3), path, LANDMARK_FILE,
+            f"{name} barycentric coordinates do not sum to 1",
+        )
+    if n_faces is not None:
+        for name, idx in (("static", emb.static_faces), ("dynamic", emb.dynamic_faces), ("full", emb.full_faces)):
+            expect(
+                idx.min() >= 0 and idx.max() < n_faces, path, LANDMARK_FILE,
+                f"{name} landmark face indices reach {idx.max()}, but the mesh has {n_faces} faces",
+            )
+    return emb
+
+
+
+# --- the layer ---------------------------------------------------------------------------------
 
 
 class FlameOutput(NamedTuple):

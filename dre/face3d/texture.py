@@ -1,5 +1,7 @@
 """FLAME texture space → UV albedo map, and the template's UV layout in ``grid_sample`` coordinates.
 
+Also the loader of the texture space file (``FLAME_texture.npz``), validated as the FLAME release ships it.
+
 DiffusionRig feeds DECA's 50 ``tex`` codes into the FLAME texture space (``FLAME_texture.npz``):
 ``albedo = mean/255 + tex_dir[..., :50]/255 · tex`` on a 512² BGR map, nearest-resized to the 256² UV
 size and flipped to RGB. Nearest resizing only *selects* texels, so the selection is done once on the
@@ -9,12 +11,62 @@ basis itself: the per-image product then costs a quarter of the original and giv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
+from dre.assets.catalog import TEXTURE_FILE, expect, official_sizes_required, require_file, where_to_get
+from dre.errors import DreError
+
 UV_SIZE = 256
 N_TEX = 50
+TEXTURE_SIZE = 512  # the official FLAME texture space: 512² texels ...
+TEXTURE_PCS = 200  # ... and 200 components
+
+
+@dataclass
+class FlameTexture:
+    """FLAME texture space, values 0-255, BGR channel order (as the file stores it).
+
+    ``albedo = (mean + tex_dir @ tex) / 255``, then BGR→RGB (docs/reference.md). The official file is
+    512² with 200 components; only the first ``n_tex`` are kept.
+    """
+
+    mean: np.ndarray  # (H, W, 3) float32
+    tex_dir: np.ndarray  # (H, W, 3, n_tex) float32
+
+
+def load_flame_texture(path: str | Path, *, n_tex: int = 50, official: bool | None = None) -> FlameTexture:
+    path = Path(path)
+    require_file(path, TEXTURE_FILE, "FLAME texture space")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            expect({"mean", "tex_dir"} <= names, path, TEXTURE_FILE, f"has keys {sorted(names)}, expected mean, tex_dir")
+            mean = z["mean"]
+            tex_dir = z["tex_dir"]
+    except (OSError, ValueError) as exc:
+        raise DreError(f"{path}: not a readable .npz ({exc}). Get it: {where_to_get(TEXTURE_FILE)}") from exc
+    expect(
+        mean.ndim == 3 and mean.shape[2] == 3 and mean.shape[0] == mean.shape[1], path, TEXTURE_FILE,
+        f"mean has shape {mean.shape}, expected (512, 512, 3)",
+    )
+    expect(
+        tex_dir.ndim == 4 and tex_dir.shape[:3] == mean.shape and tex_dir.shape[3] >= n_tex, path, TEXTURE_FILE,
+        f"tex_dir has shape {tex_dir.shape}, expected {mean.shape + (TEXTURE_PCS,)} (at least {n_tex} components)",
+    )
+    if official_sizes_required(path, official):
+        expect(
+            mean.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3) and tex_dir.shape[3] == TEXTURE_PCS, path, TEXTURE_FILE,
+            f"mean {mean.shape} / tex_dir {tex_dir.shape}: the FLAME texture space is 512x512x3 with 200 components",
+        )
+    return FlameTexture(
+        mean=np.ascontiguousarray(mean, dtype=np.float32),
+        tex_dir=np.ascontiguousarray(tex_dir[..., :n_tex], dtype=np.float32),
+    )
 
 
 def nearest_indices(in_size: int, out_size: int) -> torch.Tensor:

@@ -8,9 +8,7 @@ write transaction. The whole store is built in a temporary folder and renamed on
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import os
 import time
@@ -22,13 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from dre.data import schema
-from dre.data.manifest import ManifestRows, write_manifest
 from dre.data.store import build_lmdb
 from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
+from dre.tables import CODES, MANIFEST
+from dre.utils.hashing import sha256_file
 
 if TYPE_CHECKING:
-    import pandas as pd
     import torch
 
     from dre.face3d.codes import Buffers, FlameCodes
@@ -89,38 +87,16 @@ class PackResult:
     synthetic: bool
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------ inputs
 
 
-def read_codes_table(path: Path) -> tuple["pd.DataFrame", dict[str, Any]]:
-    """The codes table and its ``dre`` metadata, with the columns pack needs checked up front."""
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        raise DreError(f"--codes {path}: file not found (run `dre extract` first)")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for non-Parquet input
-        raise DreError(f"--codes {path}: not a readable Parquet file ({exc})") from None
-    md = table.schema.metadata or {}
-    try:
-        meta = json.loads(md.get(b"dre", b"{}"))
-    except json.JSONDecodeError:
-        raise DreError(f"--codes {path}: the 'dre' Parquet metadata is not JSON") from None
-    df = table.to_pandas()
-    need = ["image", "status", *CODE_ORDER, "tform"]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise DreError(f"--codes {path}: missing column(s) {', '.join(missing)} (expected `dre extract` output)")
-    return df, meta
+def _manifest_row(index: int, source: str, stem: str, box: tuple[int, int, int, int],
+                  codes: dict[str, np.ndarray] | None) -> dict[str, Any]:  # fmt: skip
+    """One :data:`dre.tables.MANIFEST` row (codes columns are null for legacy imports)."""
+    row: dict[str, Any] = {"index": index, "source": source, "stem": stem, "box": list(box)}
+    for name in (*CODE_ORDER, "tform"):
+        row[name] = None if codes is None else np.asarray(codes[name], np.float32).reshape(-1)
+    return row
 
 
 def _resolve_image(images: Path | None, name: str, row: int, codes_path: Path) -> Path:
@@ -184,7 +160,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     if cfg.size <= 0 or cfg.batch_size <= 0:
         raise DreError("--size and --batch-size must be positive")
     codes_path = Path(cfg.codes)
-    df, codes_meta = read_codes_table(codes_path)
+    df, codes_meta = CODES.read(codes_path, flag="--codes")
     ok = df[df["status"] == "ok"]
     skipped = len(df) - len(ok)
     if skipped:
@@ -219,7 +195,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
         warn_synthetic("pack")
 
     n = len(ok)
-    manifest_rows = ManifestRows()
+    manifest_rows: list[dict[str, Any]] = []
     flat_all = all_codes.flat().numpy()
     pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
     try:
@@ -257,7 +233,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
                     ]
                     parts = dict(zip(CODE_ORDER, np.split(flat_all[i], np.cumsum([CODE_DIMS[c] for c in CODE_ORDER])[:-1])))
                     parts["tform"] = tform[k].numpy()
-                    manifest_rows.add(i, str(paths[i]), paths[i].stem, box, parts)
+                    manifest_rows.append(_manifest_row(i, str(paths[i]), paths[i].stem, box, parts))
                 builder.put(records)
                 done = stop
                 if bi % 10 == 0 or done == n:
@@ -277,7 +253,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
             if mean_shape is not None:
                 np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
             builder.write_meta(meta)
-        write_manifest(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
+        MANIFEST.write(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     dt = time.perf_counter() - t0
@@ -298,7 +274,7 @@ def import_legacy(cfg: PackConfig) -> PackResult:
     assert cfg.import_legacy is not None
     cfg.claim_outputs()
     old = LegacyLmdb(cfg.import_legacy)
-    manifest_rows = ManifestRows()
+    manifest_rows: list[dict[str, Any]] = []
     image_size: int | None = None
     try:
         mean_shape = old.mean_shape()
@@ -329,7 +305,8 @@ def import_legacy(cfg: PackConfig) -> PackResult:
                     (schema.sample_key(i, "buffers"), rec),
                     (schema.sample_key(i, "source"), f"image_{i:06d}".encode()),
                 ]
-                manifest_rows.add(i, f"{old.path}#image_{i:06d}", f"image_{i:06d}", schema.decode_buffer_box(rec, where)[0], None)
+                box = schema.decode_buffer_box(rec, where)[0]
+                manifest_rows.append(_manifest_row(i, f"{old.path}#image_{i:06d}", f"image_{i:06d}", box, None))
                 if len(batch) >= 3 * 64:
                     builder.put(batch)
                     batch = []
@@ -351,7 +328,7 @@ def import_legacy(cfg: PackConfig) -> PackResult:
             if mean_shape is not None:
                 np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
             builder.write_meta(meta)
-        write_manifest(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
+        MANIFEST.write(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
     finally:
         old.close()
     dt = time.perf_counter() - t0

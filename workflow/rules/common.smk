@@ -16,9 +16,11 @@ from sheets import check_cross_references, load_sheet  # noqa: E402  (workflow/s
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
+sys.path.insert(0, str(DRE_ROOT))
+from dre.utils.images import list_images  # noqa: E402  (the photo suffixes `dre align` reads: one list)
+
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EXTRACTORS = ("deca", "emoca")
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
 
@@ -32,7 +34,6 @@ def prepare_demo_inputs():
     demo = config.get("demo")
     if not demo:
         return
-    sys.path.insert(0, str(DRE_ROOT))
     from dre.demo import prepare_demo
 
     prepare_demo(demo["root"], n=demo.get("n", 12), n_prior=demo.get("n_prior", 24), seed=demo.get("seed", 0))
@@ -70,7 +71,7 @@ def album_images(wildcards):
     (Snakemake 9 reruns on a newer input only when its checksum changed too: a bare `touch` is no change.)
     """
     folder = Path(ALBUMS[wildcards.album]["path"])
-    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [str(p) for p in list_images(folder)]
 
 
 def album_backend(wildcards):

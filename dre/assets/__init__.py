@@ -1,0 +1,7 @@
+"""The assets folder: what it holds, where each file comes from, and whether the files are usable.
+
+``catalog`` names the files and where to obtain them (standard library only, so the align environment
+and the loaders in :mod:`dre.face3d` can import it); ``check`` validates a folder through the real
+loaders (what ``dre assets check`` prints). This ``__init__`` imports nothing on purpose: the face3d
+loaders import ``dre.assets.catalog``, and ``check`` imports those loaders.
+"""

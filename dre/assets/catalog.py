@@ -1,0 +1,151 @@
+"""Names, places and sources of the files in an assets folder, and their checksums.
+
+Why one catalogue: the licensed files (FLAME, DECA, EMOCA, face-alignment weights) come from
+registration-gated sites and are never in the repository, so every loader that rejects a file, and
+``dre assets check``, must say where the right file is obtained. Standard library only: the face3d
+loaders, the align environment (no torch) and the asset commands all import it.
+
+Layout of an assets folder::
+
+    generic_model.pkl          FLAME 2020
+    FLAME_texture.npz          FLAME texture space (albedo)
+    head_template.obj          DECA data/: faces + UVs
+    landmark_embedding.npy     DECA data/: 68-landmark embedding
+    deca_model.tar             DECA release (a torch.save file)
+    emoca/<MODEL>/cfg.yaml     EMOCA model folder (+ detail/checkpoints/**/*.ckpt)
+    torch/hub/checkpoints/     face-alignment weights (the align rule sets TORCH_HOME=<assets>/torch)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dre.errors import DreError
+from dre.utils.hashing import sha256_file
+from dre.utils.synthetic import is_synthetic_assets
+
+FLAME_FILE = "generic_model.pkl"
+TEXTURE_FILE = "FLAME_texture.npz"
+TEMPLATE_FILE = "head_template.obj"
+LANDMARK_FILE = "landmark_embedding.npy"
+DECA_FILE = "deca_model.tar"
+EMOCA_DIR = "emoca"
+DEFAULT_EMOCA_MODEL = "EMOCA_v2_lr_mse_20"
+FAN_DIR = "torch/hub/checkpoints"
+FAN_FILES: dict[str, str] = {
+    # face-alignment 1.5 file names (its URLs' basenames) under <torch hub dir>/checkpoints/
+    "s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+    "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+}
+
+SOURCES: dict[str, str] = {
+    FLAME_FILE: (
+        "register at https://flame.is.tue.mpg.de, download 'FLAME 2020' (FLAME2020.zip) and copy "
+        "generic_model.pkl from it (FLAME 2023 bases are not compatible with DECA/EMOCA codes)"
+    ),
+    TEXTURE_FILE: (
+        "register at https://flame.is.tue.mpg.de, download 'FLAME texture space' (FLAME_texture.npz)"
+    ),
+    TEMPLATE_FILE: "DECA repository data folder: https://github.com/yfeng95/DECA/tree/master/data (head_template.obj)",
+    LANDMARK_FILE: (
+        "DECA repository data folder: https://github.com/yfeng95/DECA/tree/master/data (landmark_embedding.npy)"
+    ),
+    DECA_FILE: (
+        "DECA README 'DECA trained model': https://drive.google.com/file/d/1rp8kdyLPvErw2dTmqtjISRVvQLj6Yzje "
+        "(save as deca_model.tar; it is a torch.save file, do not untar it)"
+    ),
+    EMOCA_DIR: (
+        "register at https://emoca.is.tue.mpg.de, then download and unzip "
+        "https://download.is.tue.mpg.de/emoca/assets/EMOCA/models/{model}.zip into <assets>/emoca/ "
+        "(the folder holds cfg.yaml and detail/checkpoints/)"
+    ),
+    FAN_DIR: (
+        "face-alignment 1.5 weights: " + " and ".join(FAN_FILES.values()) + " into <assets>/torch/hub/checkpoints/"
+    ),
+}
+
+
+def where_to_get(key: str, model: str = DEFAULT_EMOCA_MODEL) -> str:
+    """Where a user obtains the file ``key`` (a file name above, ``EMOCA_DIR`` or ``FAN_DIR``)."""
+    return SOURCES[key].format(model=model)
+
+
+def deca_path(assets_dir: str | Path) -> Path:
+    return Path(assets_dir) / DECA_FILE
+
+
+def emoca_path(assets_dir: str | Path, model: str = DEFAULT_EMOCA_MODEL) -> Path:
+    return Path(assets_dir) / EMOCA_DIR / model
+
+
+def locate_emoca_checkpoint(folder: str | Path) -> Path:
+    """The checkpoint EMOCA itself loads from a model folder (its "best" mode).
+
+    Among ``*.ckpt`` under ``detail/checkpoints`` (sorted paths; stems ``last`` skipped), the smallest
+    number after the last ``=`` of the stem (the validation loss); on ties the later path wins.
+    """
+    folder = Path(folder)
+    root = folder / "detail" / "checkpoints"
+    if not root.is_dir():
+        root = folder / "detail" if (folder / "detail").is_dir() else folder
+    ckpts = sorted(root.rglob("*.ckpt"))
+    best: Path | None = None
+    best_val = float("inf")
+    for c in ckpts:
+        if c.stem == "last":
+            continue
+        try:
+            val = float(c.stem[c.stem.rfind("=") + 1 :])
+        except ValueError:
+            continue
+        if val <= best_val:
+            best, best_val = c, val
+    if best is None:
+        found = ", ".join(str(c.relative_to(folder)) for c in ckpts[:4]) or "none"
+        raise DreError(
+            f"{folder}: no EMOCA checkpoint named like '...=<val_loss>.ckpt' under {root} (found: {found}). "
+            f"Get it: {where_to_get(EMOCA_DIR, folder.name)}"
+        )
+    return best
+
+
+# --- what every loader raises -------------------------------------------------------------------
+
+
+def official_sizes_required(path: Path, official: bool | None) -> bool:
+    """Loaders' ``official`` argument: ``None`` = official FLAME 2020 / DECA sizes unless the file's
+    folder holds the ``SYNTHETIC`` marker (synthetic assets keep the structure with fewer vertices)."""
+    return (not is_synthetic_assets(path.parent)) if official is None else official
+
+
+def require_file(path: Path, key: str, what: str) -> None:
+    """A missing asset is a :class:`DreError` naming the file and where to obtain it."""
+    if not path.is_file():
+        raise DreError(f"{path} not found ({what}). Get it: {where_to_get(key)}")
+
+
+def expect(cond: bool, path: Path, key: str, msg: str) -> None:
+    """A malformed asset is a :class:`DreError` naming the file, the problem and where the right one is."""
+    if not cond:
+        raise DreError(f"{path}: {msg}. Expected the file from: {where_to_get(key)}")
+
+
+# --- checksums ----------------------------------------------------------------------------------
+
+RENDER_FILES = (FLAME_FILE, TEXTURE_FILE, TEMPLATE_FILE, LANDMARK_FILE)
+"""What rendering buffers reads (``FaceModel``); extraction reads these plus its encoder's files."""
+
+
+def asset_checksums(
+    assets_dir: str | Path, extractor: str | None = None, emoca_model: str = DEFAULT_EMOCA_MODEL
+) -> dict[str, str]:
+    """``{relative file: sha256}`` of every asset rendering (``extractor=None``) or an extraction reads."""
+    root = Path(assets_dir)
+    files = list(RENDER_FILES)
+    if extractor == "deca":
+        files.append(DECA_FILE)
+    elif extractor == "emoca":
+        folder = emoca_path(root, emoca_model)
+        files.append(str((folder / "cfg.yaml").relative_to(root)))
+        files.append(str(locate_emoca_checkpoint(folder).relative_to(root)))
+    return {f: sha256_file(root / f) for f in files if (root / f).is_file()}

@@ -1,0 +1,252 @@
+"""The one owner of every table passed between stages: columns, types, metadata and schema version.
+
+Why one module: each stage hands the next a Parquet table (``align.parquet`` → extract and edit,
+the codes table → pack and edit, the LMDB manifest → people with pandas, ``edit.parquet`` → the report
+and people). When every reader opened these files by hand, each checked (or forgot to check) columns
+and metadata its own way, and a stale or foreign file failed deep inside a stage with a ``KeyError``.
+Here each table is declared once; its writer fixes the column types (so a column never changes type
+with its data) and its readers all fail the same way: a :class:`~dre.errors.DreError` naming the file
+and what to do. Formats and column meanings: docs/ARCHITECTURE.md (``edit.parquet``: docs/edits.md).
+
+Every table carries Parquet key-value metadata ``dre``: a JSON object holding the table's schema
+version (under ``schema``; the manifest repeats the LMDB's ``__meta__`` and so uses ``schema_version``)
+and run-level facts. A reader refuses another version instead of guessing.
+
+pyarrow and pandas are imported inside the functions: the workflow and the CLI import this module cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from dre.errors import DreError
+from dre.face3d.codes import CODE_ORDER
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+META_KEY = "dre"
+"""The Parquet key-value metadata key that holds each table's JSON metadata."""
+
+PathLike = str | os.PathLike[str]
+
+
+def _arrow_type(spec: str) -> "pa.DataType":
+    """``"int64"``, ``"list<float32>"`` … → the pyarrow type (aliases as pyarrow spells them)."""
+    import pyarrow as pa
+
+    if spec.startswith("list<") and spec.endswith(">"):
+        return pa.list_(_arrow_type(spec[5:-1]))
+    return pa.type_for_alias(spec)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One inter-stage table: what it is called, who writes it, its columns and its metadata.
+
+    ``columns`` are (name, type) pairs in file order; ``meta_keys`` are the metadata keys every writer
+    must provide (besides the version, which :meth:`write` adds); ``sort_meta`` keeps each table's
+    historical JSON key order, so files stay byte-compatible with earlier writers.
+    """
+
+    name: str
+    writer: str
+    columns: tuple[tuple[str, str], ...]
+    meta_keys: tuple[str, ...]
+    version: int = 1
+    version_key: str = "schema"
+    sort_meta: bool = True
+    compression: str = "snappy"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    def arrow_schema(self) -> "pa.Schema":
+        import pyarrow as pa
+
+        return pa.schema([(name, _arrow_type(spec)) for name, spec in self.columns])
+
+    # ------------------------------------------------------------------------------------- write
+    def write(self, path: PathLike, data: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+              meta: Mapping[str, Any]) -> None:  # fmt: skip
+        """Write the table atomically: ``data`` is a list of row dicts or a dict of column lists.
+
+        Every declared column must be given and nothing else (a typo would otherwise become a column of
+        nulls). A mismatch is a bug in the writing stage, hence ``ValueError`` rather than ``DreError``.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from dre.safety.atomic import atomic_path
+
+        schema = self.arrow_schema()
+        if isinstance(data, Mapping):
+            self._check_names(set(data), "columns")
+            table = pa.table({name: data[name] for name in self.names}, schema=schema)
+        else:
+            for row in data:
+                self._check_names(set(row), "row keys")
+            table = pa.Table.from_pylist(list(data), schema=schema)
+        text = json.dumps(self._full_meta(meta), sort_keys=self.sort_meta)
+        table = table.replace_schema_metadata({META_KEY: text})
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression=self.compression)
+
+    def _check_names(self, given: set[str], what: str) -> None:
+        missing, extra = set(self.names) - given, given - set(self.names)
+        if missing or extra:
+            raise ValueError(f"{self.name}: {what} differ from the declared columns "
+                             f"(missing {sorted(missing)}, undeclared {sorted(extra)})")  # fmt: skip
+
+    def _full_meta(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        missing = [k for k in self.meta_keys if k not in meta]
+        if missing:
+            raise ValueError(f"{self.name}: metadata lacks {', '.join(missing)}")
+        if self.version_key in meta:
+            if meta[self.version_key] != self.version:
+                raise ValueError(f"{self.name}: metadata says {self.version_key} {meta[self.version_key]!r}, "
+                                 f"this table is version {self.version}")  # fmt: skip
+            return dict(meta)
+        return {self.version_key: self.version, **meta}
+
+    # -------------------------------------------------------------------------------------- read
+    def read(self, path: PathLike, *, columns: Sequence[str] | None = None,
+             flag: str | None = None) -> tuple["pd.DataFrame", dict[str, Any]]:  # fmt: skip
+        """The table (declared ``columns``, default all, in that order) and its metadata.
+
+        ``flag`` (e.g. ``"--codes"``) prefixes every error message, so the user sees which option named
+        the file. Undeclared extra columns are ignored.
+        """
+        import pyarrow.parquet as pq
+
+        path, where = Path(path), _where(path, flag)
+        schema = self._schema(path, where)
+        meta = self._meta(schema, where)
+        want = list(self.names if columns is None else columns)
+        unknown = [c for c in want if c not in self.names]
+        if unknown:
+            raise ValueError(f"{self.name} has no column(s) {', '.join(unknown)}")
+        missing = [c for c in want if c not in schema.names]
+        if missing:
+            raise DreError(f"{where}: missing column(s) {', '.join(missing)} (expected {self.writer} output)")
+        try:
+            table = pq.read_table(path, columns=want)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise DreError(f"{where}: not a readable {self.name} ({exc})") from None
+        return table.to_pandas(), meta
+
+    def read_meta(self, path: PathLike, *, flag: str | None = None) -> dict[str, Any]:
+        """Only the ``dre`` metadata (version checked), without reading any rows."""
+        path, where = Path(path), _where(path, flag)
+        return self._meta(self._schema(path, where), where)
+
+    def _schema(self, path: Path, where: str) -> "pa.Schema":
+        if not path.is_file():
+            raise DreError(f"{where}: file not found (it is written by {self.writer})")
+        return _read_schema(path, where, self.name)
+
+    def _meta(self, schema: "pa.Schema", where: str) -> dict[str, Any]:
+        raw = (schema.metadata or {}).get(META_KEY.encode())
+        if raw is None:
+            raise DreError(f"{where}: no '{META_KEY}' Parquet metadata (expected {self.writer} output: {self.name})")
+        try:
+            meta = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DreError(f"{where}: the '{META_KEY}' Parquet metadata is not JSON") from None
+        if not isinstance(meta, dict):
+            raise DreError(f"{where}: the '{META_KEY}' Parquet metadata is not a JSON object")
+        found = meta.get(self.version_key)
+        if found != self.version:
+            raise DreError(f"{where}: {self.name} schema version {found!r}, but this dre reads version "
+                           f"{self.version}; rerun {self.writer} to rewrite it")  # fmt: skip
+        return meta
+
+
+def _where(path: PathLike, flag: str | None) -> str:
+    return f"{flag} {path}" if flag else str(path)
+
+
+def _read_schema(path: Path, where: str, what: str) -> "pa.Schema":
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for non-Parquet input
+        raise DreError(f"{where}: not a readable {what} ({exc})") from None
+
+
+_CODES = tuple((name, "list<float32>") for name in (*CODE_ORDER, "tform"))
+
+ALIGN_FILE = "align.parquet"
+ALIGN = Table(
+    name=ALIGN_FILE,
+    writer="`dre align`",
+    columns=(
+        ("source", "string"), ("face_index", "int64"), ("status", "string"), ("message", "string"),
+        ("landmarks", "list<float32>"), ("aligned_landmarks", "list<float32>"), ("quad", "list<float32>"),
+        ("confidence", "float64"), ("backend", "string"), ("output", "string"),
+    ),  # fmt: skip
+    meta_keys=("backend", "size", "already_aligned", "multi_face", "min_face", "transform_size"),
+    sort_meta=False,
+)
+"""One row per input file (and per extra face): status, landmarks, quad, output image."""
+
+CODES = Table(
+    name="codes table",
+    writer="`dre extract`",
+    columns=(("image", "string"), ("stem", "string"), ("status", "string"), ("message", "string"),
+             *_CODES, ("extractor", "string")),  # fmt: skip
+    meta_keys=("extractor", "assets", "synthetic", "image_size"),
+)
+"""One row per aligned image: FLAME codes and crop transform (null unless status is ``ok``)."""
+
+MANIFEST = Table(
+    name="LMDB manifest",
+    writer="`dre pack`",
+    columns=(("index", "int64"), ("source", "string"), ("stem", "string"), ("box", "list<int32>"), *_CODES),
+    meta_keys=("format", "count", "image_size", "extractor", "synthetic"),
+    version_key="schema_version",  # the LMDB's own __meta__ (dre.data.schema), repeated
+)
+"""One row per LMDB sample; codes are null for legacy imports."""
+
+EDIT_FILE = "edit.parquet"
+EDIT = Table(
+    name=EDIT_FILE,
+    writer="`dre edit`",
+    columns=(
+        ("source", "string"), ("source_stem", "string"), ("target", "string"), ("mode", "string"),
+        ("seed", "int64"), ("noise_seed", "int64"), ("init", "string"), ("steps", "int64"), ("eta", "float64"),
+        ("model", "string"), ("source_extractor", "string"), ("target_extractor", "string"),
+        ("mean_shape", "bool"), ("file", "string"), ("buffers", "string"), ("synthetic", "bool"),
+        *((name, "list<float64>") for name in CODE_ORDER),
+    ),  # fmt: skip
+    meta_keys=("modes", "sources", "target", "seed", "init", "steps", "eta", "model",
+               "source_extractor", "target_extractor"),  # fmt: skip
+    compression="zstd",
+)
+"""One row per source × mode of an edit, with the edited codes."""
+
+TABLES: tuple[Table, ...] = (ALIGN, CODES, MANIFEST, EDIT)
+
+
+def identify(path: PathLike, *, among: Sequence[Table] = TABLES, flag: str | None = None) -> Table:
+    """Which of ``among`` the file at ``path`` is, by its columns (for commands that take several kinds)."""
+    path = Path(path)
+    where = _where(path, flag)
+    kinds = " or ".join(t.name for t in among)
+    if not path.is_file():
+        raise DreError(f"{where}: file not found (expected {kinds})")
+    names = set(_read_schema(path, where, "Parquet file").names)
+    for table in among:
+        if set(table.names) <= names:
+            return table
+    raise DreError(f"{where}: not {kinds} (its columns: {', '.join(sorted(names))})")
+
+
+__all__ = ["ALIGN", "ALIGN_FILE", "CODES", "EDIT", "EDIT_FILE", "MANIFEST", "META_KEY", "TABLES", "Table", "identify"]
