@@ -207,7 +207,7 @@ def test_input_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DreError, match="no image files"):
         align_album(AlignConfig(input=tmp_path / "empty", output=tmp_path / "o", backend="sidecar"))
-    with pytest.raises(DreError, match="must not be"):
+    with pytest.raises(DreError, match="is inside the input"):
         align_album(AlignConfig(input=tmp_path / "empty", output=tmp_path / "empty" / "out", backend="sidecar"))
     with pytest.raises(DreError, match="--multi-face"):
         AlignConfig(input=tmp_path, output=tmp_path / "o", multi_face="first")
