@@ -232,4 +232,5 @@ def test_already_aligned_indexes_without_warping(largest, tmp_path: Path) -> Non
         np.testing.assert_array_equal(np.asarray(r.landmarks), np.asarray(r.aligned_landmarks))
     bad = d[d.source.str.endswith("wrong_size.png")]
     assert bad.status.tolist() == ["error"] and "300×300" in bad.message.iloc[0]
-    assert sorted(p.name for p in idx.iterdir()) == ["align.parquet"]  # nothing written but the index
+    # nothing written but the index (and the marker saying dre made the folder)
+    assert sorted(p.name for p in idx.iterdir()) == [".dre-output.json", "align.parquet"]
