@@ -1,7 +1,7 @@
 """How stable are MediaPipe's 68 points (and the FFHQ quads they give) on real photos?
 
-FAN's weights cannot be downloaded on this project's machines, so the MediaPipe-vs-FAN distance the
-issue asks for cannot be measured here (docs/alignment.md says so). What *can* be measured is whether
+FAN's weights cannot be downloaded on this project's machines, so the MediaPipe-vs-FAN distance
+cannot be measured here (docs/alignment.md says so). What *can* be measured is whether
 the MediaPipe back-end is self-consistent: the same photo flipped, rotated by a few degrees, rescaled
 or re-cropped must give the same face geometry once the known transform is undone. Landmark errors are
 normalised by the inter-ocular distance (NME, % of the eye-centre distance, the usual 300-W

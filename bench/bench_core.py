@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dre.diffusion import DiffusionConfig, GaussianDiffusion, ddim_sample  # noqa: E402
-from dre.model import DiffusionRig, ModelConfig, maybe_compile, set_recipe, to_channels_last  # noqa: E402
+from dre.model import DiffusionRig, ModelConfig, maybe_compile, to_channels_last  # noqa: E402
+from tests.original_recipe import use_original_recipe  # noqa: E402  (the published arithmetic: test oracle)
 
 PRESETS = {
     "tiny": dict(image_size=32, model_channels=32, channel_mult=(1, 2), attention_resolutions=(16,)),
@@ -79,7 +80,8 @@ def build(cfg: ModelConfig, device: torch.device, recipe: str, channels_last: bo
         for p in model.parameters():
             if p.dim() > 1 and not p.any():
                 p.normal_(0, 0.02)
-    set_recipe(model, recipe)
+    if recipe == "original":
+        use_original_recipe(model)
     if channels_last:
         to_channels_last(model)
     return maybe_compile(model, compile_)
@@ -94,7 +96,7 @@ def train_step_fn(model, diffusion, x0, cond, precision: str, device: torch.devi
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        t = diffusion.sample_timesteps(x0.shape[0], device, generator=gen)
+        t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=device, generator=gen)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             losses = diffusion.training_losses(lambda xt, tt: model(xt, tt, cond, x_start=x0), x0, t, noise)

@@ -1,13 +1,13 @@
 """Extraction + buffer rendering throughput: ours (batched) vs the original DiffusionRig/DECA recipe, side by side.
 
-"Original-style" follows DiffusionRig's ``create_data.py`` as the reference describes it: batches of 8,
+"Original-style" follows DiffusionRig's ``create_data.py`` (docs/reference.md): batches of 8,
 fp32; per image a skimage resize-and-truncate, a skimage similarity estimate and warp; ``E_flame`` *and*
 ``E_detail`` (DECA's ``encode`` runs both, the detail code is then unused); the FLAME texture computed at
 its full resolution and nearest-resized; DECA's ``SRenderY`` path (12 interpolated attribute channels,
 every pixel gathered, PyTorch3D ``rasterize_meshes`` with its default settings, which on CPU is the naive
 kernel). "Ours" is ``Extractor.crop`` + ``encode`` + ``FaceModel.render`` at ``--batch``. Both run on the
 same synthetic assets (random weights: speed only), by default with a FLAME-sized mesh (≈5k vertices,
-≈10k faces, 512² texture) written by ``dre.face3d.synth`` with its grid constants raised. The two paths'
+≈10k faces, 512² texture) written by ``dre.face3d.synth`` with ``synth_head``'s grid constants raised. The two paths'
 buffers are compared, so the speed-up is for the same output.
 
     PYTHONPATH=. python bench/bench_extract.py [--images 16] [--batch 32] [--device cpu|cuda] [--mesh flame|synth]

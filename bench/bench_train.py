@@ -1,9 +1,9 @@
 """Training throughput: our recipe vs the original DiffusionRig recipe, side by side in one run.
 
-- ours: ``fast`` UNet arithmetic (SDPA attention, folded FiLM/GroupNorm), fused Adam, bf16 autocast and
+- ours: our UNet arithmetic (SDPA attention, folded FiLM/GroupNorm), fused Adam, bf16 autocast and
   channels-last on CUDA (fp32 on CPU, where autocast to bf16 is not a speed-up on most CPUs), optional
   ``torch.compile`` of the UNet.
-- original: the literal ``original`` arithmetic (einsum attention, reference fp32 GroupNorm), eager,
+- original: the published arithmetic (``tests/original_recipe.py``: einsum attention, fp32-copy GroupNorm), eager,
   per-parameter Adam, fp16 autocast + GradScaler on CUDA (fp32 on CPU: fp16 autocast on CPU is an
   emulation, not the original's GPU path).
 
@@ -24,11 +24,17 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dre.model import maybe_compile, to_channels_last
+from dre.model.precision import Precision
+from dre.train import TrainConfig
+from dre.train.loop import _step
+from dre.train.stage_model import build_model, trainable_params
+from tests.original_recipe import use_original_recipe  # the published arithmetic (the tests' oracle)
 
 
 def _cfg(args: argparse.Namespace):
-    from dre.train import TrainConfig
-
     return TrainConfig(
         stage=1, lmdb=["<random>"], run_dir="-", out="-", image_size=args.size, model_channels=args.channels,
         channel_mult=tuple(int(x) for x in args.channel_mult.split(",")) if args.channel_mult else (),
@@ -38,14 +44,11 @@ def _cfg(args: argparse.Namespace):
 
 
 def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
-    from dre.model import maybe_compile, set_recipe, to_channels_last
-    from dre.train.loop import _trainable, build_model
-    from dre.train.precision import Precision
-
     cfg = _cfg(args)
     model, diffusion, _, _ = build_model(cfg)
     model.to(device)
-    set_recipe(model, "fast" if recipe == "ours" else "original")
+    if recipe != "ours":
+        use_original_recipe(model)
     if recipe == "ours":
         if device.type == "cuda":
             to_channels_last(model)
@@ -54,7 +57,7 @@ def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
     else:
         prec = Precision("fp16" if device.type == "cuda" else "fp32", device.type)
     model.train()
-    params = _trainable(cfg, model)
+    params = trainable_params(cfg, model)
     opt = torch.optim.Adam(params, lr=1e-4, fused=recipe == "ours", foreach=False if recipe != "ours" else None)
     return cfg, model, diffusion, opt, prec.make_scaler(), prec, params
 
@@ -77,8 +80,6 @@ def _sync(device: torch.device) -> None:
 
 
 def _flops(run, device: torch.device) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as fc:
         run()
     _sync(device)
@@ -104,7 +105,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    from dre.train.loop import _step
 
     setups = {r: _setup(args, r, device) for r in ("ours", "original")}
     batches = {r: _batch(setups[r][0], device, 0, r == "ours" and device.type == "cuda") for r in setups}

@@ -55,20 +55,20 @@ class Source:
 
 
 def _astronaut() -> np.ndarray:
-    import skimage.data
+    import skimage.data  # lazy: the Snakefile imports this module; photo libraries load only to build the album
 
     return np.asarray(skimage.data.astronaut(), dtype=np.uint8)
 
 
 def _camera() -> np.ndarray:
-    import skimage.data
+    import skimage.data  # lazy, as in _astronaut
 
     grey = np.asarray(skimage.data.camera(), dtype=np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
+    import matplotlib.cbook  # lazy, as in _astronaut
 
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         return np.asarray(Image.open(fh).convert("RGB"), dtype=np.uint8)

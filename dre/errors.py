@@ -12,12 +12,3 @@ class DreError(Exception):
     """An error caused by input, configuration or assets, with a message meant for the user."""
 
     exit_code = 2
-
-
-class NotImplementedYet(DreError):
-    """A subcommand whose engine lands in a later issue. It must never pretend to work."""
-
-    exit_code = 3
-
-    def __init__(self, command: str, issue: int) -> None:
-        super().__init__(f"`dre {command}` is not implemented yet: see issue {issue}")

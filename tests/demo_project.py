@@ -1,4 +1,4 @@
-"""A throw-away copy of the project for running the built-in demo for real (tests of issue 9).
+"""A throw-away copy of the project for running the built-in demo for real (the demo workflow tests).
 
 The copy holds this checkout's workflow, config, envs and profiles, and a symlink to its ``dre``
 package (the workflow puts the project root on ``PYTHONPATH`` for every job). ``resources/`` and
@@ -10,7 +10,6 @@ inspects its outputs or plans reruns (:func:`demo_run`); tests that change files
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,33 +24,6 @@ DEMO_EDIT = "demo_exp"
 DEMO_TARGET = f"results/edits/{DEMO_EDIT}"
 # Snakemake's --configfile takes several values: with "=" it cannot swallow the target that follows.
 CONFIG_FLAG = f"--configfile={DEMO_CONFIG}"
-
-# The engines the demo runs, by module (docs/ARCHITECTURE.md); the demo test skips until all have landed.
-ENGINE_MODULES = {
-    "dre.face3d.synth": "synthetic assets (issue 4)",
-    "dre.align": "alignment (issue 3)",
-    "dre.face3d.extractor": "DECA/EMOCA extraction (issue 4)",
-    "dre.face3d.face_model": "FLAME + renderer (issue 4)",
-    "dre.data": "LMDB packing (issue 5)",
-    "dre.model": "model (issue 6)",
-    "dre.diffusion": "diffusion (issue 6)",
-    "dre.train": "training (issue 7)",
-    "dre.edit": "edits (issue 8)",
-}
-
-
-def missing_parts() -> list[str]:
-    """What the full demo still lacks in this checkout (empty when it can run)."""
-    missing = []
-    for module, what in ENGINE_MODULES.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            missing.append(f"{module} ({what})")
-    return missing
-
 
 @dataclass
 class Project:

@@ -1,4 +1,4 @@
-"""FaceDataset, weighted per-rank sampler and album loading, including multi-worker DataLoaders."""
+"""FaceDataset and album loading, including multi-worker DataLoaders fed the training order."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from _data_helpers import face_like_cond, image_index, index_image, write_store
-from dre.data import FaceDataset, load_album_tensors, weighted_sampler
+from dre.data import FaceDataset, load_album_tensors
 from dre.errors import DreError
+from dre.train.shards import EpochStream, StepBatchSampler
 
 SIZE = 32
 
@@ -83,69 +84,25 @@ def test_mixed_image_sizes_are_refused(stores, tmp_path):
         FaceDataset([stores[0][0], tmp_path / "big.lmdb"])
 
 
-def test_sampler_is_deterministic_sharded_and_covering(stores):
-    ds = FaceDataset(stores[0])
-    world = 3
-    samplers = [weighted_sampler(ds, None, rank=r, world=world, seed=7) for r in range(world)]
-    for epoch in (0, 1):
-        shards = []
-        for s in samplers:
-            s.set_epoch(epoch)
-            shards.append(list(s))
-        assert sum(len(x) for x in shards) == len(ds)
-        assert sorted(i for x in shards for i in x) == list(range(len(ds)))  # disjoint and covering
-        assert [len(x) for x in shards] == [len(s) for s in samplers]
-    again = weighted_sampler(ds, None, rank=1, world=world, seed=7)
-    again.set_epoch(1)
-    assert list(again) == shards[1]
-    e0 = weighted_sampler(ds, None, 0, 1, seed=7).epoch_indices(0)
-    e1 = weighted_sampler(ds, None, 0, 1, seed=7).epoch_indices(1)
-    assert e0.tolist() != e1.tolist() and sorted(e0.tolist()) == sorted(e1.tolist())
-    s = weighted_sampler(ds, None, 0, 1, seed=7)
-    first, second = list(s), list(s)  # iterating again moves on to the next epoch
-    assert first == e0.tolist() and second == e1.tolist()
-
-
-def test_weights_mix_the_lmdbs(stores):
-    ds = FaceDataset(stores[0])  # sizes 5 and 12
-    s = weighted_sampler(ds, [1.0, 1.0], rank=0, world=1, seed=0)
-    for epoch in range(3):
-        idx = s.epoch_indices(epoch)
-        counts = Counter(int(i) for i in idx)
-        small = [counts[i] for i in range(5)]
-        assert len(idx) == 17 and sum(small) == 9  # 17 · 1/2 rounded by largest remainder
-        assert max(small) - min(small) <= 1  # over-sampled store: repeated permutations, evenly
-        assert max(counts[i] for i in range(5, 17)) == 1
-    only_second = weighted_sampler(ds, [0.0, 2.0], 0, 1, seed=0).epoch_indices(0)
-    assert set(only_second.tolist()) == set(range(5, 17))
-    with pytest.raises(DreError, match="2 LMDBs"):
-        weighted_sampler(ds, [1.0], 0, 1, 0)
-    with pytest.raises(DreError, match="rank"):
-        weighted_sampler(ds, None, 2, 2, 0)
-
-
 @pytest.mark.parametrize("flip", [False, True])
-def test_multiworker_loader_yields_each_sample_once_per_epoch_per_rank(stores, flip):
+def test_multiworker_loader_yields_each_rank_its_slice_of_every_step(stores, flip):
+    """DataLoader workers (forked after the parent opened the stores) read exactly the training order."""
     ds = FaceDataset(stores[0], flip=flip)
     ds[0]  # the parent touches the stores first: forked workers must reopen them, not share them
-    world, union = 2, []
+    stream = EpochStream(ds.lengths, [1.0, 1.0], seed=3)
+    world, global_batch, steps = 2, 6, 5
+    per_rank = []
     for rank in range(world):
-        sampler = weighted_sampler(ds, None, rank=rank, world=world, seed=3)
-        loader = DataLoader(ds, batch_size=3, sampler=sampler, num_workers=2, persistent_workers=False)
-        per_epoch = []
-        for epoch in range(2):
-            sampler.set_epoch(epoch)
-            got = []
-            for batch in loader:
-                for img in batch["image"]:
-                    # a flipped image carries its index in the last two pixels of row 0
-                    img = img if _tag_ok(img) else img.flip(-1)
-                    got.append(image_index(img))
-            expect = sampler.epoch_indices(epoch)[rank::world].tolist()
-            assert sorted(got) == sorted(expect) and len(set(got)) == len(got)
-            per_epoch.append(got)
-        union += per_epoch[0]
-    assert sorted(union) == list(range(len(ds)))
+        sampler = StepBatchSampler(stream, global_batch, rank, world, 0, steps)
+        loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, persistent_workers=False)
+        got = []
+        for batch in loader:
+            # a flipped image carries its index in the last two pixels of row 0
+            got.append([image_index(img if _tag_ok(img) else img.flip(-1)) for img in batch["image"]])
+        assert got == list(sampler)
+        per_rank.append(got)
+    for s in range(steps):
+        assert per_rank[0][s] + per_rank[1][s] == stream.global_batch(s, global_batch).tolist()
 
 
 def _tag_ok(img) -> bool:

@@ -14,6 +14,7 @@ from dre.data import FaceDataset, LmdbAlbum
 from dre.pack.run import MEAN_SHAPE_FILE, PackConfig, pack_album
 from dre.errors import DreError
 from dre.face3d.codes import Buffers
+from dre.face3d.face_model import FaceModel
 from dre.tables import MANIFEST
 
 SIZE = 32
@@ -140,20 +141,6 @@ def test_user_errors_name_the_row_or_flag(tmp_path):
 
 # ---------------------------------------------------------------- with the real renderer
 
-FACE_MODEL_MISSING = "dre.face3d.face_model.FaceModel / dre.face3d.synth (issue 4) not on this branch yet"
-
-
-@pytest.fixture()
-def face_model_and_assets(request):
-    """(FaceModel class, synthetic assets folder); skipped until issue 4's renderer and synth land."""
-    try:
-        from dre.face3d.face_model import FaceModel
-        import dre.face3d.synth  # noqa: F401  (the synthetic_assets fixture needs it)
-    except ImportError:
-        pytest.skip(FACE_MODEL_MISSING)
-    return FaceModel, request.getfixturevalue("synthetic_assets")
-
-
 def _fp16_close(stored: np.ndarray, ref: np.ndarray) -> None:
     """Stored fp16 within half an fp16 ulp of a fresh fp32 render, plus the fp32 render's own run-to-run
     wobble (a different batch composition or thread count changes the last fp32 bits)."""
@@ -163,8 +150,7 @@ def _fp16_close(stored: np.ndarray, ref: np.ndarray) -> None:
     assert err.max() <= 2.0**-11 * max(1.0, float(np.abs(ref).max())) + 1e-5
 
 
-def test_pack_cli_renders_with_face_model(tmp_path, face_model_and_assets, dre_cmd, cli_env):
-    FaceModel, synthetic_assets = face_model_and_assets
+def test_pack_cli_renders_with_face_model(tmp_path, synthetic_assets, dre_cmd, cli_env):
     n = 3
     flat, tform = renderable_codes(n, SIZE)
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", n, SIZE, flat=flat, tform=tform)
@@ -186,8 +172,7 @@ def test_pack_cli_renders_with_face_model(tmp_path, face_model_and_assets, dre_c
         _fp16_close(album.buffers(i), ref)  # fp16 storage error vs the fp32 render, per element
 
 
-def test_mean_shape_album_renders_with_the_mean(tmp_path, face_model_and_assets):
-    FaceModel, synthetic_assets = face_model_and_assets
+def test_mean_shape_album_renders_with_the_mean(tmp_path, synthetic_assets):
     n = 3
     flat, tform = renderable_codes(n, SIZE, seed=1)
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", n, SIZE, flat=flat, tform=tform)

@@ -1,4 +1,4 @@
-"""Model files: our format round trip, and official DiffusionRig state dicts in the §3.5 key layout."""
+"""Model files: our format round trip, and official DiffusionRig state dicts in the published key layout."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def official_unet_layout(
     mc: int, mult: tuple[float, ...], nrb: int, attn_levels: set[int], in_ch: int, out_ch: int, latent: int
 ) -> Iterator[tuple[str, tuple[int, ...]]]:
-    """Key names and shapes of the published UNet, written out from the reference's description
-    (§3.1, §3.3, §3.5: ADM layout, ``resblock_updown``, latent FiLM in every res-block), independently
+    """Key names and shapes of the published UNet, written out from the published description
+    (docs/reference.md: ADM layout, ``resblock_updown``, latent FiLM in every res-block), independently
     of ``dre.model.unet``."""
     emb = 4 * mc
     p = "denoisingUNet."
@@ -105,7 +105,7 @@ def official_state_dict(mc: int, mult, nrb: int, attn_levels: set[int], latent: 
 
 
 def test_published_layout_matches_ours_exactly() -> None:
-    """Every key and shape of the 256² ResNet-18 model as the reference lays it out (meta device)."""
+    """Every key and shape of the 256² ResNet-18 model as the published layout has it (meta device)."""
     expected = dict(official_unet_layout(128, (1, 1, 2, 2, 4, 4), 2, {4}, 12, 3, 64))
     with torch.device("meta"):
         model = DiffusionRig(ModelConfig())

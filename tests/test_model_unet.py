@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from dre.errors import DreError
-from dre.model import DiffusionRig, ModelConfig, set_recipe, to_channels_last
+from dre.model import DiffusionRig, ModelConfig, to_channels_last
 from dre.model.layers import timestep_embedding
 from dre.model.unet import AttentionBlock, ResBlock, UNet
+from tests.original_recipe import attention_forward, resblock_forward, use_original_recipe, use_our_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -82,7 +83,7 @@ def test_tiny_real_forward_shapes(size: int) -> None:
 
 
 def test_parameter_count_of_published_configuration() -> None:
-    """The reference computes UNet 133,400,835 and ResNet-18 11,209,344 analytically (§3.4)."""
+    """The published network has 133,400,835 UNet and 11,209,344 ResNet-18 parameters (docs/reference.md)."""
     with torch.device("meta"):
         model = DiffusionRig(ModelConfig())
         model50 = DiffusionRig(ModelConfig(encoder="resnet50"))
@@ -219,10 +220,9 @@ def test_film_is_time_then_latent() -> None:
     want = manual("time_first")
     wrong = manual("latent_first")
     assert not torch.allclose(want, wrong, atol=1e-4)
-    for recipe in ("fast", "original"):
-        block.recipe = recipe
-        with torch.no_grad():
-            torch.testing.assert_close(block(x, emb, z), want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, emb, z), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(resblock_forward(block, x, emb, z), want, atol=1e-5, rtol=1e-5)
 
 
 def _plain_attention(x: torch.Tensor, blk: AttentionBlock) -> torch.Tensor:
@@ -249,12 +249,9 @@ def test_sdpa_attention_equals_plain_softmax_reference(heads: int, head_ch: int)
     randomize(blk, std=0.2)
     x = torch.randn(2, 32, 6, 5)
     want = _plain_attention(x, blk)
-    for recipe in ("fast", "original"):
-        blk.recipe = recipe
-        with torch.no_grad():
-            torch.testing.assert_close(blk(x), want, atol=2e-5, rtol=1e-5)
-    blk.recipe = "fast"
     with torch.no_grad():
+        torch.testing.assert_close(blk(x), want, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(attention_forward(blk, x), want, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(blk(x.contiguous(memory_format=torch.channels_last)), want, atol=2e-5, rtol=1e-5)
 
 
@@ -266,9 +263,9 @@ def test_fast_recipe_and_channels_last_compute_the_original_function() -> None:
     x, t, c, z = inputs(cfg)
     with torch.no_grad():
         fast = model(x, t, c, z)
-        set_recipe(model, "original")
+        use_original_recipe(model)
         orig = model(x, t, c, z)
-        set_recipe(model, "fast")
+        use_our_recipe(model)
         to_channels_last(model)
         cl = model(x, t, c, z)
     assert fast.abs().mean() > 1e-3
@@ -323,10 +320,11 @@ def test_torch_compile_matches_eager_and_keeps_state_dict_keys() -> None:
 
 
 def test_precision_helpers_and_eps_fn() -> None:
-    from dre.model import eps_fn, resolve_precision
+    from dre.model import Precision, eps_fn, resolve_precision
 
-    assert resolve_precision("auto", "cpu") == "fp32"
-    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") == Precision("fp32", "cpu")
+    assert resolve_precision("bf16", "cpu").dtype == torch.bfloat16
+    assert resolve_precision("fp16", "cpu").make_scaler() is not None and resolve_precision("fp32", "cpu").make_scaler() is None
     with pytest.raises(DreError, match="precision"):
         resolve_precision("fp8", "cpu")
     cfg = tiny_cfg()
@@ -337,5 +335,5 @@ def test_precision_helpers_and_eps_fn() -> None:
     with torch.no_grad():
         want = model(x, t, c, latent=z)
         torch.testing.assert_close(eps_fn(model, c, z)(x, t), want)
-        low = eps_fn(model, c, z, precision="bf16")(x, t)
+        low = eps_fn(model, c, z, precision=resolve_precision("bf16", "cpu"))(x, t)
     assert low.dtype == torch.float32 and (low - want).norm() / want.norm() < 3e-2

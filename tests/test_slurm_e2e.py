@@ -42,7 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 def run_snakemake_slurm(cluster: LocalSlurm, workdir: Path, args: list[str], timeout: int) -> subprocess.CompletedProcess:
     """``snakemake --executor slurm --profile profiles/slurm`` + the test-cluster flags, under ``timeout -k 5``.
 
-    The executor can hang instead of failing when status polling breaks (workflow.md, trap 1), so the
+    The executor can hang instead of failing when status polling breaks (docs/reference.md), so the
     hard ``timeout`` is what guarantees this test ends.
     """
     env = dict(cluster.env)
@@ -118,11 +118,8 @@ def test_tiny_workflow_runs_under_slurm(cluster: LocalSlurm, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_demo_runs_under_slurm(cluster: LocalSlurm, tmp_path: Path) -> None:
     """The built-in demo through the unmodified profile: every rule a SLURM job, GPU rules on the fake GPU."""
-    from tests.demo_project import CONFIG_FLAG, DEMO_TARGET, make_project, missing_parts, planned_jobs
+    from tests.demo_project import CONFIG_FLAG, DEMO_TARGET, make_project, planned_jobs
 
-    missing = missing_parts()
-    if missing:
-        pytest.skip("the demo needs parts that have not landed yet: " + "; ".join(missing))
     project = make_project(tmp_path / "project")
     r = run_snakemake_slurm(cluster, project.root, ["--verbose", CONFIG_FLAG, DEMO_TARGET], timeout=1800)
     out = r.stdout + r.stderr

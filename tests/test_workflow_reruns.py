@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.demo_project import (
-    CONFIG_FLAG, DEMO_TARGET, DemoRun, Project, clone_project, demo_run, missing_parts, planned_jobs, tail,
+    CONFIG_FLAG, DEMO_TARGET, DemoRun, Project, clone_project, demo_run, planned_jobs, tail,
 )
 
 pytestmark = pytest.mark.slow
@@ -28,9 +28,6 @@ STAGE2_RUN = "results/runs/stage2/demo.deca"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    missing = missing_parts()
-    if missing:
-        pytest.skip("the demo needs parts that have not landed yet: " + "; ".join(missing))
     done = demo_run(tmp_path_factory.getbasetemp())
     if done.result.returncode != 0:
         pytest.fail("the demo itself failed:\n" + tail(done.result))

@@ -1,1 +1,1 @@
-"""Face alignment: landmark back-ends, the FFHQ recipe and the album runner (issue 3)."""
+"""Face alignment: landmark back-ends, the FFHQ recipe and the album runner."""

@@ -3,7 +3,8 @@
 Why one interface: the album runner, the FFHQ recipe and the tests must not care where landmarks come
 from. FAN (the default, what DECA uses), MediaPipe's face mesh (ships its model, works offline) and
 sidecar files (precomputed landmarks) all return :class:`Face` lists in source-image pixel-index
-coordinates.
+coordinates. This module is the interface only; the album runner (:mod:`dre.align.run`) picks the
+back-end, so the back-ends import this module and it imports none of them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
-
-from dre.errors import DreError
-
-BACKENDS = ("fan", "mediapipe", "sidecar")
 
 
 @dataclass
@@ -65,20 +62,3 @@ class SequentialBatch:
             except NoLandmarks as exc:
                 out.append(exc)
         return out
-
-
-def make_backend(name: str, device: str = "auto") -> LandmarkBackend:
-    """Build a back-end by its ``--backend`` name; errors name what is missing and how to fix it."""
-    if name == "sidecar":
-        from dre.align.sidecar import SidecarBackend
-
-        return SidecarBackend()
-    if name == "mediapipe":
-        from dre.align.mediapipe_mesh import MediaPipeBackend
-
-        return MediaPipeBackend()
-    if name == "fan":
-        from dre.align.fan import FanBackend
-
-        return FanBackend(device=device)
-    raise DreError(f"--backend {name!r} is not one of {', '.join(BACKENDS)}")

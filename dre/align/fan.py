@@ -59,15 +59,15 @@ class FanBackend:
     def __init__(self, device: str = "auto") -> None:
         check_weights()
         try:
-            import face_alignment
+            import face_alignment  # optional: only the align environment installs it
         except ImportError as exc:
             raise DreError(
                 f"--backend fan needs the face-alignment package (envs/align.yaml): {exc}; "
                 "or use --backend mediapipe"
             ) from None
-        import torch
+        import torch  # FAN only: the mediapipe and sidecar back-ends run without loading torch
 
-        from dre.utils.device import resolve_device
+        from dre.utils.device import resolve_device  # imports torch (see above)
 
         if Path(torch.hub.get_dir()) / "checkpoints" != checkpoint_dir():  # torch.hub.set_dir() was used
             check_weights(Path(torch.hub.get_dir()) / "checkpoints")
@@ -98,7 +98,7 @@ class FanBackend:
 
     def detect_batch(self, images: Sequence[np.ndarray], paths: Sequence[Path]) -> list[list[Face] | NoLandmarks]:
         """S3FD runs on a stacked batch when the images share a size (FFHQ folders), else one by one."""
-        import torch
+        import torch  # FAN only (see FanBackend.__init__)
 
         if len(images) > 1 and len({im.shape for im in images}) == 1:
             batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()

@@ -5,7 +5,7 @@ this way (an oriented square "quad" derived from the eyes and mouth, then resamp
 model only transfers to a personal album when the album's crops sit in the same frame, so the geometry
 here must match: same quad, same margins, same supersampled resampling.
 
-Steps (``deca_emoca.md`` §5.1): quad from eye/mouth landmarks → integer pre-shrink of huge photos →
+Steps (docs/reference.md): quad from eye/mouth landmarks → integer pre-shrink of huge photos →
 crop around the quad with a border → reflect-pad past the image edge, blurring the padding towards a
 flat median so mirrored content does not look like a face → QUAD transform to ``transform_size²`` →
 Lanczos resize to ``size²``.
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 
 # iBUG-68 index ranges the recipe uses.
 RIGHT_EYE = slice(36, 42)  # subject's right eye = image left
@@ -198,8 +199,6 @@ def align_face(
 
 def _pad_and_blur(arr: np.ndarray, pad: np.ndarray, qsize: float) -> np.ndarray:
     """Reflect-pad (left, top, right, bottom) and fade the padding into a blurred, flat median."""
-    from scipy.ndimage import gaussian_filter  # only photos whose quad leaves the frame need scipy
-
     img = np.pad(arr.astype(np.float32), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode="reflect")
     h, w, _ = img.shape
     y, x = np.ogrid[:h, :w]

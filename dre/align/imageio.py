@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dre.errors import DreError
 from dre.utils.images import is_image_name
-
 
 
 @dataclass
@@ -138,8 +138,6 @@ def list_album(input_path: str | Path) -> tuple[list[Path], list[Path]]:
     if p.is_file():
         return [p], []
     if not p.is_dir():
-        from dre.errors import DreError
-
         raise DreError(f"--input {p}: no such file or folder")
     files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
     images = [f for f in files if is_image_name(f)]

@@ -60,7 +60,7 @@ def mesh_to_ibug(mesh_xy: np.ndarray) -> np.ndarray:
 def _import_mediapipe():
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging is noisy on stderr
     try:
-        import mediapipe as mp
+        import mediapipe as mp  # optional: only the align environment installs it
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise DreError(
             "--backend mediapipe needs mediapipe==0.10.14 (the last release that ships its face mesh "

@@ -6,15 +6,14 @@
 
 from __future__ import annotations
 
+import matplotlib.cbook as cbook
 import numpy as np
+from PIL import Image
+from skimage import data
 
 
 def sample_photos() -> dict[str, np.ndarray]:
     """name → RGB uint8 array."""
-    import matplotlib.cbook as cbook
-    from PIL import Image
-    from skimage import data
-
     with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
         hopper = np.asarray(im.convert("RGB"))
     return {

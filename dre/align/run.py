@@ -16,10 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dre.align.backends import Face, LandmarkBackend, NoLandmarks, make_backend
+from dre.align.backends import Face, LandmarkBackend, NoLandmarks
+from dre.align.fan import FanBackend
 from dre.align.ffhq import SUPERSAMPLE, align_face, ffhq_quad
 from dre.align.imageio import ImageLoadError, LoadedImage, list_album, load_rgb
+from dre.align.mediapipe_mesh import MediaPipeBackend
+from dre.align.sidecar import SidecarBackend
 from dre.errors import DreError
+from dre.safety.ownership import claim_dir, owned_dir
 from dre.tables import ALIGN, ALIGN_FILE
 from dre.utils.images import IMAGE_SUFFIXES
 
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "unreadable", "not_image", "no_face", "face_too_small", "multiple_faces_skipped", "error")
 POLICIES = ("largest", "all", "skip")
+BACKENDS = ("fan", "mediapipe", "sidecar")
 
 
 @dataclass
@@ -115,6 +120,21 @@ def _flat(a: np.ndarray) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=np.float32).reshape(-1)]
 
 
+def make_backend(name: str, device: str = "auto") -> LandmarkBackend:
+    """Build a back-end by its ``--backend`` name; errors name what is missing and how to fix it.
+
+    The back-end modules are cheap to import: each loads its library (face-alignment, mediapipe) only
+    when constructed.
+    """
+    if name == "sidecar":
+        return SidecarBackend()
+    if name == "mediapipe":
+        return MediaPipeBackend()
+    if name == "fan":
+        return FanBackend(device=device)
+    raise DreError(f"--backend {name!r} is not one of {', '.join(BACKENDS)}")
+
+
 # ---------------------------------------------------------------------------------------------- engine
 def align_album(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport:
     """Align (or index) every file of ``cfg.input`` into ``cfg.output``; returns the report.
@@ -122,8 +142,6 @@ def align_album(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> Ali
     The output folder is built in a temporary sibling and replaces ``cfg.output`` only when complete,
     and only when at least one face is usable (otherwise :class:`DreError` with per-file reasons).
     """
-    from dre.safety.ownership import claim_dir, owned_dir
-
     claim_dir(cfg.output, flag="--output", inputs=[cfg.input])  # before any work: refuse early
     images, others = list_album(cfg.input)
     if not images and not others:

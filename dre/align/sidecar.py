@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dre.align.backends import Face, NoLandmarks, SequentialBatch
+from dre.safety.atomic import atomic_path
 
 
 def sidecar_candidates(image_path: Path) -> list[Path]:
@@ -42,8 +43,6 @@ def read_sidecar(path: Path) -> np.ndarray:
 
 def write_sidecar(image_path: Path, landmarks: np.ndarray, fmt: str = "txt") -> Path:
     """Write 68×2 landmarks next to ``image_path`` (DECA's ``<stem>.txt`` layout, or ``.npy``)."""
-    from dre.safety.atomic import atomic_path
-
     dest = Path(image_path).with_suffix(f".{fmt}")
     lm = np.asarray(landmarks, dtype=np.float32)
     with atomic_path(dest) as tmp:

@@ -6,14 +6,12 @@ stays cheap for the CLI.
 
 from __future__ import annotations
 
-from dre.data.dataset import FaceDataset, WeightedShardSampler, load_album_tensors, weighted_sampler
+from dre.data.dataset import FaceDataset, load_album_tensors
 from dre.data.store import LmdbAlbum, build_lmdb
 
 __all__ = [
     "FaceDataset",
     "LmdbAlbum",
-    "WeightedShardSampler",
     "build_lmdb",
     "load_album_tensors",
-    "weighted_sampler",
 ]

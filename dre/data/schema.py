@@ -22,7 +22,9 @@ import struct
 from typing import Any
 
 import numpy as np
+import torch
 
+from dre import __version__
 from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
 
@@ -75,8 +77,6 @@ def make_meta(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``__meta__`` record. Everything a reader needs to interpret the samples without guessing."""
-    from dre import __version__
-
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -153,8 +153,6 @@ def to_fp16(cond: np.ndarray, where: str) -> np.ndarray:
     if cond.dtype == BUFFER_DTYPE:
         half = np.ascontiguousarray(cond)
     else:
-        import torch
-
         half = torch.from_numpy(np.ascontiguousarray(cond, dtype=np.float32)).half().numpy().view(BUFFER_DTYPE)
     if ((half.view(np.uint16) & 0x7C00) == 0x7C00).any():
         raise DreError(f"{where}: buffers hold NaN, inf or values beyond the float16 range (±{FP16_MAX:g})")

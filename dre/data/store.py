@@ -21,18 +21,17 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
+import lmdb
 import numpy as np
+import torch
+from PIL import Image
 
 from dre.data import schema
 from dre.errors import DreError
+from dre.face3d.codes import FlameCodes
 from dre.safety.ownership import owned_dir
-
-if TYPE_CHECKING:
-    import torch
-
-    from dre.face3d.codes import FlameCodes
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,6 @@ class LmdbBuilder:
     """Handle given by :func:`build_lmdb`: put records in batches, then write the metadata once."""
 
     def __init__(self, folder: Path, initial_map_size: int) -> None:
-        import lmdb
-
         self.folder = folder
         self._lmdb = lmdb
         self.map_size = int(initial_map_size)
@@ -119,8 +116,6 @@ _ENVS_LOCK = threading.Lock()
 
 
 def _open_readonly(path: Path) -> Any:
-    import lmdb
-
     try:
         return lmdb.open(
             str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=True, max_readers=512,
@@ -224,8 +219,6 @@ class LmdbAlbum:
 
     def image(self, i: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB."""
-        from PIL import Image
-
         with Image.open(io.BytesIO(self._raw(i, "image"))) as im:
             arr = np.array(im.convert("RGB"))  # writable: torch.from_numpy must not alias a read-only array
         if arr.shape[:2] != (self.image_size, self.image_size):
@@ -258,8 +251,6 @@ class LmdbAlbum:
 
         Done with torch, whose vectorised half→float copy is ~8x faster than numpy's here.
         """
-        import torch
-
         (y0, y1, x0, x1), crop = self.buffers_box(i)
         dst = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
         dst.zero_()
@@ -272,8 +263,6 @@ class LmdbAlbum:
 
     def cond(self, i: int) -> "torch.Tensor":
         """(9,H,W) float32 tensor of sample ``i``'s buffers (a fresh tensor)."""
-        import torch
-
         s = self.image_size
         return self.cond_into(i, torch.empty((len(schema.BUFFER_CHANNELS), s, s), dtype=torch.float32))
 
@@ -299,9 +288,5 @@ class LmdbAlbum:
         The stored codes are the extracted ones; with a mean-shape album ``as_rendered=True`` (default)
         returns the mean shape that the buffers were rendered with.
         """
-        import torch
-
-        from dre.face3d.codes import FlameCodes
-
         flat, tform = self.codes_array(i, as_rendered=as_rendered)
         return FlameCodes.from_flat(torch.from_numpy(flat)[None]), torch.from_numpy(tform)[None]

@@ -1,4 +1,4 @@
-"""Diffusion process (schedules, P2 loss), respacing and samplers for DiffusionRig (issue 6)."""
+"""Diffusion process (schedules, P2 loss), respacing and samplers for DiffusionRig."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Timestep respacing: which of the T training steps a sampler visits, and the sub-schedule they form.
 
-Spec strings behave as the original's (``shared/reference/diffusionrig.md`` §4):
+Spec strings behave as the original's (docs/reference.md):
 
 * ``""``: every step (0 … T−1).
 * ``"ddimN"``: ``range(0, T, stride)`` for the integer stride that gives exactly N steps
@@ -14,15 +14,12 @@ The sub-schedule keeps ᾱ at the visited steps and recomputes β'_i = 1 − ᾱ
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from dre.errors import DreError
-
-if TYPE_CHECKING:
-    from dre.diffusion.schedule import GaussianDiffusion
 
 
 def space_timesteps(num_timesteps: int, spec: str | Sequence[int]) -> list[int]:
@@ -72,15 +69,17 @@ class SpacedSchedule:
     """Coefficient tables (float64 on CPU, float32 per device on demand) over the visited steps.
 
     Index i = 0 … N−1 runs over the visited steps in increasing t; ``timesteps[i]`` is the original
-    t the model is called with.
+    t the model is called with. Built from the full schedule's ᾱ table alone (what
+    :meth:`dre.diffusion.schedule.GaussianDiffusion.spaced` passes), so respacing needs nothing else
+    from the forward process.
     """
 
-    def __init__(self, diffusion: GaussianDiffusion, spec: str | Sequence[int]) -> None:
-        steps = space_timesteps(diffusion.num_timesteps, spec)
+    def __init__(self, alphas_cumprod: Tensor, spec: str | Sequence[int]) -> None:
+        steps = space_timesteps(int(alphas_cumprod.shape[0]), spec)
         self.spec = spec
         self.timesteps = torch.tensor(steps, dtype=torch.long)
         self.num_steps = len(steps)
-        ac = diffusion.alphas_cumprod[self.timesteps]
+        ac = alphas_cumprod[self.timesteps]
         one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
         ac_prev = torch.cat([one, ac[:-1]])
         self.alphas_cumprod = ac

@@ -2,7 +2,7 @@
 
 The loops never synchronise with the host: every per-step coefficient is a Python float computed
 up front in float64, the visited timesteps are copied to the device once, and the model is only
-ever given device tensors. Step arithmetic follows ``shared/reference/diffusionrig.md`` §4.
+ever given device tensors. Step arithmetic follows the original (docs/reference.md).
 
 ``model_fn(x_t, t) -> ε̂`` receives ``t`` as the *original* timesteps (B,) (the respaced index is
 mapped back, like the original's wrapped model), so one trained model works with any respacing.

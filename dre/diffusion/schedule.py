@@ -1,7 +1,7 @@
-"""Noise schedules, the forward process, the P2-weighted ε loss and uniform timestep sampling.
+"""Noise schedules, the forward process and the P2-weighted ε loss.
 
 Tables are computed in float64 and cast to float32 only when indexed on a device, as the original
-does (``shared/reference/diffusionrig.md`` §4). Written from that description.
+does (docs/reference.md). Written from that description.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dre.diffusion.respace import SpacedSchedule
 from dre.errors import DreError
 from dre.utils.records import from_dict_strict
 
@@ -115,7 +116,7 @@ class GaussianDiffusion:
             sqrt_1m_ac=(1.0 - self.alphas_cumprod).sqrt(),
             p2=self.p2,
         )
-        self._spaced: dict[str, Any] = {}
+        self._spaced: dict[str, SpacedSchedule] = {}
 
     # ------------------------------------------------------------------ forward process
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -123,12 +124,6 @@ class GaussianDiffusion:
         a = self._tables.get("sqrt_ac", x0.device)[t]
         b = self._tables.get("sqrt_1m_ac", x0.device)[t]
         return _bcast(a, x0.ndim) * x0 + _bcast(b, x0.ndim) * noise
-
-    def sample_timesteps(
-        self, batch: int, device: torch.device | str, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Uniform t ∈ {0, …, T−1} (the original's ``UniformSampler``; all importance weights are 1)."""
-        return torch.randint(0, self.num_timesteps, (batch,), device=device, generator=generator)
 
     def loss_weights(self, t: Tensor) -> Tensor:
         """P2 weights λ_t (float32, t's device)."""
@@ -150,11 +145,9 @@ class GaussianDiffusion:
         return {"loss": self.loss_weights(t) * mse, "mse": mse}
 
     # ------------------------------------------------------------------ respacing
-    def spaced(self, respacing: str | list[int] | tuple[int, ...] = ""):  # -> SpacedSchedule
+    def spaced(self, respacing: str | list[int] | tuple[int, ...] = "") -> SpacedSchedule:
         """The sub-schedule for a respacing spec (cached; see ``dre.diffusion.respace``)."""
-        from dre.diffusion.respace import SpacedSchedule
-
         key = respacing if isinstance(respacing, str) else ",".join(map(str, respacing))
         if key not in self._spaced:
-            self._spaced[key] = SpacedSchedule(self, respacing)
+            self._spaced[key] = SpacedSchedule(self.alphas_cumprod, respacing)
         return self._spaced[key]

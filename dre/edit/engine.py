@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Sequence
 
+import torch
+
+from dre.diffusion import ddim_invert, ddim_sample
 from dre.edit.modes import Mode, swap_codes, with_shape
-
-if TYPE_CHECKING:
-    import torch
-
-    from dre.face3d.codes import Buffers, FlameCodes
+from dre.face3d.codes import Buffers, FlameCodes
+from dre.model.fast import eps_fn
+from dre.model.precision import Precision
 
 
 @dataclass
@@ -64,10 +65,6 @@ def plan_edits(
     a little away from where the training buffers had it. Here an edit that does not change the
     geometry (``light``, ``latent``) renders the training buffers of the source.
     """
-    import torch
-
-    from dre.face3d.codes import FlameCodes
-
     if len(stems) != source.batch_size:
         raise ValueError(f"{len(stems)} stems for {source.batch_size} source codes")
     src = with_shape(source, mean_shape)
@@ -81,10 +78,6 @@ def plan_edits(
 
 
 def _cat_buffers(parts: list["Buffers"]) -> "Buffers":
-    import torch
-
-    from dre.face3d.codes import Buffers
-
     return Buffers(**{k: torch.cat([getattr(p, k) for p in parts]) for k in ("rendered", "normal", "albedo", "alpha")})
 
 
@@ -95,8 +88,6 @@ def render_plan(face_model, plan: EditPlan, image_size: int, batch_size: int) ->
     alone (light, latent) the edited mesh *is* the source mesh, so the shift is zero up to float
     rounding (~1e-7 of the head size) and the buffers are the source's.
     """
-    import torch
-
     src_parts, edit_parts = [], []
     job_src = plan.job_sources()
     with torch.no_grad():
@@ -114,8 +105,6 @@ def render_plan(face_model, plan: EditPlan, image_size: int, batch_size: int) ->
 
 def as_condition(buffers: "Buffers") -> "torch.Tensor":
     """The 9-channel condition as the model saw it in training: rounded through float16 like the LMDB."""
-    import torch
-
     return buffers.condition().to(torch.float16).to(torch.float32)
 
 
@@ -131,8 +120,6 @@ def noise_seed(seed: int, stem: str) -> int:
 
 def source_noise(seed: int, stems: Sequence[str], shape: tuple[int, int, int]) -> "torch.Tensor":
     """(N, C, H, W) standard normal noise, one draw per source, made on the CPU (device-independent)."""
-    import torch
-
     out = []
     for stem in stems:
         g = torch.Generator(device="cpu").manual_seed(noise_seed(seed, stem))
@@ -142,22 +129,11 @@ def source_noise(seed: int, stems: Sequence[str], shape: tuple[int, int, int]) -
 
 def encode_latents(model, images: "torch.Tensor", batch_size: int) -> "torch.Tensor":
     """Global latents (B, latent_dim) of images in [-1, 1], chunked."""
-    import torch
-
     parts = []
     with torch.inference_mode():
         for a in range(0, images.shape[0], batch_size):
             parts.append(model.encode(images[a : a + batch_size]))
     return torch.cat(parts)
-
-
-ModelFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
-
-
-def _model_fn(model, cond: "torch.Tensor", latent: "torch.Tensor", precision: str) -> ModelFn:
-    from dre.model import eps_fn
-
-    return eps_fn(model, cond, latent, precision)
 
 
 def invert_sources(
@@ -169,18 +145,14 @@ def invert_sources(
     *,
     steps: int,
     batch_size: int,
-    precision: str = "fp32",
+    precision: Precision | None = None,
 ) -> "torch.Tensor":
     """x_T of each source by DDIM inversion under its own (unedited) buffers and latent."""
-    import torch
-
-    from dre.diffusion import ddim_invert
-
     parts = []
     with torch.inference_mode():
         for a in range(0, x0.shape[0], batch_size):
             s = slice(a, a + batch_size)
-            parts.append(ddim_invert(diffusion, _model_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
+            parts.append(ddim_invert(diffusion, eps_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
     return torch.cat(parts)
 
 
@@ -195,7 +167,7 @@ def sample_jobs(
     eta: float,
     batch_size: int,
     seed: int,
-    precision: str = "fp32",
+    precision: Precision | None = None,
 ) -> "torch.Tensor":
     """DDIM samples (B, 3, H, W) in [-1, 1] for every job, in chunks.
 
@@ -203,10 +175,6 @@ def sample_jobs(
     a job's picture. With η > 0 the per-step noise comes from one generator per chunk (seeded from
     ``seed`` and the chunk index): reproducible for the same ``batch_size``, not across batch sizes.
     """
-    import torch
-
-    from dre.diffusion import ddim_sample
-
     out = []
     with torch.inference_mode():
         for c, a in enumerate(range(0, x_T.shape[0], batch_size)):
@@ -217,7 +185,7 @@ def sample_jobs(
             out.append(
                 ddim_sample(
                     diffusion,
-                    _model_fn(model, cond[s], latent[s], precision),
+                    eps_fn(model, cond[s], latent[s], precision),
                     x_T[s],
                     respacing=f"ddim{steps}",
                     eta=eta,

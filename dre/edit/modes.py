@@ -1,7 +1,7 @@
 """Edit modes and the FLAME code swaps they stand for.
 
 A mode names which parts of the *target* face replace the *source* face's, as in DiffusionRig's
-inference (reference: diffusionrig.md §6):
+inference (docs/reference.md):
 
 | component | replaced from the target              | buffers change? |
 |-----------|---------------------------------------|-----------------|
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from dre.errors import DreError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: parsing modes (the CLI, sheet checks) needs no torch
     import torch
 
     from dre.face3d.codes import FlameCodes

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
 from dre.edit.modes import Mode
 from dre.errors import DreError
+from dre.safety.ownership import claim_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ class EditConfig:
     save_buffers: bool = False
     device: str = "auto"
     precision: str = "auto"
-    extra_meta: dict = field(default_factory=dict)
 
     def inputs(self) -> list:
         """Every path the edit reads (the output may not be, contain or lie inside any of them)."""
@@ -101,13 +101,11 @@ def run_edit(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     import torch
 
-    _require_parts()
     from dre.diffusion import GaussianDiffusion
     from dre.edit import engine
     from dre.edit.writer import EditResult, EditSettings, write_edit_folder
     from dre.face3d.face_model import FaceModel
     from dre.model import load_model_file, resolve_precision, to_channels_last
-    from dre.safety.ownership import claim_dir
     from dre.utils.device import resolve_device
     from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
@@ -201,29 +199,16 @@ def run_edit(cfg: EditConfig) -> Path:
         noise_seeds=[engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems),
         meta={
             "model_meta": _plain_meta(meta),
-            "precision": precision,
+            "precision": precision.name,
             "mean_shape": ms is not None,
             "synthetic": synthetic,
             "image_size": image_size,
             "device": str(device),
-            **cfg.extra_meta,
         },
     )
     write_edit_folder(Path(cfg.out), result, inputs=cfg.inputs())
     log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
     return Path(cfg.out)
-
-
-def _require_parts() -> None:
-    """A clear error (not a traceback) while a part this command builds on is missing from the package."""
-    import importlib
-
-    for module, what in (("dre.model", "the model (issue 6)"), ("dre.diffusion", "DDIM sampling (issue 6)"),
-                         ("dre.face3d.face_model", "the face model and renderer (issue 4)")):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise DreError(f"`dre edit` needs {what}, which is not available: {exc}") from None
 
 
 def _diffusion_config(meta: dict) -> "DiffusionConfig":  # noqa: F821

@@ -21,6 +21,7 @@ import numpy as np
 
 from dre.errors import DreError
 from dre.face3d.codes import CODE_ORDER
+from dre.safety.ownership import claim_table
 from dre.tables import ALIGN, ALIGN_FILE, CODES
 from dre.utils.images import list_images
 
@@ -204,7 +205,6 @@ def extract_album(cfg: ExtractConfig, extractor=None) -> ExtractReport:
     import torch
 
     from dre.face3d.extractor import Extractor
-    from dre.safety.ownership import claim_table
     from dre.utils.device import resolve_device
     from dre.utils.synthetic import warn_synthetic
 

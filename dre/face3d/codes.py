@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+# torch is imported inside the methods: the code layout (CODE_DIMS, CODE_ORDER) is read by table
+# definitions that the alignment environment loads, and must not pull torch in with it.
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
+    import torch  # lazy: see the note above FlameCodes
 
 CODE_DIMS: dict[str, int] = {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
 """Flat size of each code; their sum (236) is the DECA coarse encoder's output width."""
@@ -66,7 +68,7 @@ class FlameCodes:
 
     @classmethod
     def cat(cls, items: Iterable["FlameCodes"]) -> "FlameCodes":
-        import torch
+        import torch  # lazy: see the note above FlameCodes
 
         items = list(items)
         return cls(**{f.name: torch.cat([getattr(c, f.name) for c in items], dim=0) for f in fields(cls)})
@@ -84,7 +86,7 @@ class FlameCodes:
         return cls(**parts)
 
     def flat(self) -> "torch.Tensor":
-        import torch
+        import torch  # lazy: see the note above FlameCodes
 
         return torch.cat([self.shape, self.tex, self.exp, self.pose, self.cam, self.light.reshape(-1, 27)], dim=1)
 
@@ -99,7 +101,7 @@ class FlameCodes:
     @classmethod
     def from_frame(cls, df: "pd.DataFrame", device: "torch.device | str" = "cpu") -> tuple["FlameCodes", "torch.Tensor"]:
         """Codes and tform (B, 3, 3) from the ``ok`` rows of a codes.parquet frame (order kept)."""
-        import torch
+        import torch  # lazy: see the note above FlameCodes
 
         if len(df) == 0:
             raise ValueError("no rows to read codes from")
@@ -127,7 +129,7 @@ class Buffers:
 
     def condition(self) -> "torch.Tensor":
         """(B, 9, H, W) in the original channel order: rendered, normal, albedo."""
-        import torch
+        import torch  # lazy: see the note above FlameCodes
 
         return torch.cat([self.rendered, self.normal, self.albedo], dim=1)
 

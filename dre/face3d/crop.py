@@ -24,6 +24,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.transform import resize
 
 from dre.errors import DreError
 
@@ -104,8 +105,6 @@ def _diffusionrig_lut() -> np.ndarray:
     one ulp low and the level drops by one. For an image that is already 256² the effect depends only on
     the value, so one table reproduces it exactly; it is measured from skimage itself, not hard-coded.
     """
-    from skimage.transform import resize
-
     levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     out = (resize(levels, levels.shape, anti_aliasing=True) * 255).astype(np.uint8)
     return out.reshape(256)

@@ -27,6 +27,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pytorch3d.renderer.mesh import rasterize_meshes
+from pytorch3d.structures import Meshes
 from torch import nn
 
 from dre.face3d.codes import Buffers
@@ -91,9 +93,6 @@ def crop_to_image(points: torch.Tensor, tform: torch.Tensor, image_size: int, cr
 # ------------------------------------------------------------------------------------------- rasteriser
 def _rasterize_direct(face_verts: torch.Tensor, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """PyTorch3D ``rasterize_meshes`` on (B, F, 3, 3) NDC face vertices; (B,H,W) local face ids, (B,H,W,3) bary."""
-    from pytorch3d.renderer.mesh import rasterize_meshes
-    from pytorch3d.structures import Meshes
-
     b, nf = face_verts.shape[:2]
     verts = face_verts.reshape(b, nf * 3, 3)
     faces = torch.arange(nf * 3, device=face_verts.device).reshape(1, nf, 3).expand(b, -1, -1)
@@ -114,9 +113,6 @@ def _rasterize_direct(face_verts: torch.Tensor, image_size: int) -> tuple[torch.
 
 def _rasterize_tiled(face_verts: torch.Tensor, image_size: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Same result as :func:`_rasterize_direct`, rasterising ``tile``² windows with only their faces."""
-    from pytorch3d.renderer.mesh import rasterize_meshes
-    from pytorch3d.structures import Meshes
-
     b, nf = face_verts.shape[:2]
     s = image_size
     nt = -(-s // tile)  # tiles per side; the last row/column may overhang and is cropped away

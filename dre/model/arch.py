@@ -2,7 +2,7 @@
 
 Every size is a field so that the published 256² network, the tiny test networks and the demo
 network are built by the same code. The defaults are the published configuration (see
-``shared/reference/diffusionrig.md`` §3.1). The dataclass is stored verbatim in every model file
+docs/reference.md). The dataclass is stored verbatim in every model file
 (``dre.model.modelfile``), so a model file always says how to rebuild its network.
 """
 

@@ -9,14 +9,13 @@ under ``encoder.*``.
 from __future__ import annotations
 
 from torch import nn
+from torchvision.models import resnet18, resnet50
 
 from dre.errors import DreError
 
 
 def build_encoder(kind: str, latent_dim: int) -> nn.Module:
     """A ResNet-18/50 (random init) with ``fc`` = ``Linear(512|2048 → latent_dim)``."""
-    from torchvision.models import resnet18, resnet50
-
     builders = {"resnet18": resnet18, "resnet50": resnet50}
     if kind not in builders:
         raise DreError(f"unknown encoder {kind!r}; choose one of {sorted(builders)}")

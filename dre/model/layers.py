@@ -54,11 +54,6 @@ def group_norm_fp32(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor 
         return F.group_norm(x, groups, w, b, eps)
 
 
-def group_norm_fp32_reference(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """The original's literal recipe: cast to fp32, normalise, cast back (used by the original-recipe path)."""
-    return F.group_norm(x.float(), groups, weight.float(), bias.float(), eps).type(x.dtype)
-
-
 def downsample(x: Tensor) -> Tensor:
     """2×2 average pooling (the parameter-free resampling of ``resblock_updown`` down blocks)."""
     return F.avg_pool2d(x, kernel_size=2, stride=2)

@@ -23,6 +23,7 @@ from dre.data import schema
 from dre.data.store import build_lmdb
 from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
+from dre.safety.ownership import claim_dir, claim_table
 from dre.tables import CODES, MANIFEST
 from dre.utils.hashing import sha256_file
 
@@ -70,8 +71,6 @@ class PackConfig:
 
     def claim_outputs(self) -> None:
         """Refuse, before any work, outputs that would replace an input or files dre did not write."""
-        from dre.safety.ownership import claim_dir, claim_table
-
         inputs = [self.images, self.codes, self.assets, self.import_legacy]
         claim_dir(self.out, inputs=inputs)
         claim_table(self.manifest_path(), flag="--manifest", inputs=[*inputs, self.out])

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from dre.errors import DreError
+from dre.safety.atomic import atomic_dir, atomic_write_text
 
 MARKER = ".dre-output.json"
 MARKER_FORMAT = "dre-output/1"
@@ -84,8 +85,6 @@ def read_marker(folder: str | os.PathLike[str]) -> dict | None:
 def write_marker(folder: str | os.PathLike[str], command: str, *, hashes: bool = False, listing: bool = True,
                  extra: dict | None = None) -> None:  # fmt: skip
     """Record in ``folder`` that ``command`` made it (and what it holds); call when the folder is complete."""
-    from dre.safety.atomic import atomic_write_text
-
     folder = Path(folder)
     files = None
     if listing:
@@ -171,8 +170,6 @@ def claim_file(dest: str | os.PathLike[str], *, evidence: Callable[[Path], bool]
 def owned_dir(dest: str | os.PathLike[str], command: str, *, flag: str = "--out", inputs: Iterable = (),
               hashes: bool = False, evidence: Callable[[Path], bool] | None = None) -> Iterator[Path]:  # fmt: skip
     """:func:`claim_dir`, then a temporary folder to fill; on success it gets our marker and replaces ``dest``."""
-    from dre.safety.atomic import atomic_dir
-
     inputs = list(inputs)
     claim_dir(dest, flag=flag, inputs=inputs, evidence=evidence)
     with atomic_dir(dest) as tmp:
@@ -201,6 +198,8 @@ def claim_run_dir(run_dir: str | os.PathLike[str], command: str, *, known: Itera
 
 
 # ------------------------------------------------------------------------------- evidence for files
+# pyarrow, PIL and torch are imported where used: this module is imported by every stage, and the align
+# environment has no torch.
 def parquet_is_ours(path: Path) -> bool:
     """A Parquet file with our ``dre`` key-value metadata."""
     import pyarrow.parquet as pq

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from dre.data import FaceDataset, LmdbAlbum, load_album_tensors
 from dre.errors import DreError
 from dre.train.shards import EpochStream, StepBatchSampler, derive_seed, rank_slice
 
@@ -38,8 +39,6 @@ class DataInfo:
 
 def inspect_lmdbs(paths: Sequence[str], image_size: int) -> DataInfo:
     """Open each LMDB's metadata and check it can feed a model of ``image_size``: clear errors if not."""
-    from dre.data import LmdbAlbum
-
     lengths, metas, extractors = [], [], []
     synthetic = False
     mean_shape = None
@@ -82,8 +81,6 @@ class LmdbData:
     """Stage 1: prior LMDBs streamed through DataLoader workers."""
 
     def __init__(self, info: DataInfo, num_workers: int, seed: int) -> None:
-        from dre.data import FaceDataset
-
         self.info = info
         self.dataset = torch.utils.data.ConcatDataset([FaceDataset([p]) for p in info.lmdbs])
         got = [len(d) for d in self.dataset.datasets]
@@ -126,8 +123,6 @@ class MemoryData:
 
     @classmethod
     def from_lmdb(cls, info: DataInfo, device: torch.device) -> MemoryData:
-        from dre.data import load_album_tensors
-
         images, cond = load_album_tensors(info.lmdbs[0])
         return cls(images.to(device), cond.to(device), info)
 

@@ -18,13 +18,18 @@ A plain single process (or a one-task SLURM job step) runs without a process gro
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
+
+import torch
+import torch.distributed as dist
 
 from dre.errors import DreError
+from dre.utils.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -203,9 +208,6 @@ class Distributed:
         """Join the group: NCCL when this process trains on CUDA, gloo otherwise."""
         if not self.env.distributed:
             return self
-        import datetime
-
-        import torch.distributed as dist
 
         if dist.is_initialized():  # e.g. a test harness already joined
             self._initialised = True
@@ -227,8 +229,6 @@ class Distributed:
 
     def close(self) -> None:
         if self._initialised:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
             self._initialised = False
@@ -236,15 +236,12 @@ class Distributed:
     # --- collectives (no-ops for one process) -------------------------------------------------
     def barrier(self) -> None:
         if self.env.distributed:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def all_reduce_mean(self, tensor: Any) -> Any:
         """Mean over ranks (in place on a copy); used for logged metrics only."""
         if not self.env.distributed:
             return tensor
-        import torch.distributed as dist
 
         out = tensor.detach().clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
@@ -253,7 +250,6 @@ class Distributed:
     def all_gather_object(self, obj: Any) -> list[Any]:
         if not self.env.distributed:
             return [obj]
-        import torch.distributed as dist
 
         out: list[Any] = [None] * self.env.world_size
         dist.all_gather_object(out, obj)
@@ -263,7 +259,6 @@ class Distributed:
         """Rank 0's ``obj`` on every rank (e.g. the decision to resume and from which file)."""
         if not self.env.distributed:
             return obj
-        import torch.distributed as dist
 
         box = [obj if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
@@ -273,8 +268,6 @@ class Distributed:
         """True on every rank when ``flag`` is true on any rank (stop requests, errors)."""
         if not self.env.distributed:
             return flag
-        import torch
-        import torch.distributed as dist
 
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -283,10 +276,6 @@ class Distributed:
 
 def select_device(spec: str, env: DistEnv) -> Any:
     """The device this rank trains on: ``cuda:<local_rank>`` under a multi-GPU launch, else ``--device``."""
-    import torch
-
-    from dre.utils.device import resolve_device
-
     dev = resolve_device(spec)
     if dev.type == "cuda":
         n = torch.cuda.device_count()
@@ -302,13 +291,3 @@ def select_device(spec: str, env: DistEnv) -> Any:
             dev = torch.device("cuda", 0)
         torch.cuda.set_device(dev)
     return dev
-
-
-@contextlib.contextmanager
-def joined(env: DistEnv, device: Any) -> Iterator[Distributed]:
-    """Context manager: join the group for the block and always leave it."""
-    d = Distributed(env, device).init()
-    try:
-        yield d
-    finally:
-        d.close()

@@ -10,13 +10,11 @@ state file. The final model file is exported by rank 0 and is the rule's output.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,16 +22,22 @@ import torch
 from torch import nn
 
 from dre.errors import DreError
+from dre.model import maybe_compile, save_model_file, to_channels_last
+from dre.model.layers import set_dropout_seeds
+from dre.model.precision import Precision, resolve_precision
 from dre.train import train_state as ckpt
 from dre.train.config import TrainConfig
 from dre.train.data import DataInfo, LmdbData, MemoryData, inspect_lmdbs
-from dre.train.distributed import DistEnv, Distributed, detect_env, select_device
+from dre.train.distributed import Distributed, detect_env, select_device
 from dre.train.ema import EMA
+from dre.train.grid import write_training_grid
 from dre.train.metrics import MetricsWriter
-from dre.train.precision import Precision, resolve_precision
 from dre.train.shards import EpochStream, derive_seed, rank_slice, step_noise, step_timesteps
-from dre.train.syncbn import convert_global_bn
+from dre.train.stage_model import build_model, load_init, set_train_modes, trainable_params
 from dre.safety.atomic import atomic_write_text, sweep_folder
+from dre.safety.ownership import claim_file, claim_run_dir, model_file_is_ours
+from dre.train.syncbn import convert_global_bn
+from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -49,86 +53,6 @@ def lr_at(step: int, base_lr: float, warmup: int) -> float:
     if warmup <= 0:
         return base_lr
     return base_lr * min(1.0, (step + 1) / warmup)
-
-
-@dataclass
-class Built:
-    """The objects one run trains."""
-
-    model: nn.Module  # the raw DiffusionRig (unwrapped)
-    net: nn.Module  # what the step calls: DDP(model) or model
-    diffusion: Any
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    ema: EMA | None
-    params: list[nn.Parameter]
-
-
-def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
-    """(model, diffusion, model_config, diffusion_config) from the flags, seeded for identical init."""
-    from dre.diffusion import DiffusionConfig, GaussianDiffusion
-    from dre.model import DiffusionRig, ModelConfig
-
-    model_cfg = ModelConfig(**cfg.model_kwargs())
-    diff_cfg = DiffusionConfig(**cfg.diffusion_kwargs())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "init"))
-        model = DiffusionRig(model_cfg)
-    return model, GaussianDiffusion(diff_cfg), model_cfg, diff_cfg
-
-
-def load_init(model: nn.Module, path: str, model_cfg: Any, diff_cfg: Any) -> dict[str, Any]:
-    """Stage 2: copy the weights of a stage-1 model file (ours or an official ``model*.pt``) into ``model``.
-
-    The architecture comes from the flags; a file of another architecture is an error naming the
-    differing settings. Files with an EMA initialise from the EMA weights (the better model).
-    """
-    from dre.model.modelfile import load_model_file
-
-    p = Path(path)
-    if not p.is_file():
-        raise DreError(f"--init {path}: no such model file")
-    loaded, meta = load_model_file(p, map_location="cpu", weights="auto", model_config=model_cfg)
-    theirs = getattr(loaded, "cfg", None)
-    if theirs is not None:
-        a, b = theirs.to_dict(), model_cfg.to_dict()
-        diffs = [f"{k}: file {a[k]!r} vs flags {b.get(k)!r}" for k in a if a[k] != b.get(k)
-                 and not (k == "channel_mult" and tuple(theirs.resolved_channel_mult()) == tuple(model_cfg.resolved_channel_mult()))]
-        if diffs:
-            raise DreError(
-                f"--init {path} was trained with another architecture ({'; '.join(diffs)}); pass the "
-                "architecture flags (--image-size, --model-channels, --channel-mult, --latent-dim, --encoder, ...) "
-                "it was trained with"
-            )
-    dc = meta.get("diffusion_config")
-    if isinstance(dc, dict) and not meta.get("official"):
-        mine = diff_cfg.to_dict() if hasattr(diff_cfg, "to_dict") else dict(vars(diff_cfg))
-        bad = [f"{k}: file {dc[k]!r} vs flags {mine[k]!r}" for k in ("steps", "schedule") if k in dc and dc[k] != mine.get(k)]
-        if bad:
-            raise DreError(f"--init {path} was trained with another noise schedule ({'; '.join(bad)}); pass "
-                           "--diffusion-steps/--noise-schedule as in stage 1")
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    log.info("initialised from %s (%s weights%s)", path, meta.get("weights", "raw"),
-             ", official DiffusionRig checkpoint" if meta.get("official") else "")
-    return meta
-
-
-def _trainable(cfg: TrainConfig, model: nn.Module) -> list[nn.Parameter]:
-    if cfg.stage == 1:
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return list(model.parameters())
-    # stage 2: the global encoder is frozen; the whole UNet (FiLM layers included) is fine-tuned
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("denoisingUNet."))
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def _set_modes(cfg: TrainConfig, model: nn.Module) -> None:
-    """Training mode, except the frozen stage-2 encoder (eval unless --train-encoder-bn)."""
-    model.train()
-    if cfg.stage == 2 and not cfg.train_encoder_bn:
-        model.encoder.eval()
 
 
 class _StopFlag:
@@ -163,8 +87,6 @@ RUN_DIR_LAYOUT = ("checkpoints", "config.json", "metrics.csv", "tensorboard", "s
 def claim_outputs(cfg: TrainConfig) -> None:
     """Refuse a ``--run-dir`` or ``--out`` that dre did not write or that overlaps an input; create the
     run folder with our marker. Rank 0 only, before anything is written."""
-    from dre.safety.ownership import claim_file, claim_run_dir, model_file_is_ours
-
     inputs = [*cfg.lmdb, cfg.init]
     claim_run_dir(cfg.run_dir, "dre train", known=RUN_DIR_LAYOUT, inputs=inputs)
     claim_file(cfg.out, evidence=model_file_is_ours, what="a model file written by dre train", inputs=inputs)
@@ -190,10 +112,6 @@ def train(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> 
 def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distributed, device: torch.device, *,
                  on_step: Callable[[int], None] | None = None) -> Path:
     """The loop proper, on already opened data and an already joined process group."""
-    from dre.model import maybe_compile, save_model_file, to_channels_last
-    from dre.model.layers import set_dropout_seeds
-    from dre.utils.synthetic import warn_synthetic
-
     run_dir, out = Path(cfg.run_dir), Path(cfg.out)
     info: DataInfo = data.info
     rank, world = dist.rank, dist.world
@@ -213,7 +131,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     model.to(device)
     if device.type == "cuda":
         to_channels_last(model)
-    params = _trainable(cfg, model)
+    params = trainable_params(cfg, model)
     # fused Adam: the same update rule as the original's Adam, in one kernel (≈8× faster on CPU)
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  fused=device.type in ("cpu", "cuda"))
@@ -274,7 +192,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     if dist.is_main:
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
-    _set_modes(cfg, model)
+    set_train_modes(cfg, model)
     maybe_compile(model, cfg.compile)
     net: nn.Module = model
     if dist.distributed:
@@ -365,7 +283,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                     mse_sum.zero_()
                     n_acc, t_last = 0, now
                 if cfg.sample_every and done % cfg.sample_every == 0 and dist.is_main and fixed is not None:
-                    _write_grid(cfg, model, ema, diffusion, fixed, done, run_dir, metrics, device, precision)
+                    write_training_grid(cfg, model, ema, diffusion, fixed, done, run_dir, metrics, device, precision)
                 if done % cfg.save_every == 0 or done == cfg.max_steps:
                     save(done)
                     last_saved = done
@@ -434,57 +352,3 @@ def _step(cfg: TrainConfig, model: nn.Module, net: nn.Module, diffusion: Any, op
     else:
         optimizer.step()
     return loss.detach(), mse, grad_norm
-
-
-def _grid_respacing(steps: int) -> str:
-    """DDIM-20 (as the published inference) where the schedule allows it, else up to 20 even steps."""
-    from dre.diffusion import space_timesteps
-
-    try:
-        space_timesteps(steps, "ddim20")
-        return "ddim20"
-    except DreError:
-        return str(min(20, steps))
-
-
-@torch.no_grad()
-def _write_grid(cfg: TrainConfig, model: nn.Module, ema: EMA | None, diffusion: Any,
-                fixed: tuple[torch.Tensor, torch.Tensor], step: int, run_dir: Path,
-                metrics: MetricsWriter | None, device: torch.device, precision: Precision) -> Path:
-    """DDIM samples of a fixed batch from fixed noise (EMA weights when kept): input | buffer | sample rows.
-
-    Runs under a forked RNG and in eval mode, so it changes nothing the training trajectory depends on.
-    """
-    from dre.diffusion import ddim_sample
-
-    from dre.train.grid import save_grid
-
-    net = model
-    if ema is not None:
-        net = copy.deepcopy(model)
-        net.load_state_dict(ema.shadow)  # copy_ casts the fp32 average to the model's dtypes
-    was_training = {m: m.training for m in net.modules()}
-    net.eval()
-    x0, cond = fixed
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            g = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "grid"))
-            noise = torch.randn(x0.shape, generator=g, device=device)
-            with precision.autocast():
-                z = net.encode(x0)
-
-                def model_fn(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
-                    return net(x_t, tt, cond, latent=z)
-
-                respacing = _grid_respacing(cfg.diffusion_steps)
-                sample = ddim_sample(diffusion, model_fn, noise, respacing=respacing, eta=0.0)
-    finally:
-        for m, flag in was_training.items():
-            m.train(flag)
-    path = save_grid(run_dir / "samples" / f"step-{step:07d}.png", [x0, cond[:, :3] * 2 - 1, sample.float()])
-    if metrics is not None:
-        from dre.train.grid import grid_array
-
-        metrics.add_image("samples", grid_array([x0, cond[:, :3] * 2 - 1, sample.float()]).transpose(2, 0, 1), step)
-    return path

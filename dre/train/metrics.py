@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from dre.safety.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,6 @@ class MetricsWriter:
                 log.warning("TensorBoard logging disabled (%s)", exc)
         self._bar = None
         if progress and sys.stderr.isatty():
-            from tqdm import tqdm
-
             self._bar = tqdm(total=max_steps, initial=start_step, unit="step", dynamic_ncols=True)
         self._t0 = time.perf_counter()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.nn.functional import all_reduce  # autograd-aware all_reduce
 
 
 def _world() -> int:
@@ -31,7 +32,6 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         world = _world()
         if not self.training or world == 1:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce  # autograd-aware
 
         c = x.shape[1]
         xf = x.float()

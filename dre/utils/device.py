@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import torch
 
 from dre.errors import DreError
-
-if TYPE_CHECKING:  # torch is only in the main environment
-    import torch
 
 DEVICE_CHOICES_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 
 def resolve_device(spec: str = "auto") -> "torch.device":
     """Turn a ``--device`` value into a :class:`torch.device`, failing clearly if CUDA is missing."""
-    import torch
-
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,6 +1,6 @@
 """A private one-node SLURM cluster in a temp folder, for testing the workflow's SLURM profile for real.
 
-Why this shape (see ../shared/reference/workflow.md, all verified on this kind of machine):
+Why this shape (docs/reference.md; all verified on this kind of machine):
 - Debian's ``slurmctld slurmd slurm-client munge`` need no systemd and no cgroups with
   ``proctrack/linuxproc`` + ``task/none``; everything (munge key and socket, state, spool, logs, pid
   files, slurm.conf) lives in one folder, nothing in /etc.
@@ -33,7 +33,7 @@ from pathlib import Path
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "openmpi-bin", "libopenmpi-dev")
 BINARIES = ("slurmctld", "slurmd", "sinfo", "sbatch", "srun", "squeue", "scontrol", "munged", "mungekey")
 
-# Flags the Snakemake SLURM executor needs on *this* accounting-less test cluster (workflow.md, trap 1).
+# Flags the Snakemake SLURM executor needs on *this* accounting-less test cluster (docs/reference.md).
 TEST_EXECUTOR_FLAGS = (
     "--slurm-status-command", "squeue",
     "--slurm-init-seconds-before-status-checks", "2",
