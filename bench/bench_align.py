@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
-    from dre.align.run import AlignConfig, align_album
+    from dre import align
     from dre.align.ffhq import align_face
     from dre.align.photos import sample_photos
     from dre.align.sidecar import write_sidecar
@@ -77,7 +77,7 @@ def main() -> None:
             render_face(lm, 800, 700, seed=i).save(album / f"p{i:02d}.jpg", quality=92)
             write_sidecar(album / f"p{i:02d}.jpg", lm)
         t = time.perf_counter()
-        align_album(AlignConfig(input=album, output=Path(td) / "out", backend="sidecar", progress=False))
+        align.run(align.Config(input=album, output=Path(td) / "out", backend="sidecar", progress=False))
         rows.append(("album runner, sidecar (load+align+PNG)", "12 photos 800×700", 12 / (time.perf_counter() - t), None))
 
     print(f"{'what':<42} {'input':<20} {'images/s':>9} {'time vs ours':>13}")

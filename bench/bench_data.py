@@ -135,7 +135,7 @@ def bytes_per_sample(path: Path, n: int) -> float:
 def pack_with_face_model(root: Path, n: int, size: int) -> tuple[float, float, float, float] | None:
     """With synthetic FLAME renders: (pack images/s, mean box coverage, bytes/sample original, ours), or None."""
     try:
-        from dre.pack.run import PackConfig, pack_album
+        from dre import pack
         from dre.face3d.face_model import FaceModel
         from dre.face3d.synth import write_synthetic_assets
     except ImportError:
@@ -148,9 +148,9 @@ def pack_with_face_model(root: Path, n: int, size: int) -> tuple[float, float, f
     flat, tform = renderable_codes(n, size)
     model = FaceModel.from_assets(assets, torch.device("cpu"))
     write_codes_table(root / "codes.parquet", root / "aligned", n, size, flat=flat, tform=tform, assets=model.checksums)
-    cfg = PackConfig(out=root / "fm.lmdb", images=root / "aligned", codes=root / "codes.parquet", size=size,
+    cfg = pack.Config(out=root / "fm.lmdb", images=root / "aligned", codes=root / "codes.parquet", size=size,
                      batch_size=16, device="cpu")  # fmt: skip
-    res = pack_album(cfg, face_model=model)
+    res = pack.run(cfg, face_model=model)
     from dre.data import LmdbAlbum
 
     album = LmdbAlbum(cfg.out)

@@ -26,21 +26,22 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dre.model import maybe_compile, to_channels_last
+from dre.model import ModelConfig, maybe_compile, to_channels_last
 from dre.model.precision import Precision
-from dre.train import TrainConfig
+from dre.train.config import TrainConfig
 from dre.train.loop import _step
 from dre.train.stage_model import build_model, trainable_params
 from tests.original_recipe import use_original_recipe  # the published arithmetic (the tests' oracle)
 
 
 def _cfg(args: argparse.Namespace):
-    return TrainConfig(
-        stage=1, lmdb=["<random>"], run_dir="-", out="-", image_size=args.size, model_channels=args.channels,
+    model = ModelConfig(
+        image_size=args.size, model_channels=args.channels,
         channel_mult=tuple(int(x) for x in args.channel_mult.split(",")) if args.channel_mult else (),
-        num_res_blocks=args.res_blocks, attention_resolutions=(args.attention,), batch_size=args.batch,
-        max_steps=1, device=args.device,
-    ).resolved()
+        num_res_blocks=args.res_blocks, attention_resolutions=(args.attention,),
+    )
+    return TrainConfig(stage=1, lmdb=["<random>"], run_dir="-", out="-", model=model, batch_size=args.batch,
+                       max_steps=1, device=args.device).resolved()
 
 
 def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
@@ -64,10 +65,10 @@ def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
 
 def _batch(cfg, device: torch.device, seed: int, channels_last: bool):
     g = torch.Generator().manual_seed(seed)
-    b, s = cfg.batch_size, cfg.image_size
+    b, s = cfg.batch_size, cfg.model.image_size
     x0 = (torch.rand(b, 3, s, s, generator=g) * 2 - 1).to(device)
     cond = torch.rand(b, 9, s, s, generator=g).to(device)
-    t = torch.randint(0, cfg.diffusion_steps, (b,), generator=g).to(device)
+    t = torch.randint(0, cfg.diffusion.steps, (b,), generator=g).to(device)
     noise = torch.randn(b, 3, s, s, generator=g).to(device)
     if channels_last:
         x0, cond = x0.contiguous(memory_format=torch.channels_last), cond.contiguous(memory_format=torch.channels_last)
@@ -132,7 +133,7 @@ def main() -> None:
     cfg = setups["ours"][0]
     n_params = sum(p.numel() for p in setups["ours"][1].parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; model {cfg.image_size}², {n_params / 1e6:.1f} M params, batch {cfg.batch_size}, "
+    print(f"device: {name}; model {cfg.model.image_size}², {n_params / 1e6:.1f} M params, batch {cfg.batch_size}, "
           f"compile={args.compile}")
     print(f"{'recipe':<10}{'s/step':>10}{'steps/s':>10}{'images/s':>10}{'TFLOP/s':>10}{'MFU':>8}")
     rate = {}

@@ -1,8 +1,9 @@
-"""The ``dre`` command: one subcommand per workflow rule, plus ``dre assets check|synth``.
+"""The ``dre`` command: one subcommand per workflow rule, plus ``dre assets``, ``demo-album`` and ``report``.
 
-Each subcommand lives in ``dre/commands/<name>.py`` and exposes ``register(subparsers)``; the module
-owns its flags (they mirror docs/ARCHITECTURE.md) and turns them into the typed dataclasses of the
-engine it calls. Nothing here reads the workflow config: the Snakemake rules pass every value as a flag.
+Each stage subcommand's flags are generated from the stage's ``Config`` dataclass
+(``dre/commands/stage.py``, ``dre/utils/cliconfig.py``), and all it does is build that ``Config`` and call
+the stage's ``run(cfg)``. Only the invoked subcommand's flags are built, so ``dre align`` does not import
+the training stack. Nothing here reads the workflow config: the Snakemake rules pass every value as a flag.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from dre import __version__
-from dre.commands import COMMAND_MODULES
+from dre.commands import COMMANDS
 from dre.errors import DreError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``command``, only that subcommand gets its flags (the others list their name)."""
     parser = argparse.ArgumentParser(
         prog="dre",
         description=(
@@ -29,13 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dre {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    for entry in COMMANDS:
+        entry.register(sub, flags=command is None or entry.NAME == command)
     return parser
 
 
+def parse_config(argv: Sequence[str]) -> Any:
+    """The stage ``Config`` that ``dre <argv>`` would run with (e.g. ``["train", "--stage", "1", ...]``)."""
+    args = build_parser(argv[0]).parse_args(list(argv))
+    entry = next(e for e in COMMANDS if e.NAME == args.command)
+    return entry.config(args)
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not a top-level option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

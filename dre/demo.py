@@ -31,6 +31,7 @@ from PIL import Image
 from dre.errors import DreError
 from dre.safety.atomic import atomic_path
 from dre.safety.ownership import claim_file, owned_dir
+from dre.utils.cliconfig import run_arg
 
 MANIFEST_NAME = ".demo_album.json"  # hidden: album readers (dre align) skip dot files
 FORMAT = "dre-demo-album/1"
@@ -288,3 +289,24 @@ def prepare_demo(root: str | Path, n: int = 12, n_prior: int = 24, seed: int = 0
     build_album(paths["prior"], "prior", n_prior, seed)
     build_target(paths["target"], seed)
     return paths
+
+
+@dataclass
+class AlbumConfig:
+    """What ``dre demo-album`` writes: one album (and optionally the demo edit's target photo)."""
+
+    out: Path = run_arg(help="album folder to write (replaced atomically)")
+    kind: str = run_arg("personal", choices=("personal", "prior"), help="which set: the stage-2 album or stage-1 data")
+    n: int = run_arg(12, help="number of photos")
+    seed: int = run_arg(0, help="seed of every variant (and of the target)")
+    target: Path | None = run_arg(None, help="also write the demo edit's target photo to this .jpg file")
+
+
+def run(cfg: AlbumConfig) -> list[str]:
+    """Write the album (and target); returns one status line per thing written or found up to date."""
+    made = build_album(cfg.out, cfg.kind, cfg.n, cfg.seed)
+    lines = [f"{cfg.out}: {'written' if made else 'up to date'} ({cfg.n} {cfg.kind} photos)"]
+    if cfg.target:
+        made = build_target(cfg.target, cfg.seed)
+        lines.append(f"{cfg.target}: {'written' if made else 'up to date'} (demo target)")
+    return lines

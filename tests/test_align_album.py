@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dre.align.run import AlignConfig, align_album
+from dre import align
 from dre.align.sidecar import write_sidecar
 from dre.align.synthface import marker_centroid, render_face, similarity, template_landmarks
 from dre.errors import DreError
@@ -94,7 +94,7 @@ def album(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 @pytest.fixture(scope="module")
 def largest(album, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("out") / "aligned"
-    align_album(AlignConfig(input=album[0], output=out, backend="sidecar", progress=False))
+    align.run(align.Config(input=album[0], output=out, backend="sidecar", progress=False))
     return out, ALIGN.read(out / ALIGN_FILE)[0]
 
 
@@ -156,24 +156,24 @@ def test_policies_all_and_skip(album, tmp_path: Path) -> None:
     one.mkdir()
     for n in ("group.png", "group.npy", "f_jpg.jpg", "f_jpg.txt"):
         shutil.copy(root / n, one / n)
-    align_album(AlignConfig(input=one, output=tmp_path / "all", backend="sidecar", multi_face="all", progress=False))
+    align.run(align.Config(input=one, output=tmp_path / "all", backend="sidecar", multi_face="all", progress=False))
     df = ALIGN.read(tmp_path / "all" / ALIGN_FILE)[0]
     g = df[df.source.str.endswith("group.png")].sort_values("face_index")
     assert g.face_index.tolist() == [0, 1] and g.output.tolist() == ["group.png", "group_1.png"]
     assert (g.status == "ok").all()
     assert np.asarray(g.landmarks.iloc[0]).reshape(68, 2)[:, 0].mean() > np.asarray(g.landmarks.iloc[1]).reshape(68, 2)[:, 0].mean()
 
-    align_album(AlignConfig(input=one, output=tmp_path / "skip", backend="sidecar", multi_face="skip", progress=False))
+    align.run(align.Config(input=one, output=tmp_path / "skip", backend="sidecar", multi_face="skip", progress=False))
     df = ALIGN.read(tmp_path / "skip" / ALIGN_FILE)[0]
     g = df[df.source.str.endswith("group.png")]
     assert g.status.tolist() == ["multiple_faces_skipped"] and g.face_index.tolist() == [-1]
     assert g.landmarks.isna().all()
 
     # --min-face above the small face: 'skip' keeps the photo (only one face counts), 'all' reports the small one
-    align_album(AlignConfig(input=one, output=tmp_path / "skip2", backend="sidecar", multi_face="skip", min_face=200, progress=False))
+    align.run(align.Config(input=one, output=tmp_path / "skip2", backend="sidecar", multi_face="skip", min_face=200, progress=False))
     df = ALIGN.read(tmp_path / "skip2" / ALIGN_FILE)[0]
     assert df[df.source.str.endswith("group.png")].status.tolist() == ["ok"]
-    align_album(AlignConfig(input=one, output=tmp_path / "all2", backend="sidecar", multi_face="all", min_face=200, progress=False))
+    align.run(align.Config(input=one, output=tmp_path / "all2", backend="sidecar", multi_face="all", min_face=200, progress=False))
     df = ALIGN.read(tmp_path / "all2" / ALIGN_FILE)[0]
     assert df[df.source.str.endswith("group.png")].status.tolist() == ["ok", "face_too_small"]
 
@@ -181,7 +181,7 @@ def test_policies_all_and_skip(album, tmp_path: Path) -> None:
 def test_rerun_is_reproducible(album, largest, tmp_path: Path) -> None:
     out1, df1 = largest
     out2 = tmp_path / "again"
-    align_album(AlignConfig(input=album[0], output=out2, backend="sidecar", progress=False))
+    align.run(align.Config(input=album[0], output=out2, backend="sidecar", progress=False))
     df2 = ALIGN.read(out2 / ALIGN_FILE)[0]
     pd.testing.assert_frame_equal(df1.drop(columns=["landmarks", "aligned_landmarks", "quad"]), df2.drop(columns=["landmarks", "aligned_landmarks", "quad"]))
     for name in df1.output.dropna():
@@ -195,7 +195,7 @@ def test_nothing_usable_fails_with_summary(tmp_path: Path) -> None:
     img, _ = _face()
     img.save(root / "b.png")
     with pytest.raises(DreError) as ei:
-        align_album(AlignConfig(input=root, output=tmp_path / "out", backend="sidecar", progress=False))
+        align.run(align.Config(input=root, output=tmp_path / "out", backend="sidecar", progress=False))
     msg = str(ei.value)
     assert "no usable face" in msg and "not_image 1" in msg and "no_face 1" in msg and "a.jpg" in msg
     assert not (tmp_path / "out").exists()  # no half-made output folder
@@ -203,14 +203,14 @@ def test_nothing_usable_fails_with_summary(tmp_path: Path) -> None:
 
 def test_input_errors(tmp_path: Path) -> None:
     with pytest.raises(DreError, match="no such file"):
-        align_album(AlignConfig(input=tmp_path / "missing", output=tmp_path / "o", backend="sidecar"))
+        align.run(align.Config(input=tmp_path / "missing", output=tmp_path / "o", backend="sidecar"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DreError, match="no image files"):
-        align_album(AlignConfig(input=tmp_path / "empty", output=tmp_path / "o", backend="sidecar"))
+        align.run(align.Config(input=tmp_path / "empty", output=tmp_path / "o", backend="sidecar"))
     with pytest.raises(DreError, match="is inside the input"):
-        align_album(AlignConfig(input=tmp_path / "empty", output=tmp_path / "empty" / "out", backend="sidecar"))
+        align.run(align.Config(input=tmp_path / "empty", output=tmp_path / "empty" / "out", backend="sidecar"))
     with pytest.raises(DreError, match="--multi-face"):
-        AlignConfig(input=tmp_path, output=tmp_path / "o", multi_face="first")
+        align.Config(input=tmp_path, output=tmp_path / "o", multi_face="first")
 
 
 def test_already_aligned_indexes_without_warping(largest, tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ def test_already_aligned_indexes_without_warping(largest, tmp_path: Path) -> Non
     Image.new("RGB", (300, 300)).save(pre / "wrong_size.png")
     write_sidecar(pre / "wrong_size.png", similarity(template_landmarks(), 50.0, 0.0, (150.0, 150.0)))
     idx = tmp_path / "idx"
-    align_album(AlignConfig(input=pre, output=idx, backend="sidecar", already_aligned=True, progress=False))
+    align.run(align.Config(input=pre, output=idx, backend="sidecar", already_aligned=True, progress=False))
     d = ALIGN.read(idx / ALIGN_FILE)[0]
     ok = d[d.status == "ok"]
     assert len(ok) == 3 and all(Path(o).is_absolute() and Path(o).exists() for o in ok.output)

@@ -20,7 +20,7 @@ def test_checkpoint_dir_follows_torch_home(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_weights_error_names_files_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     folder = tmp_path / "th" / "hub" / "checkpoints"
-    from dre.align.run import make_backend
+    from dre.align.runner import make_backend
 
     with pytest.raises(DreError) as ei:
         make_backend("fan", "cpu")

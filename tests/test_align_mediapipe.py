@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("mediapipe")
 
-from dre.align.run import AlignConfig, align_album  # noqa: E402
+from dre import align  # noqa: E402
 from dre.align.ffhq import ffhq_quad  # noqa: E402
 from dre.align.mediapipe_mesh import MESH_TO_IBUG, MediaPipeBackend  # noqa: E402
 from dre.align.photos import IBUG_MIRROR, sample_photos  # noqa: E402
@@ -64,7 +64,7 @@ def aligned(tmp_path_factory, photos) -> tuple[Path, pd.DataFrame]:
     for name, arr in photos.items():
         Image.fromarray(arr).save(root / f"{name}.png")
     out = tmp_path_factory.mktemp("mp") / "aligned"
-    align_album(AlignConfig(input=root, output=out, backend="mediapipe", progress=False))
+    align.run(align.Config(input=root, output=out, backend="mediapipe", progress=False))
     return out, ALIGN.read(out / ALIGN_FILE)[0]
 
 
@@ -100,7 +100,7 @@ def test_multi_face_policy_on_a_group_photo(tmp_path: Path, photos) -> None:
     Image.fromarray(photos["grace_hopper"]).save(album / "solo.jpg", quality=95)
     res = {}
     for policy in ("largest", "all", "skip"):
-        align_album(AlignConfig(input=album, output=tmp_path / policy, backend="mediapipe", multi_face=policy, progress=False))
+        align.run(align.Config(input=album, output=tmp_path / policy, backend="mediapipe", multi_face=policy, progress=False))
         df = ALIGN.read(tmp_path / policy / ALIGN_FILE)[0]
         assert df[df.source.str.endswith("solo.jpg")].status.tolist() == ["ok"]
         res[policy] = df[df.source.str.endswith("group.jpg")]

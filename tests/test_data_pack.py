@@ -11,7 +11,8 @@ import torch
 
 from _data_helpers import face_like_cond, image_index, index_image, renderable_codes, write_codes_table
 from dre.data import FaceDataset, LmdbAlbum
-from dre.pack.run import MEAN_SHAPE_FILE, PackConfig, pack_album
+from dre import pack
+from dre.pack.runner import MEAN_SHAPE_FILE
 from dre.errors import DreError
 from dre.face3d.codes import Buffers
 from dre.face3d.face_model import FaceModel
@@ -52,10 +53,10 @@ class RecordingRenderer:
 def _pack(tmp_path, n=7, batch=3, renderer=None, **kw):
     flat, tform, paths = write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", n, SIZE,
                                            bad_rows=kw.pop("bad_rows", ()))  # fmt: skip
-    cfg = PackConfig(out=tmp_path / "album.emoca.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
+    cfg = pack.Config(out=tmp_path / "album.emoca.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
                      size=SIZE, batch_size=batch, device="cpu", **kw)  # fmt: skip
     renderer = renderer or RecordingRenderer()
-    return pack_album(cfg, face_model=renderer), renderer, flat, tform, paths
+    return pack.run(cfg, face_model=renderer), renderer, flat, tform, paths
 
 
 def test_pack_stores_every_field(tmp_path):
@@ -106,10 +107,10 @@ def test_mean_shape_album(tmp_path):
 def test_images_of_another_size_are_resized_and_tform_follows(tmp_path):
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", 2, 2 * SIZE)
     renderer = RecordingRenderer()
-    cfg = PackConfig(out=tmp_path / "r.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
+    cfg = pack.Config(out=tmp_path / "r.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
                      size=SIZE, batch_size=4, device="cpu")  # fmt: skip
     _, tform, _ = write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", 2, 2 * SIZE)
-    pack_album(cfg, face_model=renderer)
+    pack.run(cfg, face_model=renderer)
     album = LmdbAlbum(tmp_path / "r.lmdb")
     assert album.image(0).shape == (SIZE, SIZE, 3)
     # aligned px x' = x/2, so crop = T·diag(2,2,1)·x'
@@ -127,15 +128,15 @@ def test_interrupted_pack_leaves_nothing(tmp_path):
 def test_user_errors_name_the_row_or_flag(tmp_path):
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", 3, SIZE)
     (tmp_path / "aligned" / "face_001.png").unlink()
-    cfg = PackConfig(out=tmp_path / "e.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
+    cfg = pack.Config(out=tmp_path / "e.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
                      size=SIZE, device="cpu")  # fmt: skip
     with pytest.raises(DreError, match=r"row 1 \(0-based\): image .*face_001.png"):
-        pack_album(cfg, face_model=RecordingRenderer())
+        pack.run(cfg, face_model=RecordingRenderer())
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", 2, SIZE, bad_rows=(0, 1))
     with pytest.raises(DreError, match="no row has status 'ok'"):
-        pack_album(cfg, face_model=RecordingRenderer())
+        pack.run(cfg, face_model=RecordingRenderer())
     with pytest.raises(DreError, match="--codes"):
-        pack_album(PackConfig(out=tmp_path / "e.lmdb", codes=tmp_path / "nope.parquet"), face_model=RecordingRenderer())
+        pack.run(pack.Config(out=tmp_path / "e.lmdb", codes=tmp_path / "nope.parquet"), face_model=RecordingRenderer())
     assert not (tmp_path / "e.lmdb").exists()
 
 
@@ -177,9 +178,9 @@ def test_mean_shape_album_renders_with_the_mean(tmp_path, synthetic_assets):
     flat, tform = renderable_codes(n, SIZE, seed=1)
     write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", n, SIZE, flat=flat, tform=tform)
     model = FaceModel.from_assets(synthetic_assets, torch.device("cpu"))
-    cfg = PackConfig(out=tmp_path / "m.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
+    cfg = pack.Config(out=tmp_path / "m.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
                      size=SIZE, batch_size=2, device="cpu", mean_shape=True)  # fmt: skip
-    pack_album(cfg, face_model=model)
+    pack.run(cfg, face_model=model)
     album = LmdbAlbum(cfg.out)
     mean = flat[:, :100].mean(0)
     np.testing.assert_allclose(album.mean_shape, mean, atol=1e-6)

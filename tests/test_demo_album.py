@@ -146,10 +146,10 @@ def test_demo_photos_align_on_the_face(demo_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("mediapipe")
     from PIL import Image
 
-    from dre.align.run import AlignConfig, align_album
+    from dre import align
 
     for name in ("album", "prior"):
-        align_album(AlignConfig(input=demo_root / name, output=tmp_path / name, size=64, backend="mediapipe",
+        align.run(align.Config(input=demo_root / name, output=tmp_path / name, size=64, backend="mediapipe",
                                 min_face=32, progress=False))
         crops = {p.name: np.asarray(Image.open(p).convert("L"), dtype=np.float32)
                  for p in sorted((tmp_path / name).glob("*.png"))}

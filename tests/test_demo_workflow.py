@@ -19,6 +19,7 @@ from tests.demo_project import (
 pytestmark = pytest.mark.slow
 
 DEMO_CHAIN = {
+    "demo_album": 1,  # the photos: album, prior album, target
     "demo_assets": 1,
     "align": 2,  # the personal album and the prior album
     "align_target": 1,

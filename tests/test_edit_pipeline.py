@@ -20,9 +20,10 @@ for _mod in ("dre.model", "dre.diffusion", "dre.face3d.face_model", "dre.face3d.
 
 from PIL import Image  # noqa: E402
 
+from dre import edit  # noqa: E402
 from dre.edit import engine, parse_modes  # noqa: E402
 from dre.edit.inputs import codes_for_sources, list_sources, load_target, resolve_mean_shape  # noqa: E402
-from dre.edit.run import EditConfig, faces_to_tensor, run_edit, tform_to_size  # noqa: E402
+from dre.edit.runner import faces_to_tensor, tform_to_size  # noqa: E402
 from dre.errors import DreError  # noqa: E402
 from dre.tables import CODES, EDIT, EDIT_FILE  # noqa: E402
 
@@ -81,11 +82,11 @@ def parts(case):
     return faces, src, tform_to_size(tform, faces, MODEL_SIZE), load_target(case["target"]), tgt
 
 
-def _cfg(case, out: Path, **kw) -> EditConfig:
+def _cfg(case, out: Path, **kw) -> edit.Config:
     base = dict(model=case["model"], assets=case["assets"], source=case["album"], target=case["target"], out=out,
                 modes=parse_modes("exp,light"), source_codes=case["codes"], steps=STEPS, seed=0, device="cpu")
     base.update(kw)
-    return EditConfig(**base)
+    return edit.Config(**base)
 
 
 def _close(a, b) -> bool:
@@ -155,7 +156,7 @@ def test_mean_shape_is_used_for_every_source(parts, face_model):
 
 def _sample_all(case, parts, rendered, batch_size: int, seed: int = 0):
     from dre.diffusion import GaussianDiffusion
-    from dre.edit.run import _diffusion_config
+    from dre.edit.runner import _diffusion_config
     from dre.model import load_model_file
 
     faces, _, _, target, _ = parts
@@ -196,14 +197,14 @@ def test_cli_writes_the_folder_and_reruns_byte_identical(case, tmp_path, dre_cmd
     cmd = dre_cmd + ["edit", "--model", str(case["model"]), "--assets", str(case["assets"]),
                      "--source", str(case["album"]), "--source-codes", str(case["codes"]),
                      "--target", str(case["target"]), "--steps", str(STEPS), "--device", "cpu",
-                     "--modes", modes, "--target-extractor", "emoca", "--seed", "3", "--save-buffers",
+                     "--modes", modes, "--target-extractor", "emoca", "--seed", "3", "--grid-buffers",
                      "--batch-size", "4", "--out", str(tmp_path / "one")]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**cli_env, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "SYNTHETIC" in r.stderr
     # the rerun (here in-process: another interpreter, same flags) writes the very same bytes
-    run_edit(_cfg(case, tmp_path / "two", modes=parse_modes(modes), target_extractor="emoca", seed=3,
-                  save_buffers=True, batch_size=4))
+    edit.run(_cfg(case, tmp_path / "two", modes=parse_modes(modes), target_extractor="emoca", seed=3,
+                  grid_buffers=True, batch_size=4))
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert one == two
     stems = ["a_photo", "b_photo", "c_photo"]
@@ -251,7 +252,7 @@ def test_inversion_init_and_extractor_warning(case, tmp_path):
     cfg = _cfg(case, tmp_path / "inv", source_codes=tmp_path / "emoca.parquet", source_extractor="emoca",
                init="inversion", modes=parse_modes("light"))
     with pytest.warns(UserWarning, match="trained on deca buffers but --source-extractor is emoca"):
-        out = run_edit(cfg)
+        out = edit.run(cfg)
     table = EDIT.read(out / EDIT_FILE)[0]
     assert set(table["init"]) == {"inversion"} and table["noise_seed"].isna().all()
     assert set(table["source_extractor"]) == {"emoca"}

@@ -148,11 +148,11 @@ def test_extract_cli_album(synthetic_assets: Path, album: Path, tmp_path: Path, 
 
 def test_extract_emoca_sidecars_and_failures(synthetic_assets: Path, extractors: dict, album: Path, tmp_path: Path) -> None:
     """In-process runs (no interpreter start-up): EMOCA codes, sidecar landmarks, all-bad albums."""
-    from dre.extract.run import ExtractConfig, extract_album
+    from dre import extract
 
     deca_out, emoca_out = tmp_path / "d.parquet", tmp_path / "e.parquet"
-    extract_album(ExtractConfig(images=album, extractor="deca", assets=synthetic_assets, out=deca_out), extractors["deca"])
-    extract_album(ExtractConfig(images=album, extractor="emoca", assets=synthetic_assets, out=emoca_out), extractors["emoca"])
+    extract.run(extract.Config(images=album, extractor="deca", assets=synthetic_assets, out=deca_out), extractors["deca"])
+    extract.run(extract.Config(images=album, extractor="emoca", assets=synthetic_assets, out=emoca_out), extractors["emoca"])
     d, _ = _read(deca_out)
     e, emeta = _read(emoca_out)
     assert (e["status"] == "ok").all() and set(e["extractor"]) == {"emoca"}
@@ -170,7 +170,7 @@ def test_extract_emoca_sidecars_and_failures(synthetic_assets: Path, extractors:
         if i < 2:
             np.savetxt(side / Path(name).with_suffix(".txt"), np.asarray(report["aligned_landmarks"][i]).reshape(68, 2))
     out = tmp_path / "s.parquet"
-    rep = extract_album(ExtractConfig(images=side, extractor="deca", assets=synthetic_assets, out=out), extractors["deca"])
+    rep = extract.run(extract.Config(images=side, extractor="deca", assets=synthetic_assets, out=out), extractors["deca"])
     s, _ = _read(out)
     assert list(s["status"]) == ["ok", "ok", "no_landmarks"] and rep.counts["ok"] == 2
     assert "dre align" in s["message"][2]
@@ -182,7 +182,7 @@ def test_extract_emoca_sidecars_and_failures(synthetic_assets: Path, extractors:
     shutil.copy(album / "face00.png", bad / "x.png")
     np.savetxt(bad / "x.txt", np.full((68, 2), 5.0))
     with pytest.raises(DreError, match="x.png: bad_landmarks"):
-        extract_album(ExtractConfig(images=bad, extractor="deca", assets=synthetic_assets, out=tmp_path / "b.parquet"),
+        extract.run(extract.Config(images=bad, extractor="deca", assets=synthetic_assets, out=tmp_path / "b.parquet"),
                       extractors["deca"])
     assert not (tmp_path / "b.parquet").exists()
 

@@ -189,7 +189,7 @@ def test_edit(tmp_path: Path, synthetic_assets: Path, cli_env: dict[str, str]) -
     cmd = [sys.executable, "-m", "dre", "edit", "--model", str(tmp_path / "model.pt"), "--assets",
            str(synthetic_assets), "--source", str(tmp_path / "album"), "--source-codes", str(codes), "--target",
            str(tmp_path / "target"), "--steps", str(EDIT_STEPS), "--device", "cpu", "--modes", "exp,light",
-           "--seed", "3", "--save-buffers", "--batch-size", "2", "--out", str(out)]  # fmt: skip
+           "--seed", "3", "--batch-size", "2", "--out", str(out)]  # fmt: skip
     env = _env(cli_env)
     seconds = _complete(cmd, env)
     reference = _tree_bytes(out)

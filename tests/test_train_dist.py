@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dre.train import train
+from dre.train import run as run_training
 
 from tests._system import unavailable
 from train_support import make_cfg, train_argv, write_tiny_lmdb
@@ -87,8 +87,8 @@ def test_two_gloo_processes_match_one_and_only_rank0_writes(tmp_path: Path, cli_
     lmdb = write_tiny_lmdb(tmp_path / "data.lmdb", 7, seed=5)
     common = ("--batch-size", "4", "--log-every", "1", "--dropout", "0.1")
     # one process, one step further, every state kept: the references for "one step missed / doubled"
-    ref = train(make_cfg(1, [lmdb], tmp_path / "one", tmp_path / "one.pt", *common, "--max-steps", STEPS + 1,
-                         "--save-every", "1", "--keep", STEPS + 2))  # fmt: skip
+    ref = run_training(make_cfg(1, [lmdb], tmp_path / "one", tmp_path / "one.pt", *common, "--max-steps", STEPS + 1,
+                                "--save-every", "1", "--keep", STEPS + 2))  # fmt: skip
     assert ref.is_file()
 
     watched = tmp_path / "two"

@@ -13,7 +13,7 @@ import torch
 
 from dre.errors import DreError
 from dre.train import train_state as ckpt
-from dre.train import train
+from dre.train import run as run_training
 
 from train_support import make_cfg, train_argv, write_tiny_lmdb
 
@@ -41,7 +41,7 @@ def stage1(lmdbs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], root / "run", root / "model.pt",
                    "--weights", "3,1", "--batch-size", "4", "--max-steps", "3", "--save-every", "1", "--keep", "1",
                    "--sample-every", "3", "--log-every", "1", "--ema", "0.9")
-    assert train(cfg) == root / "model.pt"
+    assert run_training(cfg) == root / "model.pt"
     return {"run": root / "run", "model": root / "model.pt"}
 
 
@@ -80,7 +80,7 @@ def test_stage1_exports_logs_and_prunes(stage1: dict[str, Path], lmdbs: dict[str
 def test_resume_after_interruption_is_bit_identical(lmdbs: dict[str, Path], tmp_path: Path) -> None:
     common = ("--batch-size", "2", "--max-steps", "4", "--save-every", "2", "--ema", "0.5", "--warmup-steps", "3",
               "--sample-every", "3", "--log-every", "2")
-    ref = train(make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], tmp_path / "a", tmp_path / "a.pt", *common))
+    ref = run_training(make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], tmp_path / "a", tmp_path / "a.pt", *common))
 
     cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], tmp_path / "b", tmp_path / "b.pt", *common)
 
@@ -92,10 +92,10 @@ def test_resume_after_interruption_is_bit_identical(lmdbs: dict[str, Path], tmp_
             raise Crash
 
     with pytest.raises(Crash):
-        train(cfg, on_step=crash_at)
+        run_training(cfg, on_step=crash_at)
     assert not (tmp_path / "b.pt").exists()
     assert [s for s, _ in ckpt.list_states(tmp_path / "b")] == [2]
-    resumed = train(cfg)  # the same command again
+    resumed = run_training(cfg)  # the same command again
     a, b = _load(ref), _load(resumed)
     for key in ("state_dict", "ema_state_dict"):
         for k, v in a[key].items():
@@ -108,7 +108,7 @@ def test_resume_after_interruption_is_bit_identical(lmdbs: dict[str, Path], tmp_
     steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "b" / "metrics.csv"))]
     assert steps == [2, 4]
     # and dropout really was on (otherwise the RNG restore would be untested)
-    assert sa["config"]["dropout"] == pytest.approx(0.1)
+    assert sa["config"]["model"]["dropout"] == pytest.approx(0.1)
 
 
 def test_truncated_newest_state_falls_back_to_the_previous(lmdbs: dict[str, Path], tmp_path: Path,
@@ -116,14 +116,14 @@ def test_truncated_newest_state_falls_back_to_the_previous(lmdbs: dict[str, Path
     """A newest checkpoint cut short (a disk that lost its tail) is skipped with a warning naming it; the run
     resumes from the one before and ends where an uninterrupted run ends."""
     common = ("--batch-size", "2", "--max-steps", "4", "--save-every", "2", "--keep", "2", "--log-every", "2")
-    ref = train(make_cfg(1, [lmdbs["ffhq"]], tmp_path / "a", tmp_path / "a.pt", *common))
+    ref = run_training(make_cfg(1, [lmdbs["ffhq"]], tmp_path / "a", tmp_path / "a.pt", *common))
     cfg = make_cfg(1, [lmdbs["ffhq"]], tmp_path / "b", tmp_path / "b.pt", *common)
-    train(cfg)
+    run_training(cfg)
     (tmp_path / "b.pt").unlink()
     newest = ckpt.state_path(tmp_path / "b", 4)
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     with caplog.at_level("WARNING"):
-        resumed = train(cfg)
+        resumed = run_training(cfg)
     assert any("skipping unreadable checkpoint" in r.getMessage() and newest.name in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
     a, b = _load(ref), _load(resumed)
@@ -135,7 +135,7 @@ def test_rerun_of_finished_run_only_exports(stage1: dict[str, Path], lmdbs: dict
     out = tmp_path / "again.pt"
     cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], stage1["run"], out, "--weights", "3,1", "--batch-size", "4",
                    "--max-steps", "3", "--save-every", "1", "--keep", "1", "--ema", "0.9")
-    train(cfg)
+    run_training(cfg)
     assert torch.equal(_load(out)["state_dict"]["denoisingUNet.out.2.weight"],
                        _load(stage1["model"])["state_dict"]["denoisingUNet.out.2.weight"])
 
@@ -144,7 +144,7 @@ def test_resume_past_max_steps_is_refused(stage1: dict[str, Path], lmdbs: dict[s
     cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], stage1["run"], tmp_path / "x.pt", "--weights", "3,1",
                    "--batch-size", "4", "--max-steps", "2", "--ema", "0.9")
     with pytest.raises(DreError, match="at step 3, past --max-steps 2"):
-        train(cfg)
+        run_training(cfg)
 
 
 def test_checkpoint_of_another_configuration_is_refused(stage1: dict[str, Path], lmdbs: dict[str, Path],
@@ -152,7 +152,7 @@ def test_checkpoint_of_another_configuration_is_refused(stage1: dict[str, Path],
     cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], stage1["run"], tmp_path / "x.pt", "--weights", "3,1",
                    "--batch-size", "4", "--max-steps", "3", "--ema", "0.9", "--lr", "3e-4", "--seed", "1")
     with pytest.raises(DreError, match=r"another configuration(.|\n)*lr: checkpoint has 0.0001(.|\n)*seed"):
-        train(cfg)
+        run_training(cfg)
 
 
 def _encoder(state: dict) -> dict:
@@ -163,7 +163,7 @@ def test_stage2_freezes_encoder_weights_and_bn_stats(stage1: dict[str, Path], lm
                                                      tmp_path: Path) -> None:
     cfg = make_cfg(2, [lmdbs["album"]], tmp_path / "run", tmp_path / "s2.pt", "--init", stage1["model"],
                    "--batch-size", "2", "--max-steps", "3", "--save-every", "3")
-    train(cfg)
+    run_training(cfg)
     init, out = _load(stage1["model"]), _load(tmp_path / "s2.pt")
     start = init["ema_state_dict"]  # stage 2 starts from the EMA weights of a file that has them
     for k, v in _encoder(start).items():
@@ -179,7 +179,7 @@ def test_stage2_train_encoder_bn_reproduces_the_original(stage1: dict[str, Path]
                                                          tmp_path: Path) -> None:
     cfg = make_cfg(2, [lmdbs["album"]], tmp_path / "run", tmp_path / "s2.pt", "--init", stage1["model"],
                    "--batch-size", "2", "--max-steps", "2", "--save-every", "2", "--train-encoder-bn")
-    train(cfg)
+    run_training(cfg)
     start, out = _load(stage1["model"])["ema_state_dict"], _load(tmp_path / "s2.pt")["state_dict"]
     changed = [k for k, v in _encoder(start).items() if not torch.equal(out[k], v)]
     assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
@@ -190,7 +190,7 @@ def test_stage2_from_official_layout(stage1: dict[str, Path], lmdbs: dict[str, P
     torch.save(_load(stage1["model"])["state_dict"], official)
     cfg = make_cfg(2, [lmdbs["album"]], tmp_path / "run", tmp_path / "s2.pt", "--init", official,
                    "--batch-size", "2", "--max-steps", "1", "--save-every", "1")
-    train(cfg)
+    run_training(cfg)
     out = _load(tmp_path / "s2.pt")
     for k, v in _encoder(_load(official)).items():
         assert torch.equal(out["state_dict"][k], v)
@@ -201,26 +201,25 @@ def test_stage2_init_of_another_architecture(stage1: dict[str, Path], lmdbs: dic
     argv = train_argv(2, [lmdbs["album"]], tmp_path / "run", tmp_path / "s2.pt", "--init", stage1["model"],
                       "--max-steps", "1")
     argv[argv.index("--latent-dim") + 1] = "16"
-    from dre.cli import build_parser
-    from dre.train import TrainConfig
+    from dre.cli import parse_config
 
     with pytest.raises(DreError, match="latent_dim: file 8 vs flags 16"):
-        train(TrainConfig.from_args(build_parser().parse_args(argv)))
+        run_training(parse_config(argv))
 
 
 def test_lmdb_errors_name_the_file(lmdbs: dict[str, Path], tmp_path: Path) -> None:
     big = write_tiny_lmdb(tmp_path / "big.lmdb", 2, size=64)
     with pytest.raises(DreError, match=r"big\.lmdb holds 64² images .* --image-size 32"):
-        train(make_cfg(1, [lmdbs["ffhq"], big], tmp_path / "r", tmp_path / "o.pt", "--max-steps", "1"))
+        run_training(make_cfg(1, [lmdbs["ffhq"], big], tmp_path / "r", tmp_path / "o.pt", "--max-steps", "1"))
     with pytest.raises(DreError, match="no such LMDB folder"):
-        train(make_cfg(1, [tmp_path / "nope.lmdb"], tmp_path / "r", tmp_path / "o.pt", "--max-steps", "1"))
+        run_training(make_cfg(1, [tmp_path / "nope.lmdb"], tmp_path / "r", tmp_path / "o.pt", "--max-steps", "1"))
     empty = write_tiny_lmdb(tmp_path / "empty.lmdb", 0)
     with pytest.raises(DreError, match=r"empty\.lmdb is empty"):
-        train(make_cfg(1, [empty], tmp_path / "r", tmp_path / "o.pt", "--max-steps", "1"))
+        run_training(make_cfg(1, [empty], tmp_path / "r", tmp_path / "o.pt", "--max-steps", "1"))
 
 
 def test_bf16_autocast_step_on_cpu(lmdbs: dict[str, Path], tmp_path: Path) -> None:
-    out = train(make_cfg(1, [lmdbs["affect"]], tmp_path / "run", tmp_path / "m.pt", "--batch-size", "2",
+    out = run_training(make_cfg(1, [lmdbs["affect"]], tmp_path / "run", tmp_path / "m.pt", "--batch-size", "2",
                          "--max-steps", "1", "--precision", "bf16", "--log-every", "1"))
     row = next(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert 0 < float(row["loss"]) < 10 and _load(out)["state_dict"]["denoisingUNet.out.2.weight"].dtype == torch.float32
@@ -246,7 +245,7 @@ def test_out_of_memory_suggests_a_batch_size(lmdbs: dict[str, Path], tmp_path: P
 
     monkeypatch.setattr(loop, "_step", oom)
     with pytest.raises(DreError, match=r"out of memory on cpu at 4 samples per process .* try --batch-size 2"):
-        train(make_cfg(1, [lmdbs["affect"]], tmp_path / "run", tmp_path / "m.pt", "--batch-size", "4",
+        run_training(make_cfg(1, [lmdbs["affect"]], tmp_path / "run", tmp_path / "m.pt", "--batch-size", "4",
                        "--max-steps", "1"))
 
 
@@ -264,8 +263,8 @@ def test_sigterm_saves_and_exits_for_a_retry(lmdbs: dict[str, Path], tmp_path: P
             os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends before the wall-time kill
 
     with pytest.raises(TrainingInterrupted, match="rerun the same command") as info:
-        train(cfg, on_step=term)
+        run_training(cfg, on_step=term)
     assert info.value.exit_code == 75
     state = ckpt.load_state(ckpt.state_path(tmp_path / "run", 1))
     assert state["scaler"] and state["scaler"]["scale"] > 0  # fp16 GradScaler state travels with the run
-    assert train(cfg) == tmp_path / "m.pt" and _load(tmp_path / "m.pt")["meta"]["step"] == 2
+    assert run_training(cfg) == tmp_path / "m.pt" and _load(tmp_path / "m.pt")["meta"]["step"] == 2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dre.cli import build_parser
+from dre.cli import parse_config
 from dre.errors import DreError
 from dre.train import train_state as ckpt
 from dre.train.config import TrainConfig
@@ -19,22 +19,23 @@ from dre.train.metrics import MetricsWriter
 from dre.train.shards import EpochStream, StepBatchSampler, derive_seed, rank_slice, step_noise, step_timesteps
 
 
-def _args(*extra: str):
-    return build_parser().parse_args(["train", "--stage", "1", "--lmdb", "a.lmdb", "--run-dir", "r", "--out", "m.pt",
-                                      *extra])
+def _cfg(*extra: str) -> TrainConfig:
+    return parse_config(["train", "--stage", "1", "--lmdb", "a.lmdb", "--run-dir", "r", "--out", "m.pt", *extra]).resolved()
 
 
 # ------------------------------------------------------------------------------------------ config
 def test_config_from_cli_stage_defaults_and_lists() -> None:
-    cfg = TrainConfig.from_args(_args("--channel-mult", "1,2", "--attention-resolutions", "8,4"))
+    cfg = _cfg("--channel-mult", "1,2", "--attention-resolutions", "8,4", "--image-size", "64")
     assert (cfg.lr, cfg.batch_size, cfg.max_steps) == (1e-4, 32, 50000)
-    assert cfg.channel_mult == (1, 2) and cfg.attention_resolutions == (8, 4)
-    assert cfg.resume and cfg.sync_bn and cfg.ema == 0.0
-    a2 = build_parser().parse_args(["train", "--stage", "2", "--lmdb", "x", "--init", "s1.pt", "--run-dir", "r",
-                                    "--out", "o", "--no-resume", "--local-bn", "--train-encoder-bn"])
-    cfg2 = TrainConfig.from_args(a2)
+    assert cfg.model.channel_mult == (1, 2) and cfg.model.attention_resolutions == (8, 4)
+    assert cfg.model.image_size == 64 and cfg.diffusion.steps == 1000
+    assert cfg.resume and not cfg.local_bn and cfg.ema == 0.0
+    cfg2 = parse_config(["train", "--stage", "2", "--lmdb", "x", "--init", "s1.pt", "--run-dir", "r",
+                         "--out", "o", "--no-resume", "--local-bn", "--train-encoder-bn",
+                         "--diffusion-steps", "50", "--noise-schedule", "cosine"]).resolved()
     assert (cfg2.lr, cfg2.batch_size, cfg2.max_steps) == (1e-5, 4, 5000)
-    assert not cfg2.resume and not cfg2.sync_bn and cfg2.train_encoder_bn
+    assert not cfg2.resume and cfg2.local_bn and cfg2.train_encoder_bn
+    assert (cfg2.diffusion.steps, cfg2.diffusion.schedule) == (50, "cosine")
     # the dict round trip is exact (it is what checkpoints store)
     assert TrainConfig.from_dict(cfg2.to_dict()) == cfg2
 
@@ -52,24 +53,23 @@ def test_config_from_cli_stage_defaults_and_lists() -> None:
 )
 def test_config_errors_name_the_flag(argv: list[str], needle: str) -> None:
     with pytest.raises(DreError, match=needle):
-        TrainConfig.from_args(_args(*argv))
+        _cfg(*argv)
 
 
 def test_stage2_needs_init_and_one_lmdb() -> None:
-    p = build_parser()
     with pytest.raises(DreError, match="--init is required"):
-        TrainConfig.from_args(p.parse_args(["train", "--stage", "2", "--lmdb", "x", "--run-dir", "r", "--out", "o"]))
+        parse_config(["train", "--stage", "2", "--lmdb", "x", "--run-dir", "r", "--out", "o"]).resolved()
     with pytest.raises(DreError, match="exactly one album"):
-        TrainConfig.from_args(p.parse_args(["train", "--stage", "2", "--lmdb", "x", "--lmdb", "y", "--init", "i",
-                                            "--run-dir", "r", "--out", "o"]))
+        parse_config(["train", "--stage", "2", "--lmdb", "x", "--lmdb", "y", "--init", "i",
+                      "--run-dir", "r", "--out", "o"]).resolved()
 
 
 def test_trajectory_diff_ignores_runtime_fields() -> None:
-    a = TrainConfig.from_args(_args("--max-steps", "10"))
-    b = TrainConfig.from_args(_args("--max-steps", "99", "--device", "cpu", "--save-every", "3", "--lr", "2e-4",
-                                    "--seed", "5"))
+    a = _cfg("--max-steps", "10")
+    b = _cfg("--max-steps", "99", "--device", "cpu", "--save-every", "3", "--lr", "2e-4", "--seed", "5",
+             "--num-heads", "2")
     diffs = a.trajectory_diff(b.to_dict())
-    assert sorted(d.split(":")[0] for d in diffs) == ["lr", "seed"]
+    assert sorted(d.split(":")[0] for d in diffs) == ["lr", "model.num_heads", "seed"]
     assert "checkpoint has 0.0002" in " ".join(diffs)
 
 

@@ -13,8 +13,7 @@ import yaml
 from tests.workflow_layout import REPO, Layout, make_layout
 
 FULL_CHAIN = {
-    "align": 2,  # affectnet + obama (raw albums)
-    "index_aligned": 1,  # ffhq is already aligned
+    "align": 3,  # affectnet + obama (raw albums) and ffhq (already aligned: indexed only)
     "align_target": 1,
     "extract": 3,  # ffhq, affectnet, obama with DECA (the edit's source extractor)
     "pack": 3,
@@ -73,6 +72,9 @@ def test_dry_run_plans_the_whole_published_chain(layout: Layout) -> None:
     assert "--lr 1e-05 --batch-size 4 --max-steps 5000" in text
     assert "--latent-dim 64 --encoder resnet18" in text
     assert "--steps 20" in text
+    # one align rule: the sheet's `aligned` column becomes --already-aligned (ffhq) / --no-already-aligned
+    assert re.search(r"--input data/ffhq --output results/aligned/ffhq .*--already-aligned", text)
+    assert re.search(r"--input data/obama --output results/aligned/obama .*--no-already-aligned", text)
 
 
 def test_official_stage1_checkpoint_skips_stage1_training(layout: Layout) -> None:
@@ -229,11 +231,30 @@ def test_bad_row_stops_the_snakemake_run_with_the_message(layout: Layout) -> Non
 
 
 def test_bad_config_value_is_reported(layout: Layout) -> None:
-    layout.replace_in("config/config.yaml", "encoder: resnet18", "encoder: vgg16")
+    layout.replace_in("config/config.yaml", "model: {}", "model: {encoder: vgg16}")
     result = layout.snakemake("-n", "results/edits/obama12_exp")
     text = result.stdout + result.stderr
     assert result.returncode != 0
     assert "vgg16" in text and "encoder" in text, text
+
+
+def test_unknown_config_key_is_reported(layout: Layout) -> None:
+    """A stage section holds that stage's flags only: a misspelt key stops the run instead of being ignored."""
+    layout.replace_in("config/config.yaml", "extract:\n  batch_size: 32", "extract:\n  batch_size: 32\n  batchsize: 8")
+    result = layout.snakemake("-n", "results/edits/obama12_exp")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "batchsize" in text, text
+
+
+def test_demo_photos_come_from_a_rule_not_from_planning(layout: Layout) -> None:
+    """With the demo config, a dry run plans the demo_album checkpoint before both albums' alignment and
+    writes no photo (they were made while Snakemake parsed the workflow before)."""
+    result = layout.snakemake("-n", "-p", "--configfile=config/demo/config.yaml")
+    jobs = planned_jobs(result)
+    assert jobs["demo_album"] == 1 and jobs["align"] == 2 and jobs["align_target"] == 1
+    assert "demo-album --out resources/demo/album --kind personal --n 12 --seed 0" in result.stdout
+    assert not (layout.root / "resources").exists()
 
 
 def test_missing_required_column_is_reported(layout: Layout, monkeypatch) -> None:

@@ -58,7 +58,6 @@ def train_argv(stage: int, lmdbs: list[Path], run_dir: Path, out: Path, *extra: 
 
 
 def make_cfg(stage: int, lmdbs: list[Path], run_dir: Path, out: Path, *extra: Any):
-    from dre.cli import build_parser
-    from dre.train import TrainConfig
+    from dre.cli import parse_config
 
-    return TrainConfig.from_args(build_parser().parse_args(train_argv(stage, lmdbs, run_dir, out, *extra)))
+    return parse_config(train_argv(stage, lmdbs, run_dir, out, *extra))

@@ -59,7 +59,7 @@ class Layout:
 def make_layout(root: Path) -> Layout:
     for part in ("workflow", "config", "envs"):
         shutil.copytree(REPO / part, root / part)
-    # the workflow imports this checkout's `dre` from the project root (as in a real checkout)
+    # the workflow imports this checkout's `dre` from the project root (flags, photo suffixes), as in a real checkout
     (root / "dre").symlink_to(REPO / "dre", target_is_directory=True)
     layout = Layout(root)
     for album in ("data/ffhq", "data/affectnet", "data/obama"):

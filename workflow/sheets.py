@@ -84,12 +84,15 @@ def load_sheet(sheet_path: str | Path, schema_path: str | Path, key: str) -> dic
 
 
 
-def check_cross_references(config: dict, albums: dict, edits: dict) -> None:
-    """Checks a JSON schema cannot express: references between sheets and the config, existing folders."""
+def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rules: frozenset[Path] = frozenset()) -> None:
+    """Checks a JSON schema cannot express: references between sheets and the config, existing folders.
+
+    ``made_by_rules``: paths a rule of the workflow writes (the demo's photos); they need not exist yet.
+    """
     priors = config["stage1"]["priors"]
     sheet = config["albums"]
     for name, row in albums.items():
-        if not Path(row["path"]).is_dir():
+        if Path(row["path"]) not in made_by_rules and not Path(row["path"]).is_dir():
             raise _sheet_error(sheet, row["_line"], "path", f"album folder '{row['path']}' does not exist")
         if row["role"] == "personal":
             prior = row.get("prior", "")
@@ -129,7 +132,7 @@ def check_cross_references(config: dict, albums: dict, edits: dict) -> None:
             )
         if albums[album]["role"] != "personal":
             raise _sheet_error(esheet, row["_line"], "album", f"album '{album}' is not a personal album")
-        if not Path(row["target"]).is_file():
+        if Path(row["target"]) not in made_by_rules and not Path(row["target"]).is_file():
             raise _sheet_error(esheet, row["_line"], "target", f"target image '{row['target']}' does not exist")
 
 

@@ -3,7 +3,7 @@
 Why one interface: the album runner, the FFHQ recipe and the tests must not care where landmarks come
 from. FAN (the default, what DECA uses), MediaPipe's face mesh (ships its model, works offline) and
 sidecar files (precomputed landmarks) all return :class:`Face` lists in source-image pixel-index
-coordinates. This module is the interface only; the album runner (:mod:`dre.align.run`) picks the
+coordinates. This module is the interface only; the album runner (:mod:`dre.align.runner`) picks the
 back-end, so the back-ends import this module and it imports none of them.
 """
 

@@ -6,10 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL  # standard library only: cheap at start-up
 from dre.errors import DreError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+NAME = "assets"
+
+
+def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
+    """Sub-subcommands and their flags (cheap to build: nothing heavy is imported here)."""
     p = sub.add_parser("assets", help="check the assets folder, or write synthetic assets for tests/demo")
     asub = p.add_subparsers(dest="assets_command", metavar="<check|synth>", required=True)
     c = asub.add_parser(
@@ -19,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--assets", required=True, help="assets folder")
     c.add_argument("--require", default="deca,emoca", help="comma list of what must be valid: deca, emoca, fan")
-    c.add_argument("--emoca-model", default="EMOCA_v2_lr_mse_20")
+    c.add_argument("--emoca-model", default=DEFAULT_EMOCA_MODEL,
+                   help=f"EMOCA model folder name inside <assets>/emoca/ (default {DEFAULT_EMOCA_MODEL})")
     c.set_defaults(func=run_check)
     s = asub.add_parser(
         "synth",

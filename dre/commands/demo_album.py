@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+NAME = "demo-album"
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
     p = sub.add_parser(
-        "demo-album",
+        NAME,
         help="write a demo photo album (variants of public-domain portraits shipped by skimage/matplotlib)",
         description=(
             "Builds deterministic variants (crop, small rotation, flip, colour and lighting changes) of "
@@ -17,20 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             "left untouched. --kind prior makes a different, more varied set for stage 1."
         ),
     )
-    p.add_argument("--out", required=True, help="album folder to write (replaced atomically)")
-    p.add_argument("--kind", choices=("personal", "prior"), default="personal")
-    p.add_argument("--n", type=int, default=12, help="number of photos (default 12)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target", help="also write the demo edit's target photo to this .jpg file")
-    p.set_defaults(func=run)
+    if flags:
+        from dre.demo import AlbumConfig
+        from dre.utils.cliconfig import add_flags
+
+        add_flags(p, AlbumConfig)
+    p.set_defaults(func=main)
 
 
-def run(args: argparse.Namespace) -> int:
-    from dre.demo import build_album, build_target
+def main(args: argparse.Namespace) -> int:
+    from dre.demo import AlbumConfig, run
+    from dre.utils.cliconfig import from_namespace
 
-    made = build_album(args.out, args.kind, args.n, args.seed)
-    print(f"{args.out}: {'written' if made else 'up to date'} ({args.n} {args.kind} photos)", file=sys.stderr)
-    if args.target:
-        made = build_target(args.target, args.seed)
-        print(f"{args.target}: {'written' if made else 'up to date'} (demo target)", file=sys.stderr)
+    for line in run(from_namespace(AlbumConfig, args)):
+        print(line, file=sys.stderr)
     return 0

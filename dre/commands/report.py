@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+NAME = "report"
+
+
+def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
+    """Sub-subcommands and their flags (cheap to build: nothing heavy is imported here)."""
     p = sub.add_parser("report", help="loss-curve plots and per-status tables for the Snakemake report")
     rsub = p.add_subparsers(dest="report_command", metavar="<loss|status>", required=True)
     loss = rsub.add_parser("loss", help="PNG of training loss against step from metrics.csv files")

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from dre.diffusion.respace import SpacedSchedule
 from dre.errors import DreError
+from dre.utils.cliconfig import setting
 from dre.utils.records import from_dict_strict
 
 SCHEDULES = ("linear", "cosine")
@@ -29,10 +30,10 @@ class DiffusionConfig:
     ``p2_gamma = 0`` turns the P2 weighting off (λ_t = 1), i.e. the original's ``--p2_weight False``.
     """
 
-    steps: int = 1000
-    schedule: str = "linear"
-    p2_gamma: float = 1.0
-    p2_k: float = 1.0
+    steps: int = setting(1000, flag="diffusion-steps", help="diffusion timesteps T of training")
+    schedule: str = setting("linear", flag="noise-schedule", choices=SCHEDULES, help="beta schedule")
+    p2_gamma: float = setting(1.0, help="P2 weighting exponent (0 disables)")
+    p2_k: float = setting(1.0, help="P2 weighting offset k in 1 / (k + SNR)^gamma")
 
     def __post_init__(self) -> None:
         if self.steps < 1:

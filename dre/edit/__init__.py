@@ -1,13 +1,15 @@
-"""Edits: transfer a target face's expression, head pose, lighting or global latent onto album photos.
+"""Stage ``edit``: transfer a target face's expression, head pose, lighting or global latent onto album photos.
 
-``modes`` parses modes and swaps codes, ``inputs`` reads sources, targets and the mean shape,
-``engine`` renders and samples every source × mode batched, ``writer``/``outputs`` write the folder,
-``run`` ties them together behind :func:`run_edit` (what ``dre edit`` calls).
+``Config`` holds every ``dre edit`` setting and ``run(cfg)`` writes the edit folder. Inside: ``modes``
+parses modes and swaps codes, ``inputs`` reads sources, targets and the mean shape, ``engine`` renders
+and samples every source × mode batched, ``writer``/``outputs`` write the folder, ``runner`` ties them
+together.
 """
 
 from __future__ import annotations
 
+from dre.edit.config import EditConfig as Config
 from dre.edit.modes import COMPONENTS, Mode, parse_mode, parse_modes, swap_codes, with_shape
-from dre.edit.run import EditConfig, run_edit
+from dre.edit.runner import run
 
-__all__ = ["COMPONENTS", "EditConfig", "Mode", "parse_mode", "parse_modes", "run_edit", "swap_codes", "with_shape"]
+__all__ = ["COMPONENTS", "Config", "Mode", "parse_mode", "parse_modes", "run", "swap_codes", "with_shape"]

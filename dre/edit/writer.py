@@ -42,7 +42,7 @@ class EditSettings:
     eta: float
     source_extractor: str
     target_extractor: str
-    save_buffers: bool
+    grid_buffers: bool  # the rendered buffers also in grid.png
 
 
 @dataclass
@@ -118,12 +118,12 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
 
         cell = int(res.images.shape[-1])
         labels = ["source", "target"] + [md.name for md in plan.modes]
-        if settings.save_buffers:
+        if settings.grid_buffers:
             labels += ["source render"] + [f"{md.name} render" for md in plan.modes]
         grid_rows = []
         for i in range(n):
             row_cells = [sources_u8[i], target_u8] + [edited_u8[i * m + j] for j in range(m)]
-            if settings.save_buffers:
+            if settings.grid_buffers:
                 row_cells += [_rendered_preview(res.source_buffers, i)]
                 row_cells += [_rendered_preview(res.edit_buffers, i * m + j) for j in range(m)]
             grid_rows.append(row_cells)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dre.errors import DreError
+from dre.utils.cliconfig import setting
 from dre.utils.records import from_dict_strict
 
 #: ``channel_mult`` used by the original code when none is given, keyed by image size.
@@ -28,20 +29,28 @@ ENCODERS = ("resnet18", "resnet50")
 
 @dataclass
 class ModelConfig:
-    """Sizes of the UNet and of the global latent encoder (defaults = the published model)."""
+    """Sizes of the UNet and of the global latent encoder (defaults = the published model).
 
-    image_size: int = 256
-    in_channels: int = 12
+    The settings are also the ``dre train`` flags and the keys of the workflow config's ``model:``
+    section (``dre.utils.cliconfig``); the plain fields are fixed by the method and not exposed.
+    """
+
+    image_size: int = setting(256, help="image and buffer resolution the network works at")
+    in_channels: int = 12  # noisy image (3) + the three buffers (9)
     out_channels: int = 3
-    model_channels: int = 128
-    channel_mult: tuple[float, ...] = ()  # () = by image size (DEFAULT_CHANNEL_MULT)
-    num_res_blocks: int = 2
-    attention_resolutions: tuple[int, ...] = (16,)  # resolutions (pixels), not downsample factors
-    num_heads: int = 1
-    num_head_channels: int = -1  # != -1 overrides num_heads (heads = channels // num_head_channels)
-    dropout: float = 0.1
-    latent_dim: int = 64
-    encoder: str = "resnet18"
+    model_channels: int = setting(128, help="base channel width of the UNet")
+    channel_mult: tuple[float, ...] = setting(
+        (), help="comma list of per-level width multipliers; empty = by image size (256: 1,1,2,2,4,4)"
+    )
+    num_res_blocks: int = setting(2, help="residual blocks per UNet level")
+    attention_resolutions: tuple[int, ...] = setting(
+        (16,), help="comma list of resolutions (pixels, not downsample factors) that get self-attention"
+    )
+    num_heads: int = setting(1, help="attention heads (used when --num-head-channels is -1)")
+    num_head_channels: int = setting(-1, help="channels per attention head; -1 = use --num-heads")
+    dropout: float = setting(0.1, help="dropout in the residual blocks")
+    latent_dim: int = setting(64, help="size of the global latent code of the image encoder")
+    encoder: str = setting("resnet18", choices=ENCODERS, help="global image encoder")
     use_scale_shift_norm: bool = True
     resblock_updown: bool = True
     # GroupNorm groups: each norm uses gcd(norm_groups, its channels) — exactly 32 for the published widths

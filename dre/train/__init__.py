@@ -1,14 +1,14 @@
-"""Training for both DiffusionRig stages: resumable, reproducible, distributed, observable.
+"""Stage ``train``: both DiffusionRig stages, resumable, reproducible, distributed, observable.
 
-``TrainConfig`` holds every ``dre train`` flag; :func:`train` runs or resumes the run in
-``cfg.run_dir`` and returns the exported model file (``cfg.out``). See ``loop`` for the step order,
-``shards`` for the stateless data order and noise, ``train_state`` for the state files and
+``Config`` (:class:`~dre.train.config.TrainConfig`) holds every ``dre train`` flag; :func:`run` runs or
+resumes the run in ``cfg.run_dir`` and returns the exported model file (``cfg.out``). See ``loop`` for the
+step order, ``shards`` for the stateless data order and noise, ``train_state`` for the state files and
 ``distributed`` for launcher detection (torchrun, srun, mpiexec).
 """
 
 from __future__ import annotations
 
-from dre.train.config import TrainConfig
-from dre.train.loop import TrainingInterrupted, train
+from dre.train.config import TrainConfig as Config
+from dre.train.loop import TrainingInterrupted, run
 
-__all__ = ["TrainConfig", "TrainingInterrupted", "train"]
+__all__ = ["Config", "TrainingInterrupted", "run"]

@@ -8,11 +8,14 @@ ones that may change between attempts (more steps, another device, other logging
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, fields
+import dataclasses
+from dataclasses import dataclass, fields
 from typing import Any
 
+from dre.diffusion.schedule import DiffusionConfig
 from dre.errors import DreError
+from dre.model.arch import ModelConfig
+from dre.utils.cliconfig import nested, run_arg, setting
 
 STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
     1: {"lr": 1e-4, "batch_size": 32, "max_steps": 50000},
@@ -28,139 +31,66 @@ RUNTIME_FIELDS: frozenset[str] = frozenset(
 )
 """Fields a resumed run may change. ``lmdb`` paths may move (the LMDBs' identity is checked by count)."""
 
-
-def _csv_ints(text: str | tuple[int, ...] | list[int], flag: str) -> tuple[int, ...]:
-    if isinstance(text, (tuple, list)):
-        return tuple(int(x) for x in text)
-    text = (text or "").strip()
-    if not text:
-        return ()
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise DreError(f"{flag} {text!r}: expected a comma list of integers") from exc
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def _csv_floats(text: str | tuple[float, ...] | list[float], flag: str) -> tuple[float, ...]:
-    if isinstance(text, (tuple, list)):
-        return tuple(float(x) for x in text)
-    text = (text or "").strip()
-    if not text:
-        return ()
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise DreError(f"{flag} {text!r}: expected a comma list of numbers") from exc
+def _stage_help(key: str, what: str) -> str:
+    return f"{what}; default {STAGE_DEFAULTS[1][key]:g} (stage 1) / {STAGE_DEFAULTS[2][key]:g} (stage 2)"
 
 
 @dataclass
 class TrainConfig:
-    """One training run. ``None`` optimisation fields take the stage's default in :meth:`resolved`."""
+    """One training run. ``None`` optimisation fields take the stage's default in :meth:`resolved`.
 
-    stage: int
-    lmdb: list[str]
-    run_dir: str
-    out: str
-    weights: tuple[float, ...] = ()
-    init: str | None = None
-    resume: bool = True
-    # model
-    image_size: int = 256
-    model_channels: int = 128
-    channel_mult: tuple[int, ...] = ()
-    num_res_blocks: int = 2
-    attention_resolutions: tuple[int, ...] = (16,)
-    num_heads: int = 1
-    num_head_channels: int = -1
-    dropout: float = 0.1
-    latent_dim: int = 64
-    encoder: str = "resnet18"
-    # diffusion
-    diffusion_steps: int = 1000
-    noise_schedule: str = "linear"
-    p2_gamma: float = 1.0
-    p2_k: float = 1.0
+    Every field is a ``dre train`` flag (``dre.utils.cliconfig``); the settings are also the keys of the
+    workflow config's ``stage1:`` / ``stage2:`` sections, and the nested ``model`` / ``diffusion``
+    configs its ``model:`` / ``diffusion:`` sections.
+    """
+
+    stage: int = run_arg(choices=(1, 2), help="1 = prior on the prior LMDBs, 2 = fine-tune on one album")
+    lmdb: list[str] = run_arg(help="LMDB folder; repeat to mix several (stage 1)")
+    run_dir: str = run_arg(help="checkpoints, logs, sample grids (resumed if present)")
+    out: str = run_arg(help="final exported model file")
+    weights: tuple[float, ...] = run_arg((), help="comma list of mixing weights, one per --lmdb (empty = equal)")
+    init: str | None = run_arg(None, help="stage 2: stage-1 model to initialise from (ours or official model*.pt)")
+    resume: bool = run_arg(True, help="continue from the newest checkpoint in --run-dir (--no-resume starts over)")
+    model: ModelConfig = nested(ModelConfig, title="model")
+    diffusion: DiffusionConfig = nested(DiffusionConfig, title="diffusion")
     # optimisation
-    lr: float | None = None
-    weight_decay: float = 0.0
-    batch_size: int | None = None
-    max_steps: int | None = None
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    precision: str = "auto"
-    ema: float = 0.0
-    train_encoder_bn: bool = False
-    sync_bn: bool = True
-    save_every: int = 5000
-    keep: int = 2
-    sample_every: int = 0
-    log_every: int = 10
-    num_workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    compile: bool = False
+    lr: float | None = setting(None, help=_stage_help("lr", "Adam learning rate"))
+    weight_decay: float = setting(0.0, help="AdamW weight decay")
+    batch_size: int | None = setting(None, help=_stage_help("batch_size", "global batch (split over processes)"))
+    max_steps: int | None = setting(None, help=_stage_help("max_steps", "optimiser steps"))
+    warmup_steps: int = setting(0, help="linear learning-rate warm-up steps")
+    grad_clip: float = setting(1.0, help="gradient max-norm (0 = off)")
+    precision: str = setting("auto", choices=PRECISIONS, help="auto = bf16 autocast on GPU, fp32 on CPU")
+    ema: float = setting(0.0, help="EMA decay (0 = off, as the original)")
+    train_encoder_bn: bool = setting(
+        False, help="stage 2: keep updating the frozen encoder's BatchNorm statistics (original behaviour)"
+    )
+    local_bn: bool = setting(
+        False,
+        help="normalise the encoder's BatchNorm per process (the original under DDP) instead of over the "
+        "global batch; only matters with several processes",
+    )
+    save_every: int = setting(5000, help="checkpoint interval (steps)")
+    keep: int = setting(2, help="checkpoints to keep besides the final one")
+    sample_every: int = setting(0, help="DDIM sample grid every K steps (0 = off)")
+    log_every: int = setting(10, help="metrics interval (steps)")
+    num_workers: int = setting(2, help="data-loader worker processes")
+    seed: int = setting(0, help="seed of the initialisation, data order and noise")
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
+    compile: bool = setting(False, help="torch.compile the UNet")
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
-        """Build from the parsed ``dre train`` namespace (the CLI's only job is this call)."""
-        cfg = cls(
-            stage=args.stage,
-            lmdb=list(args.lmdb),
-            run_dir=args.run_dir,
-            out=args.out,
-            weights=_csv_floats(args.weights, "--weights"),
-            init=args.init,
-            resume=not args.no_resume,
-            image_size=args.image_size,
-            model_channels=args.model_channels,
-            channel_mult=_csv_ints(args.channel_mult, "--channel-mult"),
-            num_res_blocks=args.num_res_blocks,
-            attention_resolutions=_csv_ints(args.attention_resolutions, "--attention-resolutions"),
-            num_heads=args.num_heads,
-            num_head_channels=args.num_head_channels,
-            dropout=args.dropout,
-            latent_dim=args.latent_dim,
-            encoder=args.encoder,
-            diffusion_steps=args.diffusion_steps,
-            noise_schedule=args.noise_schedule,
-            p2_gamma=args.p2_gamma,
-            p2_k=args.p2_k,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            batch_size=args.batch_size,
-            max_steps=args.max_steps,
-            warmup_steps=args.warmup_steps,
-            grad_clip=args.grad_clip,
-            precision=args.precision,
-            ema=args.ema,
-            train_encoder_bn=args.train_encoder_bn,
-            sync_bn=not args.local_bn,
-            save_every=args.save_every,
-            keep=args.keep,
-            sample_every=args.sample_every,
-            log_every=args.log_every,
-            num_workers=args.num_workers,
-            seed=args.seed,
-            device=args.device,
-            compile=args.compile,
-        )
-        return cfg.resolved()
-
     def resolved(self) -> TrainConfig:
-        """Fill the stage defaults and check every value; returns a new config."""
+        """Fill the stage defaults and check every value; returns a new config (idempotent)."""
         if self.stage not in STAGE_DEFAULTS:
             raise DreError(f"--stage {self.stage}: must be 1 or 2")
-        d = STAGE_DEFAULTS[self.stage]
-        kw = asdict(self)
-        for key, default in d.items():
-            if kw[key] is None:
-                kw[key] = default
-        kw["lmdb"] = [str(p) for p in kw["lmdb"]]
-        kw["weights"] = tuple(float(w) for w in kw["weights"])
-        kw["channel_mult"] = tuple(kw["channel_mult"])
-        kw["attention_resolutions"] = tuple(kw["attention_resolutions"])
-        cfg = TrainConfig(**kw)
+        fill = {k: v for k, v in STAGE_DEFAULTS[self.stage].items() if getattr(self, k) is None}
+        cfg = dataclasses.replace(
+            self, **fill, lmdb=[str(p) for p in self.lmdb], weights=tuple(float(w) for w in self.weights)
+        )
         cfg._validate()
         return cfg
 
@@ -186,7 +116,7 @@ class TrainConfig:
                 raise DreError(f"--weights {list(self.weights)}: weights must be ≥ 0 and not all 0")
         positive = {
             "--batch-size": self.batch_size, "--max-steps": self.max_steps, "--save-every": self.save_every,
-            "--log-every": self.log_every, "--image-size": self.image_size, "--diffusion-steps": self.diffusion_steps,
+            "--log-every": self.log_every,
         }
         for flag, value in positive.items():
             if value is None or value <= 0:
@@ -199,7 +129,7 @@ class TrainConfig:
             raise DreError(f"--ema {self.ema}: EMA decay must be in [0, 1) (0 = off)")
         if self.grad_clip < 0:
             raise DreError(f"--grad-clip {self.grad_clip}: must be ≥ 0 (0 = off)")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+        if self.precision not in PRECISIONS:
             raise DreError(f"--precision {self.precision}: one of auto, fp32, bf16, fp16")
 
     # ------------------------------------------------------------------ views
@@ -209,52 +139,57 @@ class TrainConfig:
         s = sum(w)
         return tuple(x / s for x in w)
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """Fields of ``dre.model.ModelConfig``."""
-        return {
-            "image_size": self.image_size, "in_channels": 12, "out_channels": 3,
-            "model_channels": self.model_channels, "channel_mult": tuple(self.channel_mult),
-            "num_res_blocks": self.num_res_blocks, "attention_resolutions": tuple(self.attention_resolutions),
-            "num_heads": self.num_heads, "num_head_channels": self.num_head_channels, "dropout": self.dropout,
-            "latent_dim": self.latent_dim, "encoder": self.encoder,
-        }
-
-    def diffusion_kwargs(self) -> dict[str, Any]:
-        """Fields of ``dre.diffusion.DiffusionConfig``."""
-        return {"steps": self.diffusion_steps, "schedule": self.noise_schedule,
-                "p2_gamma": self.p2_gamma, "p2_k": self.p2_k}
-
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists) for checkpoints and ``config.json``."""
-        out = asdict(self)
-        for k, v in out.items():
-            if isinstance(v, tuple):
-                out[k] = list(v)
+        """Plain JSON-able dict (tuples become lists) for checkpoints and ``config.json``.
+
+        The nested configs are nested dicts (``{"model": {...}, "diffusion": {...}, "lr": ...}``).
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (ModelConfig, DiffusionConfig)):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        for k in ("weights", "channel_mult", "attention_resolutions"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
+        kw["weights"] = tuple(kw.get("weights", ()))
+        if "model" in kw:
+            kw["model"] = ModelConfig.from_dict(kw["model"])
+        if "diffusion" in kw:
+            kw["diffusion"] = DiffusionConfig.from_dict(kw["diffusion"])
         return cls(**kw)
 
     def trajectory_diff(self, other: dict[str, Any]) -> list[str]:
-        """Fields (other than runtime ones) whose value differs from ``other`` (a saved ``to_dict``)."""
-        mine = self.to_dict()
+        """Settings (other than runtime ones) whose value differs from ``other`` (a saved ``to_dict``).
+
+        Nested configs are compared field by field and named ``model.<field>`` / ``diffusion.<field>``.
+        """
+        mine, theirs = _flatten(self.to_dict()), _flatten(other)
         diffs = []
         for key, value in mine.items():
-            if key in RUNTIME_FIELDS:
+            if key in RUNTIME_FIELDS or key not in theirs:
                 continue
-            if key not in other:
-                continue
-            theirs = other[key]
-            if isinstance(value, float) or isinstance(theirs, float):
-                same = theirs is not None and value is not None and float(value) == float(theirs)
+            saved = theirs[key]
+            if isinstance(value, float) or isinstance(saved, float):
+                same = saved is not None and value is not None and float(value) == float(saved)
             else:
-                same = value == theirs
+                same = value == saved
             if not same:
-                diffs.append(f"{key}: checkpoint has {theirs!r}, this command has {value!r}")
+                diffs.append(f"{key}: checkpoint has {saved!r}, this command has {value!r}")
         return diffs
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out

@@ -79,7 +79,7 @@ def write_training_grid(cfg: TrainConfig, model: nn.Module, ema: EMA | None, dif
                 def model_fn(x_t: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
                     return net(x_t, tt, cond, latent=z)
 
-                respacing = grid_respacing(cfg.diffusion_steps)
+                respacing = grid_respacing(cfg.diffusion.steps)
                 sample = ddim_sample(diffusion, model_fn, noise, respacing=respacing, eta=0.0)
     finally:
         for m, flag in was_training.items():

@@ -92,16 +92,17 @@ def claim_outputs(cfg: TrainConfig) -> None:
     claim_file(cfg.out, evidence=model_file_is_ours, what="a model file written by dre train", inputs=inputs)
 
 
-def train(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
+def run(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
     """Run (or resume) the training described by ``cfg``; returns the exported model file.
 
     ``on_step(step)`` is called after every completed step (monitoring, and tests that interrupt a run).
     """
+    cfg = cfg.resolved()
     env = detect_env()
     device = select_device(cfg.device, env)
     dist = Distributed(env, device).init()
     try:
-        info = inspect_lmdbs(cfg.lmdb, cfg.image_size)
+        info = inspect_lmdbs(cfg.lmdb, cfg.model.image_size)
         data: LmdbData | MemoryData
         data = MemoryData.from_lmdb(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
         return run_training(cfg, data, dist, device, on_step=on_step)
@@ -126,7 +127,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
     if synthetic and dist.is_main:
         warn_synthetic("dre train")
-    if dist.distributed and cfg.sync_bn:
+    if dist.distributed and not cfg.local_bn:
         convert_global_bn(model.encoder)
     model.to(device)
     if device.type == "cuda":
@@ -243,7 +244,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 if device.type == "cuda":
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                     cond = cond.contiguous(memory_format=torch.channels_last)
-                t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion_steps).to(device)
+                t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion.steps).to(device)
                 noise = step_noise(cfg.seed, step, part, x0.shape[1:], device)
                 # dropout masks: a function of (seed, step, position in the global batch), not of the process
                 set_dropout_seeds(model, [derive_seed(cfg.seed, "dropout", step, row) for row in range(part.start, part.stop)])

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dre.diffusion import DiffusionConfig, GaussianDiffusion
+from dre.diffusion import GaussianDiffusion
 from dre.errors import DreError
-from dre.model import DiffusionRig, ModelConfig
+from dre.model import DiffusionRig
 from dre.model.modelfile import load_model_file
 from dre.train.config import TrainConfig
 from dre.train.shards import derive_seed
@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
     """(model, diffusion, model_config, diffusion_config) from the flags, seeded for identical init."""
-    model_cfg = ModelConfig(**cfg.model_kwargs())
-    diff_cfg = DiffusionConfig(**cfg.diffusion_kwargs())
+    model_cfg, diff_cfg = cfg.model, cfg.diffusion
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = DiffusionRig(model_cfg)

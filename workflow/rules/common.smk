@@ -1,7 +1,9 @@
 """Sheets, validation and path helpers shared by every rule file.
 
-Config flows one way: config/config.yaml + the two sheets are validated here, and the rules turn the
-values into `dre` CLI flags. No `dre` module reads the config itself.
+Config flows one way: config/config.yaml + the two sheets are validated here (the schema fills in every
+default), and the rules turn the values into `dre` CLI flags. A stage's config section holds that stage's
+flags by name (key `batch_size` = flag `--batch-size`), so `stage_flags` passes a section on unchanged; no
+`dre` module reads the config itself.
 """
 
 import math
@@ -17,34 +19,31 @@ from sheets import check_cross_references, load_sheet  # noqa: E402  (workflow/s
 SCHEMAS = Path(workflow.basedir) / "schemas"
 DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
 sys.path.insert(0, str(DRE_ROOT))
+from dre.utils.cliconfig import to_flags  # noqa: E402  (standard library only: no engine dependencies)
 from dre.utils.images import list_images  # noqa: E402  (the photo suffixes `dre align` reads: one list)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 EXTRACTORS = ("deca", "emoca")
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
+WORKFLOW_KEYS = ("priors", "processes")  # keys of the stage1/stage2 sections that are not `dre train` flags
 
-
-def prepare_demo_inputs():
-    """`demo:` in the config: make the demo photos (album, prior, target) before the sheets are checked.
-
-    They must exist at parse time (the sheets' folders are checked and listed then); `prepare_demo` is
-    idempotent and leaves an existing, identical demo untouched, so file times and reruns stay stable.
-    """
-    demo = config.get("demo")
-    if not demo:
-        return
-    from dre.demo import prepare_demo
-
-    prepare_demo(demo["root"], n=demo.get("n", 12), n_prior=demo.get("n_prior", 24), seed=demo.get("seed", 0))
-
-
-prepare_demo_inputs()
+# `demo:` in the config: the demo's photos are outputs of the checkpoint demo_album (demo.smk), so the sheets
+# may name them before they exist (album_images waits for the checkpoint).
+DEMO_PHOTOS = (
+    {
+        "personal": Path(config["demo"]["root"]) / "album",
+        "prior": Path(config["demo"]["root"]) / "prior",
+        "target": Path(config["demo"]["root"]) / "target.jpg",
+    }
+    if config.get("demo")
+    else {}
+)
 
 ALBUMS = load_sheet(config["albums"], SCHEMAS / "albums.schema.yaml", "album")
 EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
 PRIORS = config["stage1"]["priors"]
-check_cross_references(config, ALBUMS, EDITS)
+check_cross_references(config, ALBUMS, EDITS, made_by_rules=frozenset(DEMO_PHOTOS.values()))
 
 
 def _alternatives(names):
@@ -60,22 +59,44 @@ _root = shlex.quote(str(DRE_ROOT)).replace("{", "{{").replace("}", "}}")
 SHELL_PREFIX = f"set -euo pipefail; export PYTHONPATH={_root}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 
 
-RAW_ALBUMS = [a for a, r in ALBUMS.items() if not r["aligned"]]
-PREALIGNED_ALBUMS = [a for a, r in ALBUMS.items() if r["aligned"]]
-
-
 # ---------------------------------------------------------------------------------------------- paths
+def stage_flags(section, **values):
+    """`dre` flags (one shell-quoted string) of a config section, with ``values`` added or overriding."""
+    return shlex.join(to_flags({**section, **values}, skip=WORKFLOW_KEYS))
+
+
 def album_images(wildcards):
     """The album's image files: inputs of its align rule, so changing one photo reruns its chain.
 
     (Snakemake 9 reruns on a newer input only when its checksum changed too: a bare `touch` is no change.)
+    The demo's folders are written by the checkpoint demo_album: until it has run, asking for it makes its
+    outputs this rule's inputs, and Snakemake asks again (and lists the photos) once it has.
     """
     folder = Path(ALBUMS[wildcards.album]["path"])
+    if folder in DEMO_PHOTOS.values():
+        checkpoints.demo_album.get()
     return [str(p) for p in list_images(folder)]
 
 
-def album_backend(wildcards):
-    return ALBUMS[wildcards.album].get("backend") or config["align"]["backend"]
+def album_backend(album):
+    """The album's landmark back-end: its sheet column, else the config's `align.backend`."""
+    return ALBUMS[album].get("backend") or config["align"]["backend"]
+
+
+def album_align_flags(wildcards):
+    """`dre align` settings for one album: the config's, with the sheet's back-end and "already aligned"
+    (an already aligned album, e.g. FFHQ, is only indexed: landmarks detected, nothing warped)."""
+    row = ALBUMS[wildcards.album]
+    return stage_flags(config["align"], backend=album_backend(wildcards.album), already_aligned=row["aligned"])
+
+
+def target_align_flags(wildcards):
+    """An edit's target: aligned like its album's photos (or indexed when the sheet says it is aligned)."""
+    row = EDITS[wildcards.edit]
+    return stage_flags(
+        config["align"], backend=album_backend(row["album"]), multi_face="largest",
+        already_aligned=row["target_aligned"],
+    )
 
 
 def prior_lmdbs(wildcards):
@@ -84,7 +105,7 @@ def prior_lmdbs(wildcards):
 
 def prior_lmdb_flags(wildcards, input):
     flags = " ".join(f"--lmdb {shlex.quote(p)}" for p in input.lmdbs)
-    weights = PRIORS[wildcards.prior].get("weights", [])
+    weights = PRIORS[wildcards.prior]["weights"]
     if weights:
         flags += " --weights " + ",".join(str(w) for w in weights)
     return flags
@@ -93,18 +114,15 @@ def prior_lmdb_flags(wildcards, input):
 def stage1_model(wildcards):
     """Stage-2 initialisation: our stage-1 model, or the configured official DiffusionRig checkpoint."""
     prior = ALBUMS[wildcards.album]["prior"]
-    official = PRIORS[prior].get("official_checkpoint", "")
+    official = PRIORS[prior]["official_checkpoint"]
     if official:
         return official
     return f"results/models/stage1/{prior}.{wildcards.extractor}/model.pt"
 
 
-def album_mean_shape_flag(wildcards):
-    return "--mean-shape" if ALBUMS[wildcards.album]["mean_shape"] else ""
-
-
-def edit_row(wildcards):
-    return EDITS[wildcards.edit]
+def pack_flags(wildcards):
+    """`dre pack` settings: the config's `pack:` section, the aligned size and the album's mean-shape column."""
+    return stage_flags(config["pack"], size=config["align"]["size"], mean_shape=ALBUMS[wildcards.album]["mean_shape"])
 
 
 def edit_inputs(wildcards):
@@ -119,51 +137,39 @@ def edit_inputs(wildcards):
     }
 
 
-def edit_mean_shape_flag(wildcards, input):
+def edit_flags(wildcards, input):
+    """Every `dre edit` flag but the paths: the edit's sheet row (modes, extractors, seed, init), the
+    config's `edit:` settings and `emoca_model`, and the album's mean shape when the sheet asks for it."""
     row = EDITS[wildcards.edit]
-    if ALBUMS[row["album"]]["mean_shape"]:
-        return f"--mean-shape {shlex.quote(str(Path(input.lmdb) / 'mean_shape.npy'))}"
-    return ""
-
-
-def model_flags():
-    """`dre train` architecture and diffusion flags from the config's model/diffusion sections."""
-    m, d = config["model"], config["diffusion"]
-    csv = lambda xs: ",".join(str(x) for x in xs)
-    return (
-        f"--image-size {m['image_size']} --model-channels {m['model_channels']} "
-        f"--channel-mult '{csv(m.get('channel_mult', []))}' --num-res-blocks {m['num_res_blocks']} "
-        f"--attention-resolutions '{csv(m.get('attention_resolutions', [16]))}' "
-        f"--num-heads {m.get('num_heads', 1)} --num-head-channels {m.get('num_head_channels', -1)} "
-        f"--dropout {m.get('dropout', 0.1)} --latent-dim {m['latent_dim']} --encoder {m['encoder']} "
-        f"--diffusion-steps {d['steps']} --noise-schedule {d['schedule']} "
-        f"--p2-gamma {d.get('p2_gamma', 1.0)} --p2-k {d.get('p2_k', 1.0)}"
+    flags = stage_flags(
+        config["edit"],
+        modes=row["modes"],
+        source_extractor=row["source_extractor"],
+        target_extractor=row["target_extractor"],
+        emoca_model=config["emoca_model"],
+        init=row["init"],
+        seed=row["seed"],
     )
+    if ALBUMS[row["album"]]["mean_shape"]:
+        flags += f" --mean-shape {shlex.quote(str(Path(input.lmdb) / 'mean_shape.npy'))}"
+    return flags
 
 
 def train_flags(stage):
-    """`dre train` optimisation flags for one stage's config section."""
-    s = config[f"stage{stage}"]
-    return (
-        f"--lr {s['lr']} --batch-size {s['batch_size']} --max-steps {s['max_steps']} "
-        f"--save-every {s['save_every']} --sample-every {s.get('sample_every', 0)} "
-        f"--warmup-steps {s.get('warmup_steps', 0)} --weight-decay {s.get('weight_decay', 0.0)} "
-        f"--grad-clip {s.get('grad_clip', 1.0)} --ema {s.get('ema', 0.0)} "
-        f"--precision {s.get('precision', 'auto')} --num-workers {s.get('num_workers', 0)} "
-        f"--seed {s.get('seed', 0)}"
-    )
+    """Every `dre train` setting of one stage: the model and diffusion sections, then the stage's section."""
+    return " ".join(stage_flags(config[s]) for s in ("model", "diffusion", f"stage{stage}"))
 
 
 def launcher(stage):
     """Single process, or torchrun for several GPUs on one node (srun/mpiexec users: see README)."""
-    n = int(config[f"stage{stage}"].get("processes", 1))
+    n = int(config[f"stage{stage}"]["processes"])
     if n <= 1:
         return "python -m dre"
     return f"torchrun --standalone --nproc_per_node {n} -m dre"
 
 
 def train_gpus(stage):
-    return int(config[f"stage{stage}"].get("processes", 1))
+    return int(config[f"stage{stage}"]["processes"])
 
 
 def train_runtime(stage):
@@ -188,7 +194,7 @@ def report_targets(edit):
     prior = ALBUMS[album]["prior"]
     albums = [album]
     targets = [f"results/report/loss/stage2/{album}.{ext}.png", f"results/report/align_target/{edit}.tsv"]
-    if not PRIORS[prior].get("official_checkpoint", ""):
+    if not PRIORS[prior]["official_checkpoint"]:
         targets.append(f"results/report/loss/stage1/{prior}.{ext}.png")
         albums += [a for a in PRIORS[prior]["albums"] if a not in albums]
     for a in albums:

@@ -1,4 +1,33 @@
-# The built-in demo's synthetic assets (config `demo:`); its photos are made at parse time (common.smk).
+# The built-in demo (config `demo:`): its photos and its synthetic assets are the outputs of two rules, so a
+# dry run writes nothing and the first real run makes them.
+
+
+checkpoint demo_album:
+    """The demo's photos (`dre demo-album`): the personal album, the prior album and the edit's target, made
+    from public-domain portraits that scikit-image and matplotlib install. A checkpoint: the align rule's
+    inputs are the photo files (as for any album), which are known only once this has run."""
+    output:
+        personal=directory(str(DEMO_PHOTOS["personal"])),
+        prior=directory(str(DEMO_PHOTOS["prior"])),
+        target=str(DEMO_PHOTOS["target"]),
+    log:
+        "logs/demo_album.log",
+    benchmark:
+        "benchmarks/demo_album.tsv"
+    params:
+        n=config["demo"]["n"],
+        n_prior=config["demo"]["n_prior"],
+        seed=config["demo"]["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "(python -m dre demo-album --out {output.personal:q} --kind personal --n {params.n} --seed {params.seed} "
+        "--target {output.target:q} && python -m dre demo-album --out {output.prior:q} --kind prior "
+        "--n {params.n_prior} --seed {params.seed}) > {log:q} 2>&1"
 
 
 rule demo_assets:
@@ -10,7 +39,7 @@ rule demo_assets:
     benchmark:
         "benchmarks/demo_assets.tsv"
     params:
-        seed=config.get("demo", {}).get("seed", 0),
+        seed=config["demo"]["seed"],
     threads: 1
     resources:
         mem_mb=2000,

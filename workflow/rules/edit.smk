@@ -20,17 +20,7 @@ rule edit:
         "benchmarks/edit/{edit}.tsv"
     params:
         assets=config["assets"],
-        emoca_model=config.get("emoca_model", "EMOCA_v2_lr_mse_20"),
-        modes=lambda wc: edit_row(wc)["modes"],
-        source_extractor=lambda wc: edit_row(wc)["source_extractor"],
-        target_extractor=lambda wc: edit_row(wc)["target_extractor"],
-        seed=lambda wc: edit_row(wc)["seed"],
-        init=lambda wc: edit_row(wc)["init"],
-        mean_shape=edit_mean_shape_flag,
-        steps=config["edit"]["steps"],
-        eta=config["edit"].get("eta", 0.0),
-        batch_size=config["edit"].get("batch_size", 16),
-        save_buffers="--save-buffers" if config["edit"].get("save_buffers", True) else "",
+        settings=edit_flags,
     threads: 4
     resources:
         gpu=1,
@@ -39,9 +29,6 @@ rule edit:
     conda:
         "../../envs/main.yaml"
     shell:
-        "python -m dre edit --model {input.model:q} --assets {params.assets:q} --emoca-model {params.emoca_model} "
-        "--source {input.aligned:q} --source-codes {input.codes:q} --target {input.target:q} "
-        "--modes {params.modes} --source-extractor {params.source_extractor} "
-        "--target-extractor {params.target_extractor} {params.mean_shape} --steps {params.steps} "
-        "--eta {params.eta} --init {params.init} --seed {params.seed} --batch-size {params.batch_size} "
-        "{params.save_buffers} --out {output:q} > {log:q} 2>&1"
+        "python -m dre edit --model {input.model:q} --assets {params.assets:q} --source {input.aligned:q} "
+        "--source-codes {input.codes:q} --target {input.target:q} {params.settings} --out {output:q} "
+        "> {log:q} 2>&1"

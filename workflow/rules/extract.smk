@@ -14,8 +14,7 @@ rule extract:
         "benchmarks/extract/{album}.{extractor}.tsv"
     params:
         assets=config["assets"],
-        emoca_model=config.get("emoca_model", "EMOCA_v2_lr_mse_20"),
-        batch_size=config["extract"]["batch_size"],
+        settings=stage_flags(config["extract"], emoca_model=config["emoca_model"]),
     threads: 4
     resources:
         gpu=1,
@@ -25,5 +24,4 @@ rule extract:
         "../../envs/main.yaml"
     shell:
         "python -m dre extract --images {input.aligned:q} --extractor {wildcards.extractor} "
-        "--assets {params.assets:q} --emoca-model {params.emoca_model} --batch-size {params.batch_size} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--assets {params.assets:q} {params.settings} --out {output:q} > {log:q} 2>&1"

@@ -16,9 +16,7 @@ rule pack:
         "benchmarks/pack/{album}.{extractor}.tsv"
     params:
         assets=config["assets"],
-        mean_shape=album_mean_shape_flag,
-        size=config["align"]["size"],
-        batch_size=config["pack"]["batch_size"],
+        settings=pack_flags,
     threads: 4
     resources:
         gpu=1,
@@ -28,5 +26,4 @@ rule pack:
         "../../envs/main.yaml"
     shell:
         "python -m dre pack --images {input.aligned:q} --codes {input.codes:q} --assets {params.assets:q} "
-        "--out {output.lmdb:q} --manifest {output.manifest:q} {params.mean_shape} --size {params.size} "
-        "--batch-size {params.batch_size} > {log:q} 2>&1"
+        "--out {output.lmdb:q} --manifest {output.manifest:q} {params.settings} > {log:q} 2>&1"

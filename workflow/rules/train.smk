@@ -17,8 +17,7 @@ rule train_stage1:
         run_dir="results/runs/stage1/{prior}.{extractor}",
         lmdb_flags=prior_lmdb_flags,
         launcher=launcher(1),
-        model=model_flags(),
-        train=train_flags(1),
+        settings=train_flags(1),
     threads: 8
     resources:
         gpu=train_gpus(1),
@@ -28,7 +27,7 @@ rule train_stage1:
         "../../envs/main.yaml"
     shell:
         "{params.launcher} train --stage 1 {params.lmdb_flags} --run-dir {params.run_dir:q} "
-        "--out {output:q} {params.model} {params.train} >> {log:q} 2>&1"
+        "--out {output:q} {params.settings} >> {log:q} 2>&1"
 
 
 rule train_stage2:
@@ -45,8 +44,7 @@ rule train_stage2:
     params:
         run_dir="results/runs/stage2/{album}.{extractor}",
         launcher=launcher(2),
-        model=model_flags(),
-        train=train_flags(2),
+        settings=train_flags(2),
     threads: 4
     resources:
         gpu=train_gpus(2),
@@ -56,4 +54,4 @@ rule train_stage2:
         "../../envs/main.yaml"
     shell:
         "{params.launcher} train --stage 2 --init {input.init:q} --lmdb {input.lmdb:q} "
-        "--run-dir {params.run_dir:q} --out {output:q} {params.model} {params.train} >> {log:q} 2>&1"
+        "--run-dir {params.run_dir:q} --out {output:q} {params.settings} >> {log:q} 2>&1"

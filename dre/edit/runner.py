@@ -1,4 +1,4 @@
-"""``run_edit``: from flags (an :class:`EditConfig`) to a finished edit folder.
+"""``run``: from flags (an :class:`EditConfig`) to a finished edit folder.
 
 Loads the stage-2 model, the face model and the inputs, runs the batched engine and writes the folder
 atomically. No config file is read here; the CLI (``dre/commands/edit.py``) fills the dataclass.
@@ -9,61 +9,16 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
-from dre.edit.modes import Mode
+from dre.edit.config import EditConfig
 from dre.errors import DreError
 from dre.safety.ownership import claim_dir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EditConfig:
-    """Every ``dre edit`` flag, typed."""
-
-    model: Path
-    assets: Path
-    source: Path
-    target: Path
-    out: Path
-    modes: list[Mode]
-    source_codes: Path | None = None
-    source_extractor: str = "deca"
-    target_extractor: str = "deca"
-    emoca_model: str = "EMOCA_v2_lr_mse_20"
-    mean_shape: Path | None = None
-    steps: int = 20
-    eta: float = 0.0
-    init: str = "noise"
-    seed: int = 0
-    batch_size: int = 16
-    save_buffers: bool = False
-    device: str = "auto"
-    precision: str = "auto"
-
-    def inputs(self) -> list:
-        """Every path the edit reads (the output may not be, contain or lie inside any of them)."""
-        return [self.model, self.assets, self.source, self.target, self.source_codes, self.mean_shape]
-
-    def validate(self) -> None:
-        if self.steps < 1:
-            raise DreError(f"--steps must be at least 1 (got {self.steps})")
-        if self.batch_size < 1:
-            raise DreError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if not 0.0 <= self.eta <= 1.0:
-            raise DreError(f"--eta must be in [0, 1] (got {self.eta})")
-        if self.init not in ("noise", "inversion"):
-            raise DreError(f"--init must be noise or inversion (got {self.init!r})")
-        for flag, kind in (("--source-extractor", self.source_extractor), ("--target-extractor", self.target_extractor)):
-            if kind not in ("deca", "emoca"):
-                raise DreError(f"{flag} must be deca or emoca (got {kind!r})")
-        if self.seed < 0:
-            raise DreError(f"--seed must be non-negative (got {self.seed})")
 
 
 def faces_to_tensor(faces: list[Face], size: int) -> "torch.Tensor":  # noqa: F821
@@ -97,7 +52,7 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
     return tform @ scale
 
 
-def run_edit(cfg: EditConfig) -> Path:
+def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     import torch
 
@@ -184,7 +139,7 @@ def run_edit(cfg: EditConfig) -> Path:
 
     settings = EditSettings(
         model=str(cfg.model), seed=int(cfg.seed), init=cfg.init, steps=int(cfg.steps), eta=float(cfg.eta),
-        source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor, save_buffers=cfg.save_buffers,
+        source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor, grid_buffers=cfg.grid_buffers,
     )
     result = EditResult(
         settings=settings,

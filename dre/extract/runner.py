@@ -1,4 +1,4 @@
-"""The album runner behind ``dre extract``: aligned images → one codes.parquet row each.
+"""The album runner behind ``dre extract`` (:func:`run`): aligned images → one codes.parquet row each.
 
 Landmarks come from the album's ``align.parquet`` (the aligned 68 points ``dre align`` already found), so
 nothing is detected twice. Without a report, a DECA-style sidecar ``<stem>.txt`` (68 lines "x y") next
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dre.errors import DreError
+from dre.extract.config import ExtractConfig
 from dre.face3d.codes import CODE_ORDER
 from dre.safety.ownership import claim_table
 from dre.tables import ALIGN, ALIGN_FILE, CODES
@@ -28,36 +29,6 @@ from dre.utils.images import list_images
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "missing", "unreadable", "no_landmarks", "bad_landmarks")
-
-
-@dataclass
-class ExtractConfig:
-    """Every ``dre extract`` flag, typed."""
-
-    images: Path
-    extractor: str
-    assets: Path
-    out: Path
-    align_report: Path | None = None
-    emoca_model: str = "EMOCA_v2_lr_mse_20"
-    batch_size: int = 32
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        self.images, self.assets, self.out = Path(self.images), Path(self.assets), Path(self.out)
-        self.align_report = Path(self.align_report) if self.align_report else None
-
-    def validate(self) -> None:
-        if self.extractor not in ("deca", "emoca"):
-            raise DreError(f"--extractor {self.extractor!r}: use deca or emoca")
-        if self.batch_size < 1:
-            raise DreError(f"--batch-size {self.batch_size}: must be at least 1")
-        if not self.images.is_dir():
-            raise DreError(f"--images {self.images} is not a folder (expected `dre align` output)")
-        if self.align_report is not None and not self.align_report.is_file():
-            raise DreError(f"--align-report {self.align_report} does not exist")
-        if not self.assets.is_dir():
-            raise DreError(f"--assets {self.assets} is not a folder (see `dre assets check --assets DIR`)")
 
 
 @dataclass
@@ -196,7 +167,7 @@ def _encode_batch(ext, items: list[Item], batch: list[int], decoded: list, rows:
         sizes[max(images[k].shape[:2])] += 1
 
 
-def extract_album(cfg: ExtractConfig, extractor=None) -> ExtractReport:
+def run(cfg: ExtractConfig, extractor=None) -> ExtractReport:
     """Encode every aligned image of ``cfg.images`` and write ``cfg.out``.
 
     ``extractor``: an already loaded :class:`~dre.face3d.extractor.Extractor` of kind ``cfg.extractor``

@@ -8,20 +8,23 @@ write transaction. The whole store is built in a temporary folder and renamed on
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import numpy as np
 
 from dre.data import schema
 from dre.data.store import build_lmdb
 from dre.errors import DreError
+from dre.pack.config import PackConfig
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
 from dre.safety.ownership import claim_dir, claim_table
 from dre.tables import CODES, MANIFEST
@@ -47,33 +50,11 @@ class Renderer(Protocol):
                center: "torch.Tensor | None" = None) -> "Buffers": ...  # fmt: skip
 
 
-@dataclass
-class PackConfig:
-    """Every ``dre pack`` flag (see dre/commands/pack.py)."""
-
-    out: Path
-    images: Path | None = None
-    codes: Path | None = None
-    assets: Path | None = None
-    manifest: Path | None = None
-    mean_shape: bool = False
-    size: int = 256
-    batch_size: int = 32
-    device: str = "auto"
-    import_legacy: Path | None = None
-
-    def manifest_path(self) -> Path:
-        if self.manifest is not None:
-            return Path(self.manifest)
-        out = Path(self.out)
-        stem = out.name[: -len(".lmdb")] if out.name.endswith(".lmdb") else out.name
-        return out.with_name(stem + ".parquet")
-
-    def claim_outputs(self) -> None:
-        """Refuse, before any work, outputs that would replace an input or files dre did not write."""
-        inputs = [self.images, self.codes, self.assets, self.import_legacy]
-        claim_dir(self.out, inputs=inputs)
-        claim_table(self.manifest_path(), flag="--manifest", inputs=[*inputs, self.out])
+def claim_outputs(cfg: PackConfig) -> None:
+    """Refuse, before any work, outputs that would replace an input or files dre did not write."""
+    inputs = [cfg.images, cfg.codes, cfg.assets, cfg.import_legacy]
+    claim_dir(cfg.out, inputs=inputs)
+    claim_table(cfg.manifest_path(), flag="--manifest", inputs=[*inputs, cfg.out])
 
 
 @dataclass
@@ -141,6 +122,36 @@ def _flat_codes(codes: "FlameCodes") -> np.ndarray:
     return codes.flat().detach().to("cpu").float().numpy()
 
 
+# ------------------------------------------------------------------ the stage
+def run(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
+    """``dre pack``: pack from codes (:func:`pack_album`) or convert a legacy LMDB (:func:`import_legacy`).
+
+    SIGTERM (what Snakemake and SLURM send) is turned into KeyboardInterrupt meanwhile, so the atomic
+    build removes its temporary folder instead of leaving it behind.
+    """
+    cfg.validate()
+    with _terminate_as_interrupt():
+        if cfg.import_legacy is not None:
+            return import_legacy(cfg)
+        return pack_album(cfg, face_model)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ------------------------------------------------------------------ packing from codes
 
 
@@ -155,7 +166,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     t0 = time.perf_counter()
     if cfg.codes is None:
         raise DreError("dre pack needs --codes (or --import-legacy OLD.lmdb)")
-    cfg.claim_outputs()
+    claim_outputs(cfg)
     if cfg.size <= 0 or cfg.batch_size <= 0:
         raise DreError("--size and --batch-size must be positive")
     codes_path = Path(cfg.codes)
@@ -271,7 +282,7 @@ def import_legacy(cfg: PackConfig) -> PackResult:
 
     t0 = time.perf_counter()
     assert cfg.import_legacy is not None
-    cfg.claim_outputs()
+    claim_outputs(cfg)
     old = LegacyLmdb(cfg.import_legacy)
     manifest_rows: list[dict[str, Any]] = []
     image_size: int | None = None

@@ -1,4 +1,4 @@
-"""The album runner behind ``dre align``: every input file gets a row, good faces get a crop.
+"""The album runner behind ``dre align`` (:func:`run`): every input file gets a row, good faces get a crop.
 
 Why it never stops on a bad file: personal albums are messy (a truncated download, a screenshot, a
 group photo, a scan of a tiny face) and losing the whole run to one file wastes a GPU queue slot.
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dre.align.backends import Face, LandmarkBackend, NoLandmarks
+from dre.align.config import BACKENDS, AlignConfig
 from dre.align.fan import FanBackend
 from dre.align.ffhq import SUPERSAMPLE, align_face, ffhq_quad
 from dre.align.imageio import ImageLoadError, LoadedImage, list_album, load_rgb
@@ -30,36 +31,6 @@ from dre.utils.images import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "unreadable", "not_image", "no_face", "face_too_small", "multiple_faces_skipped", "error")
-POLICIES = ("largest", "all", "skip")
-BACKENDS = ("fan", "mediapipe", "sidecar")
-
-
-@dataclass
-class AlignConfig:
-    """Everything ``dre align`` takes (flags → this → :func:`align_album`)."""
-
-    input: Path
-    output: Path
-    size: int = 256
-    backend: str = "fan"
-    multi_face: str = "largest"
-    min_face: float = 64.0
-    already_aligned: bool = False
-    device: str = "auto"
-    batch_size: int = 8
-    transform_size: int | None = None  # None: 4 × size (see dre.align.ffhq.SUPERSAMPLE)
-    progress: bool | None = None  # None: a bar only on a terminal
-
-    def __post_init__(self) -> None:
-        self.input, self.output = Path(self.input), Path(self.output)
-        if self.size < 8:
-            raise DreError(f"--size {self.size}: must be at least 8")
-        if self.multi_face not in POLICIES:
-            raise DreError(f"--multi-face {self.multi_face!r} is not one of {', '.join(POLICIES)}")
-        if self.min_face < 0:
-            raise DreError(f"--min-face {self.min_face}: must be ≥ 0")
-        if self.batch_size < 1:
-            raise DreError(f"--batch-size {self.batch_size}: must be ≥ 1")
 
 
 @dataclass
@@ -136,7 +107,7 @@ def make_backend(name: str, device: str = "auto") -> LandmarkBackend:
 
 
 # ---------------------------------------------------------------------------------------------- engine
-def align_album(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport:
+def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport:
     """Align (or index) every file of ``cfg.input`` into ``cfg.output``; returns the report.
 
     The output folder is built in a temporary sibling and replaces ``cfg.output`` only when complete,
@@ -332,4 +303,4 @@ def write_parquet(dest: Path, rows: list[Row], cfg: AlignConfig, backend_name: s
     ALIGN.write(dest, {name: [getattr(r, name) for r in rows] for name in ALIGN.names}, meta)
 
 
-__all__ = ["AlignConfig", "AlignReport", "Row", "align_album", "write_parquet"]
+__all__ = ["AlignReport", "Row", "run", "write_parquet"]
