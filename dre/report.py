@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from dre.errors import DreError
 from dre.safety.atomic import atomic_path
@@ -57,13 +58,9 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
 def plot_losses(metrics: Sequence[str | Path], labels: Sequence[str], out: str | Path, *, title: str = "",
                 synthetic: bool = False) -> None:
     """One PNG: the loss (thin) and its moving average (thick) per run against the step, log-scale y."""
-    import matplotlib
-
     claim_file(out, evidence=png_is_ours, what="a figure written by dre (PNG with Software: dre)", inputs=metrics)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(7, 4), dpi=100)  # no pyplot: no global backend or figure registry to manage
+    ax = fig.subplots()
     for path, label in zip(metrics, labels):
         m = read_metrics(path)
         (line,) = ax.plot(m["step"], m["loss"], lw=0.6, alpha=0.35)
@@ -80,7 +77,6 @@ def plot_losses(metrics: Sequence[str | Path], labels: Sequence[str], out: str |
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": PNG_SOFTWARE})
-    plt.close(fig)
 
 
 def status_counts(table_path: str | Path) -> list[tuple[str, int, str]]:

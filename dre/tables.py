@@ -23,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from dre.errors import DreError
 from dre.face3d.codes import CODE_ORDER
+from dre.safety.atomic import atomic_path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: pyarrow builds the frames, so writers never load pandas
     import pandas as pd
-    import pyarrow as pa
 
 META_KEY = "dre"
 """The Parquet key-value metadata key that holds each table's JSON metadata."""
@@ -38,8 +41,6 @@ PathLike = str | os.PathLike[str]
 
 def _arrow_type(spec: str) -> "pa.DataType":
     """``"int64"``, ``"list<float32>"`` … → the pyarrow type (aliases as pyarrow spells them)."""
-    import pyarrow as pa
-
     if spec.startswith("list<") and spec.endswith(">"):
         return pa.list_(_arrow_type(spec[5:-1]))
     return pa.type_for_alias(spec)
@@ -68,8 +69,6 @@ class Table:
         return tuple(name for name, _ in self.columns)
 
     def arrow_schema(self) -> "pa.Schema":
-        import pyarrow as pa
-
         return pa.schema([(name, _arrow_type(spec)) for name, spec in self.columns])
 
     # ------------------------------------------------------------------------------------- write
@@ -80,11 +79,6 @@ class Table:
         Every declared column must be given and nothing else (a typo would otherwise become a column of
         nulls). A mismatch is a bug in the writing stage, hence ``ValueError`` rather than ``DreError``.
         """
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from dre.safety.atomic import atomic_path
-
         schema = self.arrow_schema()
         if isinstance(data, Mapping):
             self._check_names(set(data), "columns")
@@ -123,8 +117,6 @@ class Table:
         ``flag`` (e.g. ``"--codes"``) prefixes every error message, so the user sees which option named
         the file. Undeclared extra columns are ignored.
         """
-        import pyarrow.parquet as pq
-
         path, where = Path(path), _where(path, flag)
         schema = self._schema(path, where)
         meta = self._meta(schema, where)
@@ -173,8 +165,6 @@ def _where(path: PathLike, flag: str | None) -> str:
 
 
 def _read_schema(path: Path, where: str, what: str) -> "pa.Schema":
-    import pyarrow.parquet as pq
-
     try:
         return pq.read_schema(path)
     except Exception as exc:  # pyarrow raises several types for non-Parquet input

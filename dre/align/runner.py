@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from dre.align.backends import Face, LandmarkBackend, NoLandmarks
 from dre.align.config import BACKENDS, AlignConfig
@@ -146,10 +147,6 @@ def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport
 
 
 def _progress(total: int, enabled: bool | None):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
     return tqdm(total=total, desc="align", unit="img", file=sys.stderr, disable=None if enabled is None else not enabled)
 
 

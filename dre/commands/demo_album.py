@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dre.utils.cliconfig import add_flags, from_namespace
+
 NAME = "demo-album"
 
 
@@ -20,16 +22,14 @@ def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
         ),
     )
     if flags:
-        from dre.demo import AlbumConfig
-        from dre.utils.cliconfig import add_flags
+        from dre.demo import AlbumConfig  # lazy: `dre --help` lists this command without loading numpy/PIL
 
         add_flags(p, AlbumConfig)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from dre.demo import AlbumConfig, run
-    from dre.utils.cliconfig import from_namespace
+    from dre.demo import AlbumConfig, run  # lazy, as in register
 
     for line in run(from_namespace(AlbumConfig, args)):
         print(line, file=sys.stderr)

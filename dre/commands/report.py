@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dre.errors import DreError
 
 NAME = "report"
 
@@ -29,15 +30,14 @@ def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
 def _synthetic(model: str | None) -> bool:
     if not model:
         return False
-    import torch
+    import torch  # lazy: building the CLI must not load torch
 
     blob = torch.load(model, map_location="cpu", weights_only=True)
     return bool(isinstance(blob, dict) and blob.get("meta", {}).get("synthetic"))
 
 
 def run_loss(args: argparse.Namespace) -> int:
-    from dre.errors import DreError
-    from dre.report import plot_losses
+    from dre.report import plot_losses  # lazy: building the CLI must not load matplotlib
 
     labels = args.label or [Path(m).parent.name for m in args.metrics]
     if len(labels) != len(args.metrics):
@@ -47,7 +47,7 @@ def run_loss(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from dre.report import write_status_table
+    from dre.report import write_status_table  # lazy: building the CLI must not load pyarrow
 
     write_status_table(args.table, args.out)
     return 0

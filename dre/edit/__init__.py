@@ -8,8 +8,16 @@ together.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dre.edit.config import EditConfig as Config
 from dre.edit.modes import COMPONENTS, Mode, parse_mode, parse_modes, swap_codes, with_shape
-from dre.edit.runner import run
 
 __all__ = ["COMPONENTS", "Config", "Mode", "parse_mode", "parse_modes", "run", "swap_codes", "with_shape"]
+
+
+def run(cfg: Config) -> Path:
+    """Run the stage on ``cfg`` (see :mod:`dre.edit.runner`)."""
+    from dre.edit.runner import run as run_stage  # lazy: `dre edit --help` needs only Config, not torch
+
+    return run_stage(cfg)

@@ -13,20 +13,19 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 from PIL import Image, ImageOps
 
+from dre.data import LmdbAlbum
 from dre.errors import DreError
+from dre.face3d.codes import FlameCodes
+from dre.face3d.extractor import Extractor
 from dre.tables import ALIGN, ALIGN_FILE, CODES
 from dre.utils.images import list_images
-
-if TYPE_CHECKING:
-    import pandas as pd
-    import torch
-
-    from dre.face3d.codes import FlameCodes
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +174,6 @@ def codes_for_sources(
     the codes must have been written by the extractor the user named (mixing would silently change
     what "source extractor" means).
     """
-    import pandas as pd
-
-    from dre.face3d.codes import FlameCodes
-
     df, meta = CODES.read(codes_path, flag="--source-codes")
     table_extractor = meta.get("extractor")
     if table_extractor is None and len(df):
@@ -210,13 +205,10 @@ def extract_codes(
     faces: Sequence[Face], assets: Path, kind: str, device: "torch.device", emoca_model: str, flag: str
 ) -> tuple["FlameCodes", "torch.Tensor"]:
     """Run the DECA/EMOCA encoder on aligned faces (the DECA crop needs their 68 landmarks)."""
-    from dre.face3d.extractor import Extractor
-
     for f in faces:
         _with_landmarks(f, flag)
     ext = Extractor.from_assets(assets, kind, device, emoca_model=emoca_model)
     crops, tform = ext.crop([f.image for f in faces], [f.landmarks for f in faces])
-    import torch
 
     with torch.inference_mode():
         codes = ext.encode(crops.to(device))
@@ -241,10 +233,6 @@ def read_mean_shape(path: Path) -> np.ndarray:
 def _lmdb_mean_shape(folder: Path) -> tuple[bool, np.ndarray | None]:
     """(is an LMDB folder, its recorded mean shape) for the folder a mean-shape file sits in."""
     if not (folder / "data.mdb").is_file():
-        return False, None
-    try:
-        from dre.data import LmdbAlbum
-    except ImportError:  # pragma: no cover - dre.data is part of the main environment
         return False, None
     ms = LmdbAlbum(folder).meta.get("mean_shape")
     return True, (None if ms is None else np.asarray(ms, dtype=np.float32).reshape(1, -1))

@@ -12,20 +12,26 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
-from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
+from dre.diffusion import DiffusionConfig, GaussianDiffusion
+from dre.edit import engine
 from dre.edit.config import EditConfig
+from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
+from dre.edit.writer import EditResult, EditSettings, write_edit_folder
 from dre.errors import DreError
+from dre.face3d.face_model import FaceModel
+from dre.model import load_model_file, resolve_precision, to_channels_last
 from dre.safety.ownership import claim_dir
+from dre.utils.device import resolve_device
+from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
 log = logging.getLogger(__name__)
 
 
 def faces_to_tensor(faces: list[Face], size: int) -> "torch.Tensor":  # noqa: F821
     """(N, 3, size, size) float32 in [-1, 1], resizing (Lanczos) faces aligned at another size."""
-    import torch
-    from PIL import Image
-
     arrs = []
     for f in faces:
         img = f.image
@@ -42,8 +48,6 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
     tform maps aligned-image pixels to crop pixels; a pixel p at ``size`` is p·(A/size) at the aligned
     size A, so the new transform is tform · diag(A/size, A/size, 1).
     """
-    import torch
-
     scales = torch.tensor([f.image.shape[1] / size for f in faces], dtype=tform.dtype, device=tform.device)
     scale = torch.zeros_like(tform)
     scale[:, 0, 0] = scales
@@ -54,16 +58,6 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
 
 def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
-    import torch
-
-    from dre.diffusion import GaussianDiffusion
-    from dre.edit import engine
-    from dre.edit.writer import EditResult, EditSettings, write_edit_folder
-    from dre.face3d.face_model import FaceModel
-    from dre.model import load_model_file, resolve_precision, to_channels_last
-    from dre.utils.device import resolve_device
-    from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
-
     cfg.validate()
     claim_dir(cfg.out, inputs=cfg.inputs())  # before any work: refuse a folder dre did not write
     t0 = time.perf_counter()
@@ -168,8 +162,6 @@ def run(cfg: EditConfig) -> Path:
 
 def _diffusion_config(meta: dict) -> "DiffusionConfig":  # noqa: F821
     """The diffusion settings stored with the model (official checkpoints: the published defaults)."""
-    from dre.diffusion import DiffusionConfig
-
     stored = meta.get("diffusion_config")
     if isinstance(stored, DiffusionConfig):
         return stored

@@ -5,7 +5,6 @@ contents depend only on what was computed and on the few settings recorded in ``
 writer can be tested on its own and never imports the command that calls it.
 
 Layout of ``results/edits/<edit>/``::
-
     <source_stem>_<mode>.png      one edited image per source × mode
     grid.png                      rows = sources; columns = source, target, each mode (+ rendered buffers)
     buffers/<source_stem>_<mode>.npz   the edited buffers the model was conditioned on (float16)
@@ -15,20 +14,20 @@ Layout of ``results/edits/<edit>/``::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from dre.edit import outputs
+from dre.edit.engine import EditPlan
+from dre.edit.inputs import Face
+from dre.face3d.codes import Buffers
 from dre.safety.ownership import owned_dir
 from dre.tables import EDIT, EDIT_FILE
-
-if TYPE_CHECKING:
-    from dre.edit.engine import EditPlan
-    from dre.edit.inputs import Face
-    from dre.face3d.codes import Buffers
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,6 @@ class EditResult:
 
 
 def _buffer_arrays(buf: "Buffers", k: int) -> dict[str, np.ndarray]:
-    import torch
-
     return {
         name: getattr(buf, name)[k].detach().to("cpu", torch.float16).numpy()
         for name in ("rendered", "normal", "albedo", "alpha")
@@ -148,8 +145,6 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
 
 
 def _jsonable(v: Any) -> bool:
-    import json
-
     try:
         json.dumps(v)
     except (TypeError, ValueError):

@@ -18,13 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
 
 from dre.errors import DreError
 from dre.extract.config import ExtractConfig
 from dre.face3d.codes import CODE_ORDER
+from dre.face3d.extractor import Extractor
 from dre.safety.ownership import claim_table
 from dre.tables import ALIGN, ALIGN_FILE, CODES
+from dre.utils.device import resolve_device
 from dre.utils.images import list_images
+from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +128,6 @@ def check_landmarks(item: Item) -> None:
 
 def read_image(item: Item) -> np.ndarray | None:
     """RGB uint8 (H, W, 3), or None with the item's status set."""
-    from PIL import Image, UnidentifiedImageError
-
     if not item.image.is_file():
         item.status, item.message = "missing", f"{item.image}: file not found"
         return None
@@ -167,18 +170,12 @@ def _encode_batch(ext, items: list[Item], batch: list[int], decoded: list, rows:
         sizes[max(images[k].shape[:2])] += 1
 
 
-def run(cfg: ExtractConfig, extractor=None) -> ExtractReport:
+def run(cfg: ExtractConfig, extractor: Extractor | None = None) -> ExtractReport:
     """Encode every aligned image of ``cfg.images`` and write ``cfg.out``.
 
     ``extractor``: an already loaded :class:`~dre.face3d.extractor.Extractor` of kind ``cfg.extractor``
     (tests and notebooks reuse one); by default it is loaded from ``cfg.assets``.
     """
-    import torch
-
-    from dre.face3d.extractor import Extractor
-    from dre.utils.device import resolve_device
-    from dre.utils.synthetic import warn_synthetic
-
     cfg.validate()
     claim_table(cfg.out, inputs=[cfg.images, cfg.align_report, cfg.assets])
     t0 = time.perf_counter()

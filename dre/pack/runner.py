@@ -17,23 +17,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
 
 from dre.data import schema
+from dre.data.legacy import LegacyLmdb
 from dre.data.store import build_lmdb
 from dre.errors import DreError
+from dre.face3d.codes import CODE_DIMS, CODE_ORDER, Buffers, FlameCodes
+from dre.face3d.face_model import FaceModel
 from dre.pack.config import PackConfig
-from dre.face3d.codes import CODE_DIMS, CODE_ORDER
 from dre.safety.ownership import claim_dir, claim_table
 from dre.tables import CODES, MANIFEST
+from dre.utils.device import resolve_device
 from dre.utils.hashing import sha256_file
-
-if TYPE_CHECKING:
-    import torch
-
-    from dre.face3d.codes import Buffers, FlameCodes
+from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,6 @@ def _load_image(path: Path, size: int) -> tuple[bytes, float]:
     An RGB PNG of the right size is stored byte for byte (no re-encode, exact). Anything else is
     converted to RGB and, if needed, resized by PIL (which rounds to uint8, never truncates).
     """
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             fmt = im.format
@@ -157,12 +156,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
     """Render every ``ok`` row of the codes table and write the LMDB + manifest (atomically)."""
-    import torch
-
-    from dre.face3d.codes import FlameCodes
-    from dre.utils.device import resolve_device
-    from dre.utils.synthetic import warn_synthetic
-
     t0 = time.perf_counter()
     if cfg.codes is None:
         raise DreError("dre pack needs --codes (or --import-legacy OLD.lmdb)")
@@ -193,7 +186,6 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     if face_model is None:
         if cfg.assets is None:
             raise DreError("dre pack needs --assets (FLAME, texture space, head template) to render buffers")
-        from dre.face3d.face_model import FaceModel
 
         face_model = FaceModel.from_assets(cfg.assets, device)
     extract_assets = dict(codes_meta.get("assets") or {})
@@ -276,10 +268,6 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
 
 def import_legacy(cfg: PackConfig) -> PackResult:
     """Convert an original DiffusionRig LMDB (safely unpickled) into a dre LMDB + manifest."""
-    from PIL import Image
-
-    from dre.data.legacy import LegacyLmdb
-
     t0 = time.perf_counter()
     assert cfg.import_legacy is not None
     claim_outputs(cfg)

@@ -105,7 +105,7 @@ def _free_port() -> int:
 def _mpi_rendezvous(rank: int) -> tuple[str, int]:
     """Rank 0's host name and a free port on it, broadcast over MPI (the original's approach)."""
     try:
-        from mpi4py import MPI  # noqa: PLC0415 - optional, needs a system MPI library
+        from mpi4py import MPI  # optional: needs a system MPI library
     except Exception as exc:  # ImportError, or RuntimeError when libmpi is missing
         raise DreError(
             "started under MPI (mpiexec) but mpi4py could not be used to agree on a rendezvous address "

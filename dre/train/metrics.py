@@ -38,7 +38,7 @@ class MetricsWriter:
         self._tb = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: the CSV works without it
 
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step + 1)
             except Exception as exc:  # tensorboard not installed: CSV still works
