@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from dre.errors import DreError
-from dre.utils.atomic import atomic_dir, atomic_path
+from dre.safety.atomic import atomic_path
+from dre.safety.ownership import claim_file, owned_dir
 from dre.utils.cliconfig import run_arg
 
 MANIFEST_NAME = ".demo_album.json"  # hidden: album readers (dre align) skip dot files
@@ -225,13 +226,16 @@ def _same_manifest(folder: Path, manifest: dict) -> bool:
     return old == json.loads(json.dumps(manifest)) and all((folder / v["file"]).is_file() for v in old["variants"])
 
 
-def _check_replaceable(folder: Path) -> None:
-    """Refuse to replace a folder that was not made by this module (it may hold someone's own photos)."""
-    if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST_NAME).is_file():
-        raise DreError(
-            f"{folder} exists and is not a demo album (no {MANIFEST_NAME}); refusing to overwrite it — "
-            "choose another --out"
-        )
+def _is_demo_album(folder: Path) -> bool:
+    """An album this module wrote before folders carried dre's ownership marker (it has our manifest)."""
+    return (folder / MANIFEST_NAME).is_file()
+
+
+def _is_demo_target(path: Path) -> bool:
+    try:
+        return json.loads(path.with_name(path.name + ".json").read_text()).get("kind") == "target"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def build_album(out: str | Path, kind: str = "personal", n: int = 12, seed: int = 0) -> bool:
@@ -246,8 +250,7 @@ def build_album(out: str | Path, kind: str = "personal", n: int = 12, seed: int 
     manifest = _manifest(kind, n, seed, variants)
     if _same_manifest(out, manifest):
         return False
-    _check_replaceable(out)
-    with atomic_dir(out) as tmp:
+    with owned_dir(out, "dre demo-album", evidence=_is_demo_album) as tmp:
         for v in variants:
             _save_jpeg(render_variant(v), tmp / v.file)
         _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
@@ -268,8 +271,8 @@ def build_target(out: str | Path, seed: int = 0, source: str = "grace_hopper") -
         pass
     if out.suffix.lower() not in (".jpg", ".jpeg"):
         raise DreError(f"demo target {out} must be a .jpg file name")
-    if out.exists() and not side.is_file():
-        raise DreError(f"{out} exists and is not a demo target (no {side.name}); refusing to overwrite it")
+    claim_file(out, evidence=_is_demo_target, what=f"a demo target written by dre (with {side.name})", flag="--target")
+    claim_file(side, evidence=lambda p: _is_demo_target(out), what="a demo target's manifest", flag="--target")
     _save_jpeg(render_variant(v), out)
     _write_text(side, json.dumps(manifest, indent=1) + "\n")
     return True

@@ -14,8 +14,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dre.errors import DreError
+from dre.safety.atomic import atomic_path
+from dre.safety.ownership import PNG_SOFTWARE, claim_file, png_is_ours, text_starts_with
 from dre.tables import ALIGN, ALIGN_FILE, CODES, identify
-from dre.utils.atomic import atomic_path
+
+STATUS_HEADER = "status\tcount\texample\n"
 
 
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
@@ -55,6 +58,7 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
 def plot_losses(metrics: Sequence[str | Path], labels: Sequence[str], out: str | Path, *, title: str = "",
                 synthetic: bool = False) -> None:
     """One PNG: the loss (thin) and its moving average (thick) per run against the step, log-scale y."""
+    claim_file(out, evidence=png_is_ours, what="a figure written by dre (PNG with Software: dre)", inputs=metrics)
     fig = Figure(figsize=(7, 4), dpi=100)  # no pyplot: no global backend or figure registry to manage
     ax = fig.subplots()
     for path, label in zip(metrics, labels):
@@ -72,7 +76,7 @@ def plot_losses(metrics: Sequence[str | Path], labels: Sequence[str], out: str |
     ax.set_title(full, fontsize=10, color="firebrick" if synthetic else "black")
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Software": PNG_SOFTWARE})
 
 
 def status_counts(table_path: str | Path) -> list[tuple[str, int, str]]:
@@ -91,8 +95,9 @@ def status_counts(table_path: str | Path) -> list[tuple[str, int, str]]:
 
 def write_status_table(table_path: str | Path, out: str | Path) -> None:
     """TSV ``status, count, example`` (+ a ``total`` row) that Snakemake's report shows as a table."""
+    claim_file(out, evidence=text_starts_with(STATUS_HEADER), what="a status table written by dre", inputs=[table_path])
     rows = status_counts(table_path)
-    lines = ["status\tcount\texample"]
+    lines = [STATUS_HEADER.rstrip("\n")]
     lines += [f"{s}\t{n}\t{m.replace(chr(9), ' ').replace(chr(10), ' ')}" for s, n, m in rows]
     lines.append(f"total\t{sum(n for _, n, _ in rows)}\t")
     with atomic_path(out) as tmp:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from dre.errors import DreError
 from dre.face3d.codes import CODE_ORDER
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 if TYPE_CHECKING:  # annotations only: pyarrow builds the frames, so writers never load pandas
     import pandas as pd

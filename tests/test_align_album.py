@@ -207,7 +207,7 @@ def test_input_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DreError, match="no image files"):
         align.run(align.Config(input=tmp_path / "empty", output=tmp_path / "o", backend="sidecar"))
-    with pytest.raises(DreError, match="must not be"):
+    with pytest.raises(DreError, match="is inside the input"):
         align.run(align.Config(input=tmp_path / "empty", output=tmp_path / "empty" / "out", backend="sidecar"))
     with pytest.raises(DreError, match="--multi-face"):
         align.Config(input=tmp_path, output=tmp_path / "o", multi_face="first")
@@ -232,4 +232,5 @@ def test_already_aligned_indexes_without_warping(largest, tmp_path: Path) -> Non
         np.testing.assert_array_equal(np.asarray(r.landmarks), np.asarray(r.aligned_landmarks))
     bad = d[d.source.str.endswith("wrong_size.png")]
     assert bad.status.tolist() == ["error"] and "300×300" in bad.message.iloc[0]
-    assert sorted(p.name for p in idx.iterdir()) == ["align.parquet"]  # nothing written but the index
+    # nothing written but the index (and the marker saying dre made the folder)
+    assert sorted(p.name for p in idx.iterdir()) == [".dre-output.json", "align.parquet"]

@@ -16,7 +16,8 @@ import torch
 
 from _data_helpers import face_like_cond, index_image, png_bytes
 from dre.data import LmdbAlbum
-from dre.data.legacy import LegacyLmdb, UnsafePickleError, safe_load_tensor, write_legacy_lmdb
+from dre.data.legacy import LegacyLmdb, write_legacy_lmdb
+from dre.safety.unpickle import UnsafePickleError, load_tensor_pickle
 from dre.cli import main as cli_main
 from dre.errors import DreError
 from dre.tables import MANIFEST
@@ -96,7 +97,7 @@ def test_malicious_pickle_is_refused(tmp_path, capsys):
 
 
 def test_malicious_storage_payload_is_refused(tmp_path):
-    """The embedded torch.save bytes of a tensor pickle go through weights_only, not a plain unpickler."""
+    """The embedded torch.save bytes of a tensor pickle go through the same restricted unpickler."""
     import torch.storage
 
     marker = tmp_path / "PWNED"
@@ -107,8 +108,8 @@ def test_malicious_storage_payload_is_refused(tmp_path):
         def __reduce__(self):
             return (torch.storage._load_from_bytes, (inner.getvalue(),))
 
-    with pytest.raises(UnsafePickleError, match="weights_only"):
-        safe_load_tensor(pickle.dumps(_EvilStorage()), "key 'albedo_000000'")
+    with pytest.raises(UnsafePickleError, match="albedo_000000.*refused"):
+        load_tensor_pickle(pickle.dumps(_EvilStorage()), "key 'albedo_000000'")
     assert not marker.exists()
 
 
@@ -122,15 +123,15 @@ def test_malicious_storage_payload_is_refused(tmp_path):
 )
 def test_anything_but_a_tensor_is_refused(payload):
     with pytest.raises(DreError):
-        safe_load_tensor(payload, "key 'x'")
+        load_tensor_pickle(payload, "key 'x'")
 
 
 def test_safe_loader_reads_tensors_and_views():
     base = torch.arange(60, dtype=torch.float32).reshape(4, 3, 5)
     view = base[1]  # pickling a view stores the whole storage plus an offset
-    got = safe_load_tensor(pickle.dumps(view), "k")
+    got = load_tensor_pickle(pickle.dumps(view), "k")
     assert torch.equal(got, view)
-    assert torch.equal(safe_load_tensor(pickle.dumps(base.half()), "k"), base.half())
+    assert torch.equal(load_tensor_pickle(pickle.dumps(base.half()), "k"), base.half())
 
 
 def test_broken_legacy_lmdbs_fail_clearly(tmp_path):

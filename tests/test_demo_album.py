@@ -81,7 +81,7 @@ def test_refuses_to_overwrite_a_user_folder(tmp_path: Path) -> None:
     user = tmp_path / "photos"
     user.mkdir()
     (user / "me.jpg").write_bytes(b"not ours")
-    with pytest.raises(DreError, match="not a demo album"):
+    with pytest.raises(DreError, match="did not write.*refusing to replace"):
         demo.build_album(user, "personal", 2)
     assert (user / "me.jpg").read_bytes() == b"not ours"
     (tmp_path / "t.jpg").write_bytes(b"mine")
@@ -106,7 +106,7 @@ def test_cli(tmp_path: Path, dre_cmd: list[str], cli_env: dict[str, str]) -> Non
     assert r.returncode == 0 and "up to date" in r.stderr
     bad = subprocess.run([*dre_cmd, "demo-album", "--out", str(tmp_path), "--n", "1"], capture_output=True,
                          text=True, env=cli_env, timeout=120)
-    assert bad.returncode == 2 and "refusing to overwrite" in bad.stderr
+    assert bad.returncode == 2 and "refusing to replace" in bad.stderr
 
 
 def test_mediapipe_finds_one_face_in_every_photo(demo_root: Path) -> None:

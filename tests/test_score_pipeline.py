@@ -113,7 +113,7 @@ def test_dre_score_cli_scores_a_folder_and_refuses_to_write_into_it(scene, tmp_p
                           "--device", "cpu"], capture_output=True, text=True, env=cli_env)
     assert res.returncode == 0, res.stderr
     assert "SYNTHETIC" in res.stderr
-    assert {p.name for p in out.iterdir()} == {"scores.parquet", "summary.json", "grid.png"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"scores.parquet", "summary.json", "grid.png"}
     table = pq.read_table(out / "scores.parquet")
     assert table.column("failed").to_pylist() == [False, True]
     assert json.loads(table.schema.metadata[b"dre"])["synthetic"] is True

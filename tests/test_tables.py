@@ -262,7 +262,7 @@ def test_one_image_suffix_list(tmp_path: Path) -> None:
 def test_sha256_file_sees_an_atomic_replace(tmp_path: Path) -> None:
     import hashlib
 
-    from dre.utils.atomic import atomic_write_bytes
+    from dre.safety.atomic import atomic_write_bytes
     from dre.utils.hashing import sha256_file
 
     path = tmp_path / "asset.bin"

@@ -111,6 +111,26 @@ def test_resume_after_interruption_is_bit_identical(lmdbs: dict[str, Path], tmp_
     assert sa["config"]["model"]["dropout"] == pytest.approx(0.1)
 
 
+def test_truncated_newest_state_falls_back_to_the_previous(lmdbs: dict[str, Path], tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A newest checkpoint cut short (a disk that lost its tail) is skipped with a warning naming it; the run
+    resumes from the one before and ends where an uninterrupted run ends."""
+    common = ("--batch-size", "2", "--max-steps", "4", "--save-every", "2", "--keep", "2", "--log-every", "2")
+    ref = run_training(make_cfg(1, [lmdbs["ffhq"]], tmp_path / "a", tmp_path / "a.pt", *common))
+    cfg = make_cfg(1, [lmdbs["ffhq"]], tmp_path / "b", tmp_path / "b.pt", *common)
+    run_training(cfg)
+    (tmp_path / "b.pt").unlink()
+    newest = ckpt.state_path(tmp_path / "b", 4)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        resumed = run_training(cfg)
+    assert any("skipping unreadable checkpoint" in r.getMessage() and newest.name in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    a, b = _load(ref), _load(resumed)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
 def test_rerun_of_finished_run_only_exports(stage1: dict[str, Path], lmdbs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "again.pt"
     cfg = make_cfg(1, [lmdbs["ffhq"], lmdbs["affect"]], stage1["run"], out, "--weights", "3,1", "--batch-size", "4",

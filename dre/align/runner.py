@@ -25,8 +25,8 @@ from dre.align.imageio import ImageLoadError, LoadedImage, list_album, load_rgb
 from dre.align.mediapipe_mesh import MediaPipeBackend
 from dre.align.sidecar import SidecarBackend
 from dre.errors import DreError
+from dre.safety.ownership import claim_dir, owned_dir
 from dre.tables import ALIGN, ALIGN_FILE
-from dre.utils.atomic import atomic_dir
 from dre.utils.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,7 @@ def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport
     The output folder is built in a temporary sibling and replaces ``cfg.output`` only when complete,
     and only when at least one face is usable (otherwise :class:`DreError` with per-file reasons).
     """
-    src_root = cfg.input.resolve()
-    out_root = cfg.output.resolve()
-    if out_root == src_root or (src_root.is_dir() and src_root in out_root.parents) or out_root in src_root.parents:
-        raise DreError(f"--output {cfg.output} must not be (inside) --input {cfg.input} or contain it")
+    claim_dir(cfg.output, flag="--output", inputs=[cfg.input])  # before any work: refuse early
     images, others = list_album(cfg.input)
     if not images and not others:
         raise DreError(f"--input {cfg.input}: no image files ({', '.join(IMAGE_SUFFIXES)})")
@@ -127,7 +124,7 @@ def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport
     for f in others:
         report.rows.append(Row(str(f), status="not_image", message=f"{f.name}: not an image suffix", backend=backend.name))
 
-    with atomic_dir(cfg.output) as tmp:
+    with owned_dir(cfg.output, "dre align", flag="--output", inputs=[cfg.input]) as tmp:
         names = _Names()
         bar = _progress(len(images), cfg.progress)
         for start in range(0, len(images), cfg.batch_size):

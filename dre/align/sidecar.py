@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dre.align.backends import Face, NoLandmarks, SequentialBatch
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 
 def sidecar_candidates(image_path: Path) -> list[Path]:

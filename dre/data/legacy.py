@@ -6,30 +6,25 @@ The original ``scripts/create_data.py`` stores, per sample ``i``: ``image_%06d``
 (a pickled (1,100) tensor, often a CUDA one) inside the LMDB folder.
 
 Unpickling such values with :mod:`pickle` runs whatever the pickle names, so an LMDB downloaded from
-somewhere is code execution. :func:`safe_load_tensor` uses a restricted unpickler that resolves only the
-globals a pickled torch tensor needs:
-
-* ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_tensor`` (checked arguments, no backward hooks),
-* ``torch.storage._load_from_bytes``, replaced by a loader that reads the embedded legacy
-  ``torch.save`` bytes with ``torch.load(weights_only=True, map_location="cpu")``,
-* ``collections.OrderedDict`` (the empty backward-hooks argument).
-
-Everything else (``os.system``, ``builtins.eval``, any class) is refused with :class:`DreError`.
+somewhere is code execution. Every value goes through the project's one restricted unpickler
+(:func:`dre.safety.unpickle.load_tensor_pickle`): only a plain torch tensor, rebuilt from its validated
+bytes, sizes and strides, comes out; anything else is refused with a :class:`DreError` naming the key.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import pickle
-from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from dre.errors import DreError
+from dre.safety.unpickle import UnsafePickleError, load_tensor_pickle
+
+__all__ = ["LegacyLmdb", "UnsafePickleError", "write_legacy_lmdb"]
 
 if TYPE_CHECKING:
     import torch
@@ -40,86 +35,8 @@ BUFFER_NAMES: tuple[str, ...] = ("rendered", "normal", "albedo")  # the conditio
 LEGACY_MEAN_SHAPE = "mean_shape.pkl"
 
 
-class UnsafePickleError(DreError):
-    """A legacy value names something other than the torch tensor rebuild functions."""
-
-
-def _storage_from_bytes(data: Any) -> Any:
-    """Replacement for ``torch.storage._load_from_bytes``: the embedded bytes go through weights_only."""
-    import torch
-
-    if not isinstance(data, (bytes, bytearray)):
-        raise UnsafePickleError("storage payload is not bytes")
-    try:
-        storage = torch.load(io.BytesIO(bytes(data)), weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        raise UnsafePickleError(f"embedded storage refused by torch.load(weights_only=True): {exc}") from None
-    if not isinstance(storage, torch.storage.TypedStorage):
-        raise UnsafePickleError(f"embedded payload is a {type(storage).__name__}, not a tensor storage")
-    return storage
-
-
-def _check_rebuild_args(storage: Any, offset: Any, size: Any, stride: Any) -> None:
-    import torch
-
-    if not isinstance(storage, torch.storage.TypedStorage):
-        raise UnsafePickleError("tensor rebuild got something other than a storage")
-    if not isinstance(offset, int) or not all(isinstance(v, int) for v in (*size, *stride)):
-        raise UnsafePickleError("tensor rebuild got non-integer offset, size or stride")
-
-
-def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-                       backward_hooks: Any = None, metadata: Any = None) -> "torch.Tensor":  # fmt: skip
-    import torch
-
-    _check_rebuild_args(storage, offset, size, stride)
-    if backward_hooks:
-        raise UnsafePickleError("pickled tensor carries backward hooks (code); refused")
-    t = torch.empty(0, dtype=storage.dtype)
-    t.set_(storage._untyped_storage, offset, tuple(size), tuple(stride))  # bounds-checked by torch
-    return t
-
-
-def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any) -> "torch.Tensor":
-    return _rebuild_tensor_v2(storage, offset, size, stride)
-
-
-_ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    ("collections", "OrderedDict"): OrderedDict,
-}
-
-
-class _TensorOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(f"pickle refers to {module}.{name}, which is not a torch tensor rebuild") from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("pickle uses persistent ids (not a plain pickled tensor)")
-
-
-def safe_load_tensor(data: bytes | memoryview, where: str) -> "torch.Tensor":
-    """Unpickle one legacy tensor value without running foreign code; ``where`` names the key."""
-    import torch
-
-    try:
-        obj = _TensorOnlyUnpickler(io.BytesIO(bytes(data))).load()
-    except UnsafePickleError as exc:
-        raise UnsafePickleError(f"{where}: refused to unpickle: {exc}") from None
-    except Exception as exc:  # truncated or garbled pickles raise many different types
-        raise DreError(f"{where}: cannot read the pickled tensor ({type(exc).__name__}: {exc})") from None
-    if not isinstance(obj, torch.Tensor):
-        raise UnsafePickleError(f"{where}: pickle holds a {type(obj).__name__}, not a tensor")
-    return obj
-
-
 class LegacyLmdb:
-    """Reader of an original DiffusionRig LMDB (read-only; every tensor via :func:`safe_load_tensor`)."""
+    """Reader of an original DiffusionRig LMDB (read-only; every tensor via :func:`~dre.safety.unpickle.load_tensor_pickle`)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         import lmdb
@@ -155,7 +72,7 @@ class LegacyLmdb:
             parts = []
             for name in BUFFER_NAMES:
                 key = f"{name}_{i:06d}"
-                t = safe_load_tensor(self._get(txn, key), f"{self.path} key {key!r}")
+                t = load_tensor_pickle(self._get(txn, key), f"{self.path} key {key!r}")
                 if t.ndim != 3 or t.shape[0] != 3 or not t.is_floating_point():
                     raise DreError(f"{self.path} key {key!r}: expected a (3,H,W) float tensor, got "
                                    f"{tuple(t.shape)} {t.dtype}")  # fmt: skip
@@ -174,7 +91,7 @@ class LegacyLmdb:
         p = self.path / LEGACY_MEAN_SHAPE
         if not p.is_file():
             return None
-        t = safe_load_tensor(p.read_bytes(), str(p))
+        t = load_tensor_pickle(p.read_bytes(), str(p))
         arr = t.detach().float().reshape(-1).numpy()
         if arr.size != 100:
             raise DreError(f"{p}: mean shape has {arr.size} values, expected 100")

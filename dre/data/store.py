@@ -31,7 +31,7 @@ from PIL import Image
 from dre.data import schema
 from dre.errors import DreError
 from dre.face3d.codes import FlameCodes
-from dre.utils.atomic import atomic_dir
+from dre.safety.ownership import owned_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,16 @@ class LmdbBuilder:
 
 
 @contextlib.contextmanager
-def build_lmdb(dest: str | os.PathLike[str], *, initial_map_size: int = INITIAL_MAP_SIZE) -> Iterator[LmdbBuilder]:
-    """Build an LMDB folder at ``dest`` atomically.
+def build_lmdb(dest: str | os.PathLike[str], *, initial_map_size: int = INITIAL_MAP_SIZE, command: str = "dre pack",
+               inputs: Iterable = ()) -> Iterator[LmdbBuilder]:  # fmt: skip
+    """Build an LMDB folder at ``dest`` atomically, replacing only an LMDB dre wrote (``dre.safety.ownership``:
+    the folder gets our marker; ``inputs`` may not be, contain or lie inside ``dest``).
 
     Inside the block, write samples with ``builder.put`` and extra files into ``builder.folder``; call
     ``builder.write_meta`` last. On any exception (including KeyboardInterrupt) the temporary folder is
     deleted and ``dest`` is untouched; leaving the block without metadata is an error too.
     """
-    with atomic_dir(dest) as tmp:
+    with owned_dir(dest, command, inputs=inputs) as tmp:
         builder = LmdbBuilder(Path(tmp), initial_map_size)
         try:
             yield builder

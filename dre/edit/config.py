@@ -62,6 +62,10 @@ class EditConfig:
     )
     scoring: ScoreSettings = nested(ScoreSettings, title="scores (the workflow config's score: section)")
 
+    def inputs(self) -> list:
+        """Every path the edit reads (the output may not be, contain or lie inside any of them)."""
+        return [self.model, self.assets, self.source, self.target, self.source_codes, self.mean_shape]
+
     def validate(self) -> None:
         if self.steps < 1:
             raise DreError(f"--steps must be at least 1 (got {self.steps})")

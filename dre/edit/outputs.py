@@ -2,7 +2,7 @@
 
 Everything here is deterministic so that a rerun with the same seed is byte-identical: PNGs carry no
 timestamps, the buffer archives are zip files with fixed member dates, and the table is written in a
-fixed row order. The caller writes into a temporary folder (``dre.utils.atomic.atomic_dir``), so a
+fixed row order. The caller writes into a temporary folder (``dre.safety.atomic.atomic_dir``), so a
 killed run never leaves a half-written edit folder behind.
 """
 

@@ -24,6 +24,7 @@ from dre.edit.writer import EditResult, EditSettings, write_edit_folder
 from dre.errors import DreError
 from dre.face3d.face_model import FaceModel
 from dre.model import load_model_file, resolve_precision, to_channels_last
+from dre.safety.ownership import claim_dir
 from dre.utils.device import resolve_device
 from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
@@ -59,6 +60,7 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
 def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     cfg.validate()
+    claim_dir(cfg.out, inputs=cfg.inputs())  # before any work: refuse a folder dre did not write
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     model_path = Path(cfg.model)
@@ -172,7 +174,7 @@ def run(cfg: EditConfig) -> Path:
             "device": str(device),
         },
     )
-    write_edit_folder(Path(cfg.out), result)
+    write_edit_folder(Path(cfg.out), result, inputs=cfg.inputs())
     log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
     return Path(cfg.out)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -30,11 +30,12 @@ from dre.edit.engine import EditPlan
 from dre.edit.inputs import Face
 from dre.edit.scoring import ScoredEdits
 from dre.face3d.codes import Buffers
+from dre.safety.ownership import owned_dir
 from dre.score.grid import cell_marks
 from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
-from dre.utils.atomic import atomic_dir
 
 SUMMARY_NAME = "summary.json"
+
 
 @dataclass(frozen=True)
 class EditSettings:
@@ -78,7 +79,7 @@ def _rendered_preview(buf: "Buffers", k: int) -> np.ndarray:
     return outputs.unit_to_uint8(buf.rendered[k].detach().float().cpu().numpy())
 
 
-def write_edit_folder(out: Path, res: EditResult) -> None:
+def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> None:
     """Write the whole folder into a temporary sibling and swap it in only when complete."""
     settings, plan = res.settings, res.plan
     n, m = plan.n_sources, len(plan.modes)
@@ -87,7 +88,7 @@ def write_edit_folder(out: Path, res: EditResult) -> None:
     target_u8 = outputs.to_uint8(res.target_image)
     edited_cols = plan.edited.to_columns()
     synthetic = bool(res.meta.get("synthetic"))
-    with atomic_dir(out) as tmp:
+    with owned_dir(out, "dre edit", inputs=inputs) as tmp:
         (tmp / outputs.BUFFER_DIR).mkdir()
         rows = []
         for k in range(plan.n_jobs):

@@ -25,6 +25,7 @@ from dre.errors import DreError
 from dre.extract.config import ExtractConfig
 from dre.face3d.codes import CODE_ORDER
 from dre.face3d.extractor import Extractor
+from dre.safety.ownership import claim_table
 from dre.tables import ALIGN, ALIGN_FILE, CODES
 from dre.utils.device import resolve_device
 from dre.utils.images import list_images
@@ -176,6 +177,7 @@ def run(cfg: ExtractConfig, extractor: Extractor | None = None) -> ExtractReport
     (tests and notebooks reuse one); by default it is loaded from ``cfg.assets``.
     """
     cfg.validate()
+    claim_table(cfg.out, inputs=[cfg.images, cfg.align_report, cfg.assets])
     t0 = time.perf_counter()
     report_path = cfg.align_report or cfg.images / ALIGN_FILE
     items = items_from_report(report_path) if report_path.is_file() else items_from_folder(cfg.images)

@@ -19,7 +19,7 @@ import yaml
 
 from dre.assets.catalog import DECA_FILE, EMOCA_DIR, expect, locate_emoca_checkpoint, require_file, where_to_get
 from dre.errors import DreError
-from dre.face3d.safe_pickle import _Stub
+from dre.safety.unpickle import inert_class
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def torch_load_weights(path: Path, key: str) -> Any:
             names = []
         if not names:
             raise DreError(f"{path}: cannot be read as a torch checkpoint ({str(first).splitlines()[0]})") from first
-        stubs = [(type(n.rsplit(".", 1)[-1], (_Stub,), {"dre_global": n}), n) for n in names]
+        stubs = [(inert_class(n), n) for n in names]
         try:
             with torch.serialization.safe_globals(stubs):
                 return torch.load(path, map_location="cpu", weights_only=True)

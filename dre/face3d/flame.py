@@ -29,7 +29,7 @@ from dre.assets.catalog import (
     require_file,
 )
 from dre.errors import DreError
-from dre.face3d.safe_pickle import load_chumpy_pickle, load_npy_with_tensors
+from dre.safety.unpickle import load_flame_pickle, load_npy
 
 # FLAME 2020 / DECA release sizes (docs/reference.md).
 N_VERTICES = 5023
@@ -64,10 +64,10 @@ class FlameModel:
 
 
 def load_flame(path: str | Path, *, official: bool | None = None) -> FlameModel:
-    """Load and validate FLAME ``generic_model.pkl`` without chumpy (see :mod:`safe_pickle`)."""
+    """Load and validate FLAME ``generic_model.pkl`` without chumpy (see :mod:`dre.safety.unpickle`)."""
     path = Path(path)
     require_file(path, FLAME_FILE, "FLAME 2020 model")
-    raw = load_chumpy_pickle(path)
+    raw = load_flame_pickle(path)
     expect(isinstance(raw, dict), path, FLAME_FILE, f"holds a {type(raw).__name__}, not FLAME's dict of arrays")
     need = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
     missing = [k for k in need if k not in raw]
@@ -136,7 +136,7 @@ def load_landmark_embedding(path: str | Path, *, n_faces: int | None = None) -> 
     """Load ``landmark_embedding.npy`` (a pickled dict, two entries torch tensors) safely."""
     path = Path(path)
     require_file(path, LANDMARK_FILE, "DECA landmark embedding")
-    d = load_npy_with_tensors(path)
+    d = load_npy(path)
     expect(isinstance(d, dict), path, LANDMARK_FILE, f"holds a {type(d).__name__}, not DECA's dict")
     keys = (
         "static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",

@@ -46,7 +46,7 @@ from dre.face3d import synth_head as head
 from dre.face3d.encoder_files import EmocaFlags
 from dre.face3d.encoders import expected_shapes
 from dre.face3d.synth_head import HeadMesh, chumpy_standin, flame_dict, obj_text, texture_space
-from dre.utils.atomic import atomic_dir
+from dre.safety.ownership import owned_dir
 from dre.utils.synthetic import MARKER_NAME
 
 SYNTH_VERSION = 1
@@ -205,12 +205,17 @@ def write_emoca_model(
 
 
 def write_synthetic_assets(out: str | Path, seed: int = 0) -> Path:
-    """Write a complete synthetic assets folder to ``out`` (atomically replaced); returns ``out``."""
+    """Write a complete synthetic assets folder to ``out`` (atomically replaced); returns ``out``.
+
+    ``out`` must be absent, empty, or a folder this function wrote whose files are all unchanged (their
+    sha256 is recorded): a folder holding any other file — a user's real ``generic_model.pkl`` above all —
+    is refused, never replaced (``dre.safety.ownership``).
+    """
     out = Path(out)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     mesh = HeadMesh()
-    with atomic_dir(out) as tmp:
+    with owned_dir(out, "dre assets synth", hashes=True) as tmp:
         with chumpy_standin() as Ch:
             flame = flame_dict(mesh, rng, Ch)
             with open(tmp / FLAME_FILE, "wb") as fh:

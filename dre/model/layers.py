@@ -69,3 +69,42 @@ def zero_(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
+
+
+class SampleDropout(nn.Dropout):
+    """Dropout whose mask for each sample is drawn from that sample's own seed.
+
+    Why: plain dropout draws its mask from the process's RNG, so two processes that split a batch drop
+    other units than one process holding the whole batch, and N-process training could not equal
+    one-process training. With :attr:`seeds` set (one int per sample of the batch; the trainer derives
+    them from the run seed, the step and the sample's position in the *global* batch), sample b's mask
+    depends only on its seed and this layer's :attr:`index`, so one process, N processes and a resumed
+    run drop exactly the same units. Without seeds (or in eval mode) it is ``nn.Dropout``. It has no
+    parameters, so state dicts (and the published checkpoint's keys) are unchanged.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(p)
+        self.seeds: list[int] | None = None
+        self.index = 0
+        self._gen: torch.Generator | None = None
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        if not self.training or self.p == 0.0 or self.seeds is None:
+            return super().forward(x)
+        if len(self.seeds) != x.shape[0]:
+            raise RuntimeError(f"SampleDropout got {len(self.seeds)} seeds for a batch of {x.shape[0]}")
+        if self._gen is None or self._gen.device != x.device:
+            self._gen = torch.Generator(device=x.device)
+        masks = []
+        for s in self.seeds:
+            self._gen.manual_seed((s * 0x9E3779B97F4A7C15 + self.index) & ((1 << 63) - 1))
+            masks.append(torch.rand(x.shape[1:], generator=self._gen, device=x.device) >= self.p)
+        return x * torch.stack(masks).to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+def set_dropout_seeds(model: nn.Module, seeds: list[int] | None) -> None:
+    """Give every :class:`SampleDropout` of ``model`` the per-sample ``seeds`` of the next forward
+    (``None``: back to ordinary dropout). Layers are numbered in module order."""
+    for i, m in enumerate(mod for mod in model.modules() if isinstance(mod, SampleDropout)):
+        m.index, m.seeds = i, seeds

@@ -22,7 +22,7 @@ from dre.diffusion.schedule import DiffusionConfig
 from dre.errors import DreError
 from dre.model.arch import DEFAULT_CHANNEL_MULT, ModelConfig
 from dre.model.rig import DiffusionRig
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 FORMAT = "dre-model/1"
 _UNET = "denoisingUNet."

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from dre.model.arch import ModelConfig
 from dre.model.layers import (
     GroupNorm32,
+    SampleDropout,
     downsample,
     group_norm_fp32,
     timestep_embedding,
@@ -75,7 +76,7 @@ class ResBlock(nn.Module):
         self.out_layers = nn.Sequential(
             make_norm(groups, out_channels),
             nn.SiLU(),
-            nn.Dropout(p=dropout),
+            SampleDropout(p=dropout),
             zero_(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
         self.skip_connection: nn.Module = (

@@ -30,6 +30,7 @@ from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER, Buffers, FlameCodes
 from dre.face3d.face_model import FaceModel
 from dre.pack.config import PackConfig
+from dre.safety.ownership import claim_dir, claim_table
 from dre.tables import CODES, MANIFEST
 from dre.utils.device import resolve_device
 from dre.utils.hashing import sha256_file
@@ -48,6 +49,13 @@ class Renderer(Protocol):
 
     def render(self, codes: "FlameCodes", tform: "torch.Tensor", image_size: int = 256,
                center: "torch.Tensor | None" = None) -> "Buffers": ...  # fmt: skip
+
+
+def claim_outputs(cfg: PackConfig) -> None:
+    """Refuse, before any work, outputs that would replace an input or files dre did not write."""
+    inputs = [cfg.images, cfg.codes, cfg.assets, cfg.import_legacy]
+    claim_dir(cfg.out, inputs=inputs)
+    claim_table(cfg.manifest_path(), flag="--manifest", inputs=[*inputs, cfg.out])
 
 
 @dataclass
@@ -151,6 +159,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     t0 = time.perf_counter()
     if cfg.codes is None:
         raise DreError("dre pack needs --codes (or --import-legacy OLD.lmdb)")
+    claim_outputs(cfg)
     if cfg.size <= 0 or cfg.batch_size <= 0:
         raise DreError("--size and --batch-size must be positive")
     codes_path = Path(cfg.codes)
@@ -192,7 +201,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
     flat_all = all_codes.flat().numpy()
     pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
     try:
-        with build_lmdb(cfg.out) as builder:
+        with build_lmdb(cfg.out, inputs=[cfg.images, cfg.codes, cfg.assets]) as builder:
             starts = list(range(0, n, cfg.batch_size))
             pending = pool.map(lambda p: _load_image(p, cfg.size), paths[starts[0] : starts[0] + cfg.batch_size])
             for bi, start in enumerate(starts):
@@ -246,7 +255,7 @@ def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResul
             if mean_shape is not None:
                 np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
             builder.write_meta(meta)
-            MANIFEST.write(cfg.manifest_path(), manifest_rows, meta)
+        MANIFEST.write(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     dt = time.perf_counter() - t0
@@ -261,12 +270,13 @@ def import_legacy(cfg: PackConfig) -> PackResult:
     """Convert an original DiffusionRig LMDB (safely unpickled) into a dre LMDB + manifest."""
     t0 = time.perf_counter()
     assert cfg.import_legacy is not None
+    claim_outputs(cfg)
     old = LegacyLmdb(cfg.import_legacy)
     manifest_rows: list[dict[str, Any]] = []
     image_size: int | None = None
     try:
         mean_shape = old.mean_shape()
-        with build_lmdb(cfg.out) as builder:
+        with build_lmdb(cfg.out, inputs=[cfg.import_legacy]) as builder:
             batch: list[tuple[bytes, bytes]] = []
             for i in range(old.length):
                 png, cond = old.sample(i)
@@ -316,7 +326,7 @@ def import_legacy(cfg: PackConfig) -> PackResult:
             if mean_shape is not None:
                 np.save(builder.folder / MEAN_SHAPE_FILE, mean_shape.astype(np.float32))
             builder.write_meta(meta)
-            MANIFEST.write(cfg.manifest_path(), manifest_rows, meta)
+        MANIFEST.write(cfg.manifest_path(), manifest_rows, meta)  # published after the LMDB it describes
     finally:
         old.close()
     dt = time.perf_counter() - t0

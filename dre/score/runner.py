@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dre.edit import outputs
+from dre.safety.ownership import owned_dir
 from dre.score.config import ScoreConfig, ScoreSettings
 from dre.score.grid import marked_grid
 from dre.score.inputs import read_edit_folder, read_pictures
@@ -26,7 +27,6 @@ from dre.score.reextract import Reextractor
 from dre.score.scorer import Item, Scorer
 from dre.score.summary import one_line, summarise
 from dre.tables import SCORES, SCORES_FILE
-from dre.utils.atomic import atomic_dir
 from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     meta = {"settings": settings, "references": refs, "edits": str(cfg.edits), "source_extractor": ef.source_extractor,
             "target_extractor": ef.target_extractor, "synthetic": bool(synthetic), "summary": one_line(summary)}
     grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
-    with atomic_dir(Path(cfg.out)) as tmp:
+    with owned_dir(cfg.out, "dre score", inputs=[cfg.edits, cfg.source, cfg.target, cfg.assets]) as tmp:
         SCORES.write(tmp / SCORES_FILE, rows, meta)
         (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         outputs.save_png(tmp / GRID_NAME, grid)

@@ -19,7 +19,7 @@ from dre.train.config import TrainConfig
 from dre.train.ema import EMA
 from dre.train.metrics import MetricsWriter
 from dre.train.shards import derive_seed
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 
 def grid_array(rows: Sequence[torch.Tensor], pad: int = 2) -> np.ndarray:

@@ -23,6 +23,7 @@ from torch import nn
 
 from dre.errors import DreError
 from dre.model import maybe_compile, save_model_file, to_channels_last
+from dre.model.layers import set_dropout_seeds
 from dre.model.precision import Precision, resolve_precision
 from dre.train import train_state as ckpt
 from dre.train.config import TrainConfig
@@ -33,8 +34,9 @@ from dre.train.grid import write_training_grid
 from dre.train.metrics import MetricsWriter
 from dre.train.shards import EpochStream, derive_seed, rank_slice, step_noise, step_timesteps
 from dre.train.stage_model import build_model, load_init, set_train_modes, trainable_params
+from dre.safety.atomic import atomic_write_text, sweep_folder
+from dre.safety.ownership import claim_file, claim_run_dir, model_file_is_ours
 from dre.train.syncbn import convert_global_bn
-from dre.utils.atomic import atomic_write_text
 from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,18 @@ class _StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+RUN_DIR_LAYOUT = ("checkpoints", "config.json", "metrics.csv", "tensorboard", "samples")
+"""What a run folder holds (how ``--run-dir`` folders from before ownership markers are recognised)."""
+
+
+def claim_outputs(cfg: TrainConfig) -> None:
+    """Refuse a ``--run-dir`` or ``--out`` that dre did not write or that overlaps an input; create the
+    run folder with our marker. Rank 0 only, before anything is written."""
+    inputs = [*cfg.lmdb, cfg.init]
+    claim_run_dir(cfg.run_dir, "dre train", known=RUN_DIR_LAYOUT, inputs=inputs)
+    claim_file(cfg.out, evidence=model_file_is_ours, what="a model file written by dre train", inputs=inputs)
 
 
 def run(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
@@ -128,7 +142,8 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     # ---------------------------------------------------------------- resume or start
     start_step = 0
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        claim_outputs(cfg)
+        sweep_folder(ckpt.checkpoint_dir(run_dir))  # temporaries of a save that was killed
         if not cfg.resume:
             for _, p in ckpt.list_states(run_dir):
                 log.info("--no-resume: removing %s", p)
@@ -231,6 +246,8 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                     cond = cond.contiguous(memory_format=torch.channels_last)
                 t = step_timesteps(cfg.seed, step, cfg.batch_size, part, cfg.diffusion.steps).to(device)
                 noise = step_noise(cfg.seed, step, part, x0.shape[1:], device)
+                # dropout masks: a function of (seed, step, position in the global batch), not of the process
+                set_dropout_seeds(model, [derive_seed(cfg.seed, "dropout", step, row) for row in range(part.start, part.stop)])
                 lr = lr_at(step, cfg.lr, cfg.warmup_steps)
                 for g in optimizer.param_groups:
                     g["lr"] = lr

@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dre.utils.atomic import atomic_write_text
+from dre.safety.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

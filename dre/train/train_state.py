@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dre.errors import DreError
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
