@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from dre.errors import DreError
-from dre.utils.atomic import atomic_path
+from dre.safety.atomic import atomic_path
 
 TABLE_COLUMNS = ("source_stem", "mode", "transfer", "leakage", "shape_drift", "noise_excess", "landmarks_status",
                  "failure", "attempts")

@@ -11,7 +11,6 @@ Reads the folder (:mod:`dre.score.inputs`), re-extracts the sources, the target 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -99,7 +98,7 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
     with owned_dir(cfg.out, "dre score", inputs=[cfg.edits, cfg.source, cfg.target, cfg.assets]) as tmp:
         SCORES.write(tmp / SCORES_FILE, rows, meta)
-        (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        outputs.write_json(tmp / SUMMARY_NAME, summary)
         outputs.save_png(tmp / GRID_NAME, grid)
     log.info("scored %s: %s", cfg.edits, one_line(summary))
     return Path(cfg.out)
