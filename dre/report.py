@@ -58,7 +58,7 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
 def plot_losses(metrics: Sequence[str | Path], labels: Sequence[str], out: str | Path, *, title: str = "",
                 synthetic: bool = False) -> None:
     """One PNG: the loss (thin) and its moving average (thick) per run against the step, log-scale y."""
-    claim_file(out, evidence=png_is_ours, what="a figure written by dre (PNG with Software: dre)", inputs=metrics)
+    claim_figure(out, inputs=metrics)
     fig = Figure(figsize=(7, 4), dpi=100)  # no pyplot: no global backend or figure registry to manage
     ax = fig.subplots()
     for path, label in zip(metrics, labels):
@@ -72,11 +72,26 @@ def plot_losses(metrics: Sequence[str | Path], labels: Sequence[str], out: str |
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
+    save_figure(fig, ax, out, title=title, synthetic=synthetic)
+
+
+def save_figure(fig: Figure, ax, out: str | Path, *, title: str, synthetic: bool) -> None:
+    """Title (with the synthetic-assets warning where it applies), lay out, publish atomically.
+
+    Every report figure goes through here so that each carries the ``Software: dre`` tag the ownership
+    check recognises on a rerun (callers claim ``out`` with :func:`claim_figure` first).
+    """
     full = title + ("\nSYNTHETIC ASSETS - not a real face model" if synthetic else "")
     ax.set_title(full, fontsize=10, color="firebrick" if synthetic else "black")
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": PNG_SOFTWARE})
+
+
+def claim_figure(out: str | Path, inputs: Sequence[str | Path], flag: str = "--out") -> None:
+    """Refuse to overwrite a PNG dre did not write (see :func:`dre.safety.ownership.claim_file`)."""
+    claim_file(out, evidence=png_is_ours, what="a figure written by dre (PNG with Software: dre)", inputs=inputs,
+               flag=flag)
 
 
 def status_counts(table_path: str | Path) -> list[tuple[str, int, str]]:

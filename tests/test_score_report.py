@@ -24,11 +24,16 @@ def _rows():
     ]
 
 
-def test_report_scores_writes_a_table_flagged_first_and_a_scatter(tmp_path, dre_cmd, cli_env):
+def _scored_folder(tmp_path):
     folder = tmp_path / "edit"
     folder.mkdir()
     table = pa.Table.from_pylist(_rows()).replace_schema_metadata({b"dre": json.dumps({"synthetic": True}).encode()})
     pq.write_table(table, folder / "edit.parquet")
+    return folder
+
+
+def test_report_scores_writes_a_table_flagged_first_and_a_scatter(tmp_path, dre_cmd, cli_env):
+    folder = _scored_folder(tmp_path)
     out_t, out_p = tmp_path / "t.tsv", tmp_path / "p.png"
     r = subprocess.run([*dre_cmd, "report", "scores", "--edits", str(folder), "--table", str(out_t), "--plot",
                         str(out_p), "--title", "scores of demo"], capture_output=True, text=True, env=cli_env)
@@ -48,3 +53,23 @@ def test_report_scores_on_an_unscored_folder_says_how_to_score_it(tmp_path, dre_
     r = subprocess.run([*dre_cmd, "report", "scores", "--edits", str(folder), "--table", str(tmp_path / "t.tsv"),
                         "--plot", str(tmp_path / "p.png")], capture_output=True, text=True, env=cli_env)
     assert r.returncode == 2 and "dre score --edits" in r.stderr
+
+
+def test_report_scores_reruns_over_its_own_files_and_refuses_foreign_ones(tmp_path, dre_cmd, cli_env):
+    folder = _scored_folder(tmp_path)
+    out_t, out_p = tmp_path / "t.tsv", tmp_path / "p.png"
+
+    def report(t, p):
+        return subprocess.run([*dre_cmd, "report", "scores", "--edits", str(folder), "--table", str(t), "--plot",
+                               str(p)], capture_output=True, text=True, env=cli_env)
+
+    assert report(out_t, out_p).returncode == 0
+    assert report(out_t, out_p).returncode == 0, "a rerun replaces the table and figure it wrote itself"
+    foreign_t, foreign_p = tmp_path / "notes.tsv", tmp_path / "photo.png"
+    foreign_t.write_text("my notes\n")
+    Image.new("RGB", (4, 4)).save(foreign_p)
+    r = report(foreign_t, out_p)
+    assert r.returncode == 2 and "--table" in r.stderr and foreign_t.read_text() == "my notes\n"
+    before = foreign_p.read_bytes()
+    r = report(out_t, foreign_p)
+    assert r.returncode == 2 and "--plot" in r.stderr and foreign_p.read_bytes() == before

@@ -8,12 +8,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
 from dre.errors import DreError
+from dre.report import claim_figure, save_figure
 from dre.safety.atomic import atomic_path
+from dre.safety.ownership import claim_file, text_starts_with
 
 TABLE_COLUMNS = ("source_stem", "mode", "transfer", "leakage", "shape_drift", "noise_excess", "landmarks_status",
                  "failure", "attempts")
 """Columns of the report's table, in order (``attempts`` only when the edit re-drew failures)."""
+
+TABLE_HEADER_START = "source_stem\tmode\t"
+"""How every score table written here begins (both tables always carry these two columns): the evidence
+that an existing file at ``--table`` is ours to replace."""
 
 
 def read_scored(folder: str | Path) -> tuple[list[dict], bool]:
@@ -47,6 +56,8 @@ def _cell(v) -> str:
 
 def write_table(folder: str | Path, out: str | Path) -> None:
     """TSV, one line per edited picture, flagged ones first, then by mode and source."""
+    claim_file(out, evidence=text_starts_with(TABLE_HEADER_START), what="a score table written by dre",
+               inputs=[folder], flag="--table")
     rows, synthetic = read_scored(folder)
     cols = [c for c in TABLE_COLUMNS if c in rows[0]]
     rows = sorted(rows, key=lambda r: (not r["failed"], str(r["mode"]), str(r["source_stem"])))
@@ -62,15 +73,12 @@ def plot_scatter(folder: str | Path, out: str | Path, *, title: str = "") -> Non
 
     Flagged pictures are red crosses; those with no face have no scores and sit on a strip left of x = 0.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    claim_figure(out, inputs=[folder], flag="--plot")
     rows, synthetic = read_scored(folder)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=100)
+    fig = Figure(figsize=(6.5, 4.5), dpi=100)  # no pyplot: no global backend or figure registry to manage
+    ax = fig.subplots()
     modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
-    colours = plt.get_cmap("tab10")
+    colours = colormaps["tab10"]
     finite = lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))  # noqa: E731
     ys = [r["shape_drift"] for r in rows if finite(r.get("shape_drift"))]
     y_nf = (max(ys) if ys else 1.0) * 0.5
@@ -91,10 +99,5 @@ def plot_scatter(folder: str | Path, out: str | Path, *, title: str = "") -> Non
     ax.set_ylabel("shape drift (album spreads; 0 = source's shape)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    full = title + ("\nSYNTHETIC ASSETS - not a real face model" if synthetic else "")
-    ax.set_title(full, fontsize=10, color="firebrick" if synthetic else "black")
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, ax, out, title=title, synthetic=synthetic)
 
