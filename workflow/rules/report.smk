@@ -48,6 +48,8 @@ use rule report_loss_stage1 as report_loss_stage2 with:
         "logs/report/loss/stage2/{album}.{extractor}.log",
     benchmark:
         "benchmarks/report_loss_stage2/{album}.{extractor}.tsv"
+    # `use rule ... with:` does not inherit localrule (Snakemake 9.27): say it again
+    localrule: True
     params:
         metrics="results/runs/stage2/{album}.{extractor}/metrics.csv",
         label="{album}.{extractor}",
@@ -94,6 +96,8 @@ use rule report_align as report_align_target with:
         "logs/report/align_target/{edit}.log",
     benchmark:
         "benchmarks/report_align_target/{edit}.tsv"
+    # `use rule ... with:` does not inherit localrule (Snakemake 9.27): say it again
+    localrule: True
 
 
 use rule report_align as report_extract with:
@@ -110,6 +114,8 @@ use rule report_align as report_extract with:
         "logs/report/extract/{album}.{extractor}.log",
     benchmark:
         "benchmarks/report_extract/{album}.{extractor}.tsv"
+    # `use rule ... with:` does not inherit localrule (Snakemake 9.27): say it again
+    localrule: True
 
 
 rule report_scores:
