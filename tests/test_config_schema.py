@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 PROPS = SCHEMA["properties"]
 TRAIN_STAGE = SCHEMA["definitions"]["train_stage"]["properties"]
-WORKFLOW_ONLY = {"processes", "priors"}  # stage keys for the launcher and the planner, not `dre train` flags
+WORKFLOW_ONLY = {"priors"}  # a stage key for the planner, not a `dre train` flag
 
 SECTIONS = {
     "align": AlignConfig,

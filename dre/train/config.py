@@ -14,6 +14,7 @@ from typing import Any
 
 from dre.diffusion.schedule import DiffusionConfig
 from dre.errors import DreError
+from dre.launch import LAUNCHERS
 from dre.model.arch import ModelConfig
 from dre.utils.cliconfig import nested, run_arg, setting
 
@@ -26,10 +27,11 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
 RUNTIME_FIELDS: frozenset[str] = frozenset(
     {
         "run_dir", "out", "resume", "max_steps", "save_every", "keep", "sample_every", "log_every",
-        "num_workers", "device", "compile", "lmdb",
+        "num_workers", "device", "compile", "lmdb", "nodes", "processes", "launcher",
     }
 )
-"""Fields a resumed run may change. ``lmdb`` paths may move (the LMDBs' identity is checked by count)."""
+"""Fields a resumed run may change. ``lmdb`` paths may move (the LMDBs' identity is checked by count); the job's
+shape may change (the global batch, and so the trajectory, does not depend on how many ranks split it)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -81,6 +83,17 @@ class TrainConfig:
     seed: int = setting(0, help="seed of the initialisation, data order and noise")
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
     compile: bool = setting(False, help="torch.compile the UNet")
+    # the job's shape: the workflow launches this many ranks; the run checks it got them
+    nodes: int = setting(
+        1, help="nodes of the training job; with nodes × processes > 1 the run refuses to start with another "
+        "number of ranks (1 × 1 accepts whatever the launcher started)"
+    )
+    processes: int = setting(1, help="training processes (GPUs) per node")
+    launcher: str = setting(
+        "auto", choices=LAUNCHERS,
+        help="how the workflow starts the ranks: auto = python/torchrun on one node, srun on several; srun; "
+        "mpiexec (Open MPI inside the SLURM allocation)",
+    )
 
     # ------------------------------------------------------------------ construction
     def resolved(self) -> TrainConfig:
@@ -125,6 +138,8 @@ class TrainConfig:
             raise DreError(f"--lr {self.lr}: must be > 0")
         if self.warmup_steps < 0 or self.sample_every < 0 or self.keep < 0 or self.num_workers < 0:
             raise DreError("--warmup-steps, --sample-every, --keep and --num-workers must be ≥ 0")
+        if self.nodes < 1 or self.processes < 1:
+            raise DreError(f"--nodes {self.nodes} --processes {self.processes}: both must be ≥ 1")
         if not 0.0 <= self.ema < 1.0:
             raise DreError(f"--ema {self.ema}: EMA decay must be in [0, 1) (0 = off)")
         if self.grad_clip < 0:
@@ -133,6 +148,22 @@ class TrainConfig:
             raise DreError(f"--precision {self.precision}: one of auto, fp32, bf16, fp16")
 
     # ------------------------------------------------------------------ views
+    def check_world(self, world_size: int, launcher: str) -> None:
+        """Refuse a job whose launcher started another number of ranks than ``--nodes`` × ``--processes``.
+
+        Why: a wrong srun/mpiexec line (or a profile that overrides the task count) would otherwise train
+        with another split of the global batch than asked, or every rank alone on the whole batch. The
+        default 1 × 1 declares nothing, so ``mpiexec -n 4 python -m dre train ...`` keeps working.
+        """
+        expected = self.nodes * self.processes
+        if expected > 1 and world_size != expected:
+            raise DreError(
+                f"--nodes {self.nodes} × --processes {self.processes} = {expected} ranks expected, but the "
+                f"launcher ({launcher}) started {world_size}; start one rank per process (srun --nodes "
+                f"{self.nodes} --ntasks-per-node {self.processes}, torchrun --nproc_per_node {self.processes}) "
+                "or set --nodes/--processes to the job's shape"
+            )
+
     def mixing_weights(self) -> tuple[float, ...]:
         """Per-LMDB mixing weights, normalised; equal when ``--weights`` is not given."""
         w = self.weights or tuple(1.0 for _ in self.lmdb)

@@ -99,6 +99,7 @@ def run(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Pa
     """
     cfg = cfg.resolved()
     env = detect_env()
+    cfg.check_world(env.world_size, env.launcher)
     device = select_device(cfg.device, env)
     dist = Distributed(env, device).init()
     try:

@@ -20,13 +20,14 @@ SCHEMAS = Path(workflow.basedir) / "schemas"
 DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
 sys.path.insert(0, str(DRE_ROOT))
 from dre.utils.cliconfig import to_flags  # noqa: E402  (standard library only: no engine dependencies)
+from dre.launch import JobShape, keep_attempt_log, launch_command, slurm_resources  # noqa: E402  (likewise)
 from dre.utils.images import list_images  # noqa: E402  (the photo suffixes `dre align` reads: one list)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
 EXTRACTORS = ("deca", "emoca")
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
-WORKFLOW_KEYS = ("priors", "processes")  # keys of the stage1/stage2 sections that are not `dre train` flags
+WORKFLOW_KEYS = ("priors",)  # keys of the stage1/stage2 sections that are not `dre train` flags
 
 # `demo:` in the config: the demo's photos are outputs of the checkpoint demo_album (demo.smk), so the sheets
 # may name them before they exist (album_images waits for the checkpoint).
@@ -167,16 +168,20 @@ def train_flags(stage):
     return " ".join(stage_flags(config[s]) for s in ("model", "diffusion", f"stage{stage}"))
 
 
+def job_shape(stage):
+    """Nodes × processes per node (and the launcher) of one stage's training job, from its config section."""
+    section = config[f"stage{stage}"]
+    return JobShape(int(section["nodes"]), int(section["processes"]), section["launcher"])
+
+
 def launcher(stage):
-    """Single process, or torchrun for several GPUs on one node (srun/mpiexec users: see README)."""
-    n = int(config[f"stage{stage}"]["processes"])
-    if n <= 1:
-        return "python -m dre"
-    return f"torchrun --standalone --nproc_per_node {n} -m dre"
+    """The words that start `dre` once per rank (dre/launch.py): python, torchrun, srun or mpiexec."""
+    return launch_command(job_shape(stage))
 
 
-def train_gpus(stage):
-    return int(config[f"stage{stage}"]["processes"])
+def train_resources(stage):
+    """SLURM resources of one stage's job: GPUs (per node), nodes and tasks (dre/launch.py says why)."""
+    return slurm_resources(job_shape(stage))
 
 
 def train_runtime(stage):
