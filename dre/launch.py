@@ -72,10 +72,12 @@ def launch_command(shape: JobShape, python: str = "python") -> str:
             return dre
         return f"torchrun --standalone --nproc_per_node {shape.processes} -m dre"
     if shape.launcher == "mpiexec":
-        # Open MPI finds the allocation from SLURM_JOB_ID + SLURM_JOB_NODELIST + SLURM_TASKS_PER_NODE and starts
-        # its daemons with srun; the job-step executor removed the last two, so they are read back first.
+        # Open MPI finds the allocation from SLURM_JOB_ID + the node list (SLURM_JOB_NODELIST, or SLURM_NODELIST in
+        # older releases) + SLURM_TASKS_PER_NODE and starts its daemons with srun; the job-step executor removed
+        # all but the job id, so they are read back (squeue) or restated (the shape) first.
         return (
             'SLURM_JOB_NODELIST="$(squeue -h -j "$SLURM_JOB_ID" -o %N)" '
+            'SLURM_NODELIST="$(squeue -h -j "$SLURM_JOB_ID" -o %N)" '
             f'SLURM_TASKS_PER_NODE="{shape.processes}(x{shape.nodes})" '
             f"mpiexec -n {shape.ranks} --map-by ppr:{shape.processes}:node --bind-to none {dre}"
         )
