@@ -199,7 +199,8 @@ def stage1_project(root: Path, launcher: str) -> Path:
 
 def stage1_args(*extra: str) -> list[str]:
     # The LMDBs are made above (the packing rules are not what is tested): only train_stage1 may run.
-    return ["--configfile=config/tiny.yaml", "--allowed-rules", "train_stage1", *extra, STAGE1_MODEL]
+    # (`=`: both options take several values and would swallow the target)
+    return ["--configfile=config/tiny.yaml", "--allowed-rules=train_stage1", *extra, STAGE1_MODEL]
 
 
 @pytest.fixture(scope="module")
@@ -284,9 +285,11 @@ def test_two_nodes_with_mpiexec_train_like_one_process(cluster: SlurmCluster, tm
     assert r.returncode == 0, out[-4000:] + (log.read_text()[-3000:] if log.exists() else "")
     call = sbatch_calls(out)["train_stage1"]
     assert "--nodes=2" in call and "--ntasks=2" in call, call
-    # Open MPI started its daemons on both nodes through srun (one step, 2 nodes)
-    steps = sacct(cluster, "-j", job_of(out))
-    assert any(s["NNodes"] == "2" and "node[1-2]" in s["NodeList"] for s in steps if "." in s["JobID"]), steps
+    # mpiexec ran on the batch node and started its daemon on the other node through srun (a step there)
+    steps = {s["JobID"].split(".", 1)[1]: s for s in sacct(cluster, "-j", job_of(out)) if "." in s["JobID"]}
+    batch_node = steps["batch"]["NodeList"]
+    daemon_nodes = {s["NodeList"] for k, s in steps.items() if k.isdigit()}
+    assert {batch_node} | daemon_nodes == set(NODES) and batch_node not in daemon_nodes, steps
     state = torch.load(root / RUN_DIR / "checkpoints" / f"state-{STEPS:07d}.pt", weights_only=True)
     assert state["world_size"] == 2
     worst = assert_matches_one_process(root / STAGE1_MODEL, one_process)
@@ -298,14 +301,29 @@ def test_two_nodes_with_mpiexec_train_like_one_process(cluster: SlurmCluster, tm
 
 
 def _rank_on(cluster: SlurmCluster, node: str) -> int | None:
+    """The pid of the training rank running on ``node`` (srun marks each task's environment), or None."""
     for pid in cluster.netns_pids(node):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"dre" in cmd and b"train" in cmd and alive(pid) and b"srun" not in cmd[0]:
+        if cmd[:1] != [b"srun"] and b"train" in cmd and f"SLURMD_NODENAME={node}".encode() in environ and alive(pid):
             return pid
     return None
+
+
+def _dre_processes() -> str:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "dre" in cmd and "train" in cmd:
+                out.append(f"{proc.name}: {cmd[:120]}")
+    return "\n".join(out)
 
 
 def test_killed_rank_fails_the_job_and_the_retry_resumes_to_the_same_weights(
@@ -317,18 +335,22 @@ def test_killed_rank_fails_the_job_and_the_retry_resumes_to_the_same_weights(
     try:
         first = root / RUN_DIR / "checkpoints" / "state-0000001.pt"
         deadline = time.monotonic() + 400
+        seen = ""
         while time.monotonic() < deadline and proc.poll() is None:
             if first.exists():
                 killed = _rank_on(cluster, "node2")
                 if killed is not None:
                     os.kill(killed, signal.SIGKILL)
                     break
+                seen = seen or f"netns pids {cluster.netns_pids('node2')}; dre processes:\n{_dre_processes()}"
             time.sleep(0.05)
         out = proc.communicate(timeout=900)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed is not None, "no rank found on node2 after the first checkpoint"
+    log = root / "logs" / "train_stage1" / "ffhq_affectnet.deca.attempt1.log"
+    assert killed is not None, ("no rank found on node2 after the first checkpoint", seen,
+                                log.read_text()[-2000:] if log.exists() else "", out[-2000:])
     assert proc.returncode == 0, out[-6000:]
     logs = root / "logs" / "train_stage1"
     first_log = (logs / "ffhq_affectnet.deca.attempt1.log").read_text()
