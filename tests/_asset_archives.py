@@ -21,7 +21,7 @@ from dre.utils.synthetic import MARKER_NAME
 
 def flame_zip(synth: Path, out: Path) -> Path:
     data = (synth / FLAME_FILE).read_bytes()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
         z.writestr("Readme.pdf", b"%PDF-1.4\n% synthetic stand-in\n")
         # same structure, other bytes (a pickle ends at its STOP opcode): only the generic one may be taken
         z.writestr("male_model.pkl", data + b"male")
@@ -39,7 +39,7 @@ def texture_zip(synth: Path, out: Path) -> Path:
 
 def emoca_zip(synth: Path, out: Path, model: str = DEFAULT_EMOCA_MODEL) -> Path:
     src = synth / EMOCA_DIR / DEFAULT_EMOCA_MODEL
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
         z.write(src / "cfg.yaml", f"{model}/cfg.yaml")
         z.write(src / EMOCA_CKPT, f"{model}/{EMOCA_CKPT}")
     return out

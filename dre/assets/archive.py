@@ -198,13 +198,14 @@ class Archive:
                 extra = fh.read(1) if count == m.size else b""
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DreError(
-                f"{self.path}: member {m.name!r} is damaged or its declared size lies ({exc}); refusing the archive"
+                f"{self.path}: member {m.name!r} is damaged or its declared size lies ({exc}); refusing the archive "
+                "(download it again if it came from the official site)"
             ) from None
         if count != m.size or extra or (expect_crc is not None and crc != expect_crc):
             raise DreError(
                 f"{self.path}: member {m.name!r} declares {m.size} bytes but its content does not match "
                 f"(read {count}{'+' if extra else ''} bytes, CRC {'ok' if crc == expect_crc else 'wrong'}); "
-                "refusing the archive (a size that lies, or a damaged download)"
+                "refusing the archive (its declared size lies, or the download is damaged)"
             )
 
     def extract(self, m: Member, dest: Path) -> None:
