@@ -190,7 +190,7 @@ def flame_bytes() -> bytes:
 
 
 HOSTILE = ["traversal", "absolute", "zip-symlink", "tar-symlink", "tar-hardlink", "size-lie-short",
-           "size-lie-long", "bomb-ratio", "bomb-size"]  # fmt: skip
+           "size-lie-long", "bomb-ratio", "tgz-bomb", "bomb-size"]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
@@ -202,7 +202,7 @@ def test_hostile_archive_refused_and_nothing_written(tmp_path: Path, flame_bytes
     words = {
         "traversal": "'..'", "absolute": "absolute path", "zip-symlink": "symbolic link", "tar-symlink": "symbolic link",
         "tar-hardlink": "hard link", "size-lie-short": "declared size lies", "size-lie-long": "declared size lies",
-        "bomb-ratio": "compression bomb", "bomb-size": "cap",
+        "bomb-ratio": "compression bomb", "tgz-bomb": "compression bomb", "bomb-size": "cap",
     }[kind]  # fmt: skip
     if kind == "traversal":
         _zip(a, {"generic_model.pkl": flame_bytes, "../../evil.pkl": flame_bytes})
@@ -215,6 +215,12 @@ def test_hostile_archive_refused_and_nothing_written(tmp_path: Path, flame_bytes
     elif kind.startswith("size-lie"):
         _zip(a, {"generic_model.pkl": flame_bytes})
         _lie_about_size(a, "generic_model.pkl", -100 if kind.endswith("short") else 100)
+    elif kind == "tgz-bomb":
+        a = src / "FLAME2020.tar.gz"
+        with tarfile.open(a, "w:gz") as t:
+            info = tarfile.TarInfo("generic_model.pkl")
+            info.size = 8 << 20
+            t.addfile(info, io.BytesIO(b"\0" * info.size))
     elif kind == "bomb-ratio":
         _zip(a, {"generic_model.pkl": flame_bytes, "male_model.pkl": b"\0" * (8 << 20)})
     else:
@@ -231,12 +237,15 @@ def test_hostile_archive_refused_and_nothing_written(tmp_path: Path, flame_bytes
 
 def test_cli_add_exit_codes(tmp_path: Path, downloads: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assets = synthetic_target(tmp_path / "assets")
+    left = assets / ".dre-add.k1ll3d00.tmp"  # the staging folder of a run that was killed
+    (left / "emoca").mkdir(parents=True)
     junk = tmp_path / "notes.txt"
     junk.write_text("hello\n")
     assert main(["assets", "add", str(downloads["deca"]), str(junk), "--assets", str(assets)]) == 2
     cap = capsys.readouterr()
     assert "deca_model.tar" in cap.out and "1 of 2 input(s) not added" in cap.err and str(junk) in cap.err
     assert (assets / DECA_FILE).is_file()  # the good input was still added
+    assert not left.exists() and not [p for p in assets.iterdir() if p.name.startswith(".dre-add")]
 
 
 def test_two_commands_from_empty_folder_to_green_check(tmp_path: Path, downloads: dict[str, Path],

@@ -174,17 +174,38 @@ def test_valid_existing_file_untouched_and_foreign_invalid_file_refused(
     assert (assets / LANDMARK_FILE).is_file() and (assets / FAN_DIR / FAN4).is_file()
 
 
-def test_our_own_invalid_file_is_replaced(tmp_path: Path, served: dict[str, bytes]) -> None:
-    """A file fetch placed that no longer validates (here: the folder lost its SYNTHETIC marker, so the
-    synthetic template's sizes are no longer accepted) is fetch's to replace; the refusal is the loader's."""
+def _official_size_obj() -> bytes:
+    """An OBJ with the official template's counts (5023 v, 9976 f): valid without the SYNTHETIC marker."""
+    from dre.face3d.flame import N_FACES, N_VERTICES
+
+    lines = [f"v {i * 1e-4:.4f} 0 0" for i in range(N_VERTICES)] + ["vt 0.5 0.5"]
+    lines += [f"f {i % N_VERTICES + 1}/1 {(i + 1) % N_VERTICES + 1}/1 {(i + 2) % N_VERTICES + 1}/1" for i in range(N_FACES)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_our_own_file_that_became_invalid_is_replaced(tmp_path: Path, served: dict[str, bytes]) -> None:
+    """A file fetch placed that no longer validates (the folder lost its SYNTHETIC marker, so the synthetic
+    template's sizes are refused) is fetch's own: the next fetch replaces it; the landmark file stays."""
     assets = synthetic_target(tmp_path / "assets")
     with serve(Behaviour(files=dict(served))) as base:
         run(_cfg(assets, base, "deca-data"), stream=io.StringIO())
-        (assets / "SYNTHETIC").unlink()
-        with pytest.raises(DreError) as ei:
-            run(_cfg(assets, base, "deca-data"), stream=io.StringIO())
-    assert "the downloaded file is not a valid head_template.obj" in str(ei.value)  # re-downloaded, refused
-    assert (assets / TEMPLATE_FILE).is_file()  # the previous (ours) is kept: nothing valid replaced it
+    (assets / "SYNTHETIC").unlink()
+    official = _official_size_obj()
+    with serve(Behaviour(files={**served, f"/{TEMPLATE_FILE}": official})) as base:
+        got = {o.rel: o.action for o in run(_cfg(assets, base, "deca-data"), stream=io.StringIO())}
+    assert got == {TEMPLATE_FILE: "downloaded", LANDMARK_FILE: "present"}
+    assert (assets / TEMPLATE_FILE).read_bytes() == official
+
+
+def test_missing_fan_message_names_the_fetch_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dre.align.fan import check_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "my assets" / "torch"))  # what the align rule sets
+    with pytest.raises(DreError) as ei:
+        check_weights()
+    msg = str(ei.value)
+    assert f"dre assets fetch fan --assets '{tmp_path / 'my assets'}'" in msg
+    assert "--backend mediapipe works offline" in msg and "dre assets add" in msg
 
 
 def test_proxy_variables_are_respected(tmp_path: Path, served: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:

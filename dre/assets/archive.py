@@ -92,6 +92,13 @@ class Archive:
             self.close()
             raise
         total = sum(m.size for m in self.members)
+        packed = path.stat().st_size
+        if self._tar is not None and total > limits.ratio_floor and total > limits.ratio * max(packed, 1):
+            self.close()  # a compressed tar: its members have no compressed sizes, the whole stream has one
+            raise DreError(
+                f"{path}: expands {total / max(packed, 1):.0f}-fold ({packed} → {total} bytes), above the "
+                f"{limits.ratio:g}:1 cap; refusing the archive (a compression bomb?)"
+            )
         if total > limits.total_bytes:
             self.close()
             raise DreError(
