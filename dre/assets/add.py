@@ -60,7 +60,8 @@ class _Stager:
         """False when a valid file is already in place (or staged from this input)."""
         if rel in self.staged or rel in self.present:
             return False
-        validate = (lambda p: validate_emoca(p)) if rel.startswith(EMOCA_DIR + "/") else file_validator(rel, self.official)
+        emoca = rel.startswith(EMOCA_DIR + "/")
+        validate = validate_emoca if emoca else file_validator(rel, self.official)
         if inspect(self.root, rel, validate).state == "valid":
             self.present.append(rel)
             return False
@@ -109,10 +110,8 @@ def _emoca_pieces(arc: Archive) -> list[tuple[str, Member, Member]]:
         if not (isinstance(cfg, dict) and ({"coarse", "detail"} & set(cfg) or "model" in cfg)):
             continue
         folder = p.parent
-        ckpts = sorted(
-            PurePosixPath(n) for n in arc.by_name
-            if n.endswith(".ckpt") and PurePosixPath(n).is_relative_to(folder / "detail")
-        ) or sorted(PurePosixPath(n) for n in arc.by_name if n.endswith(".ckpt") and PurePosixPath(n).is_relative_to(folder))
+        every = sorted(PurePosixPath(n) for n in arc.by_name if n.endswith(".ckpt"))
+        ckpts = [c for c in every if c.is_relative_to(folder / "detail")] or [c for c in every if c.is_relative_to(folder)]
         best = best_checkpoint(ckpts)
         if best is None:
             raise DreError(f"{arc.path}: {m.name} has no EMOCA checkpoint ('...=<val_loss>.ckpt') beside it")
@@ -243,7 +242,8 @@ def run(cfg: AddConfig, stream: Any = None) -> list[Placed]:
             _say(out, f"{src}: not added: {exc}")
             continue
         for p in got:
-            _say(out, f"{p.rel}: {'added from ' + p.source if p.action == 'added' else 'already present and valid, left untouched'}")
+            what = f"added from {p.source}" if p.action == "added" else "already present and valid, left untouched"
+            _say(out, f"{p.rel}: {what}")
         placed += got
     model = cfg.emoca_model or next(
         (p.rel.split("/", 1)[1] for p in placed if p.rel.startswith(EMOCA_DIR + "/")), None

@@ -184,7 +184,9 @@ class Archive:
             with self._open(m) as fh:
                 return fh.read(min(n, m.size))
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DreError(f"{self.path}: member {m.name!r} cannot be read ({exc}); download the archive again") from None
+            raise DreError(
+                f"{self.path}: member {m.name!r} cannot be read ({exc}); download the archive again"
+            ) from None
 
     def chunks(self, m: Member) -> Iterator[bytes]:
         """The member's bytes, refusing content longer or shorter than declared or with a wrong CRC."""

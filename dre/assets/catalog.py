@@ -67,7 +67,8 @@ SOURCES: dict[str, str] = {
     EMOCA_DIR: (
         "register at https://emoca.is.tue.mpg.de, download "
         "https://download.is.tue.mpg.de/emoca/assets/EMOCA/models/{model}.zip, then "
-        "`dre assets add {model}.zip --assets <assets>` (it unpacks cfg.yaml and detail/checkpoints/ into <assets>/emoca/)"
+        "`dre assets add {model}.zip --assets <assets>` (it unpacks cfg.yaml and detail/checkpoints/ into "
+        "<assets>/emoca/)"
     ),
     FAN_DIR: (
         "`dre assets fetch fan --assets <assets>` (face-alignment 1.5 weights: " + " and ".join(FAN_FILES.values())

@@ -2,7 +2,8 @@
 
 Why through the real loaders: "valid" must mean "extraction and rendering will accept it", so each row
 runs the same function the pipeline runs (FLAME through the FLAME layer's loader, DECA/EMOCA by
-building the encoder; :mod:`dre.assets.validate`, which ``dre assets fetch`` and ``add`` call too), and reports the first problem together with where the right file is obtained.
+building the encoder; :mod:`dre.assets.validate`, which ``dre assets fetch`` and ``add`` call too), and
+reports the first problem together with where the right file is obtained.
 Cross-checks: the head template must have FLAME's faces, the landmark embedding must index them.
 """
 

@@ -29,6 +29,7 @@ from dre.safety.atomic import publish_file
 from dre.utils.hashing import sha256_file
 from dre.utils.synthetic import is_synthetic_assets
 
+
 @dataclass(frozen=True)
 class Outcome:
     rel: str
@@ -53,7 +54,9 @@ def fetch_one(root: Path, item: Download, url: str, *, timeout: float, retries: 
     part = download(url, dest, timeout=timeout, retries=retries, label=item.rel, stream=stream)
     if item.sha256 is not None and sha256_file(part) != item.sha256:
         discard_part(part)
-        raise DreError(f"{url}: the download's sha256 is not the recorded one; it was removed. Try again later or use --mirror")
+        raise DreError(
+            f"{url}: the download's sha256 is not the recorded one; it was removed. Try again later or use --mirror"
+        )
     why = problem(validate, part)
     if why is not None:
         discard_part(part)
@@ -89,7 +92,8 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
         except DreError as exc:
             errors.append(f"{item.rel}: {exc}")
             continue
-        print(f"{item.rel}: {'already present and valid, left untouched' if action == 'present' else 'downloaded'}", file=out)
+        said = "already present and valid, left untouched" if action == "present" else "downloaded"
+        print(f"{item.rel}: {said}", file=out)
         outcomes.append(Outcome(item.rel, action, url))
     if errors:
         raise DreError(f"{len(errors)} of {len(items)} file(s) not fetched:\n" + "\n".join(errors))
