@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-from dre.model.modelfile import FORMAT, infer_official_config, load_model_file, save_model_file
-from dre.model.arch import DEFAULT_CHANNEL_MULT, ModelConfig
-from dre.model.encoder import build_encoder
-from dre.model.fast import eps_fn, maybe_compile, to_channels_last
-from dre.model.precision import PRECISIONS, Precision, resolve_precision
-from dre.model.rig import DiffusionRig
-from dre.model.unet import AttentionBlock, ResBlock, UNet
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_CHANNEL_MULT",
-    "FORMAT",
-    "PRECISIONS",
-    "AttentionBlock",
-    "DiffusionRig",
-    "ModelConfig",
-    "Precision",
-    "ResBlock",
-    "UNet",
-    "build_encoder",
-    "eps_fn",
-    "infer_official_config",
-    "load_model_file",
-    "maybe_compile",
-    "resolve_precision",
-    "save_model_file",
-    "to_channels_last",
-]
+_EXPORTS: dict[str, str] = {
+    "AttentionBlock": "dre.model.unet",
+    "DEFAULT_CHANNEL_MULT": "dre.model.arch",
+    "DiffusionRig": "dre.model.rig",
+    "FORMAT": "dre.model.modelfile",
+    "ModelConfig": "dre.model.arch",
+    "PRECISIONS": "dre.model.arch",
+    "Precision": "dre.model.precision",
+    "ResBlock": "dre.model.unet",
+    "UNet": "dre.model.unet",
+    "build_encoder": "dre.model.encoder",
+    "eps_fn": "dre.model.fast",
+    "infer_official_config": "dre.model.modelfile",
+    "load_model_file": "dre.model.modelfile",
+    "maybe_compile": "dre.model.fast",
+    "resolve_precision": "dre.model.precision",
+    "save_model_file": "dre.model.modelfile",
+    "to_channels_last": "dre.model.fast",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule behind ``name`` on first use (PEP 562): importing a light submodule of this
+    package (its config) must not pull in torch, so ``dre train --help`` stays quick."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
