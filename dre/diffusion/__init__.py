@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dre.utils.lazy import lazy_exports
 
-_EXPORTS: dict[str, str] = {
-    "DiffusionConfig": "dre.diffusion.config",
-    "GaussianDiffusion": "dre.diffusion.schedule",
-    "SpacedSchedule": "dre.diffusion.respace",
-    "cosine_betas": "dre.diffusion.schedule",
-    "ddim_invert": "dre.diffusion.samplers",
-    "ddim_sample": "dre.diffusion.samplers",
-    "ddpm_sample": "dre.diffusion.samplers",
-    "linear_betas": "dre.diffusion.schedule",
-    "make_betas": "dre.diffusion.schedule",
-    "p2_weights": "dre.diffusion.schedule",
-    "space_timesteps": "dre.diffusion.respace",
+_EXPORTS = {
+    "DiffusionConfig": "config",
+    "GaussianDiffusion": "schedule",
+    "SpacedSchedule": "respace",
+    "cosine_betas": "schedule",
+    "ddim_invert": "samplers",
+    "ddim_sample": "samplers",
+    "ddpm_sample": "samplers",
+    "linear_betas": "schedule",
+    "make_betas": "schedule",
+    "p2_weights": "schedule",
+    "space_timesteps": "respace",
 }
-
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the submodule behind ``name`` on first use (PEP 562): importing a light submodule of this
-    package (its config) must not pull in torch, so ``dre train --help`` stays quick."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # torch-heavy modules load on first use
