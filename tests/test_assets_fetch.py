@@ -240,3 +240,15 @@ def test_dry_run_lists_pinned_urls(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "raw.githubusercontent.com/yfeng95/DECA/" in err and "landmark_embedding.npy" in err
     assert not (tmp_path / "a").exists()
     assert main(["assets", "fetch", "nonsense", "--assets", str(tmp_path / "a")]) == 2
+
+
+def test_partial_file_we_did_not_write_is_left_alone(tmp_path: Path, served: dict[str, bytes]) -> None:
+    assets = synthetic_target(tmp_path / "assets")
+    stray = assets / f".{TEMPLATE_FILE}{PART_SUFFIX}"  # a partial file without our sidecar
+    stray.write_bytes(b"someone else's bytes")
+    with serve(Behaviour(files=dict(served))) as base:
+        with pytest.raises(DreError) as ei:
+            run(_cfg(assets, base, "deca-data"), stream=io.StringIO())
+    assert str(stray) in str(ei.value) and "not written by dre" in str(ei.value)
+    assert stray.read_bytes() == b"someone else's bytes" and not (assets / TEMPLATE_FILE).exists()
+    assert (assets / LANDMARK_FILE).is_file()

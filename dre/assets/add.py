@@ -229,6 +229,8 @@ def run(cfg: AddConfig, stream: Any = None) -> list[Placed]:
     root = Path(cfg.assets)
     if not cfg.inputs:
         raise DreError("give at least one downloaded archive or file")
+    if root.exists() and not root.is_dir():
+        raise DreError(f"--assets {root} is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
     sweep(root / STAGING)  # staging folders an interrupted run left behind
     official = not is_synthetic_assets(root)

@@ -82,6 +82,8 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
             state = "present" if dest.exists() else "missing"
             print(f"{item.rel}: {state}; would fetch {url} ({describe_proxy(url)}){note}", file=out)
         return [Outcome(i.rel, "would download", u) for i, u in items]
+    if root.exists() and not root.is_dir():
+        raise DreError(f"--assets {root} is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
     official = not is_synthetic_assets(root)
     outcomes, errors = [], []
