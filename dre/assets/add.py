@@ -201,6 +201,8 @@ def _accept(st: _Stager, rel: str, tries: list[tuple[Member, Path]], quiet: bool
 def add_one(root: Path, src: Path, *, limits: Limits = Limits(), official: bool = True) -> list[Placed]:
     """Add every asset found in ``src`` to ``root``: all of them, or (on any error) none."""
     src = Path(src)
+    if src.is_dir():
+        raise DreError(f"{src} is a folder; give the downloaded files in it (e.g. {src}/*.zip)")
     if not src.is_file():
         raise DreError(f"{src}: no such file")
     staging = Path(tempfile.mkdtemp(prefix=f".{STAGING}.", suffix=".tmp", dir=root))
