@@ -252,3 +252,14 @@ def test_partial_file_we_did_not_write_is_left_alone(tmp_path: Path, served: dic
     assert str(stray) in str(ei.value) and "not written by dre" in str(ei.value)
     assert stray.read_bytes() == b"someone else's bytes" and not (assets / TEMPLATE_FILE).exists()
     assert (assets / LANDMARK_FILE).is_file()
+
+
+def test_two_runs_on_one_folder_do_not_interleave(tmp_path: Path, served: dict[str, bytes]) -> None:
+    from dre.assets.placement import folder_lock
+
+    assets = synthetic_target(tmp_path / "assets")
+    with folder_lock(assets, "x"), serve(Behaviour(files=dict(served))) as base:
+        with pytest.raises(DreError) as ei:
+            run(_cfg(assets, base, "fan"), stream=io.StringIO())
+    assert "another `dre assets fetch` or `dre assets add` is working on this folder" in str(ei.value)
+    assert not (assets / FAN_DIR).exists()

@@ -25,7 +25,7 @@ import yaml
 from dre.assets.archive import Archive, Limits, Member
 from dre.assets.config import AddConfig
 from dre.assets.catalog import EMOCA_DIR, FLAME_FILE, best_checkpoint
-from dre.assets.placement import inspect, record
+from dre.assets.placement import folder_lock, inspect, record
 from dre.assets.recognise import file_role, member_role
 from dre.assets.validate import file_validator, problem, validate_emoca
 from dre.errors import DreError
@@ -234,21 +234,22 @@ def run(cfg: AddConfig, stream: Any = None) -> list[Placed]:
     if root.exists() and not root.is_dir():
         raise DreError(f"--assets {root} is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
-    sweep(root / STAGING)  # staging folders an interrupted run left behind
     official = not is_synthetic_assets(root)
     placed: list[Placed] = []
     errors: list[str] = []
-    for src in cfg.inputs:
-        try:
-            got = add_one(root, Path(src), limits=cfg.limits, official=official)
-        except DreError as exc:
-            errors.append(str(exc))
-            _say(out, f"{src}: not added: {exc}")
-            continue
-        for p in got:
-            what = f"added from {p.source}" if p.action == "added" else "already present and valid, left untouched"
-            _say(out, f"{p.rel}: {what}")
-        placed += got
+    with folder_lock(root, "dre assets add"):
+        sweep(root / STAGING)  # staging folders an interrupted run left behind
+        for src in cfg.inputs:
+            try:
+                got = add_one(root, Path(src), limits=cfg.limits, official=official)
+            except DreError as exc:
+                errors.append(str(exc))
+                _say(out, f"{src}: not added: {exc}")
+                continue
+            for p in got:
+                what = f"added from {p.source}" if p.action == "added" else "already present and valid, left untouched"
+                _say(out, f"{p.rel}: {what}")
+            placed += got
     model = cfg.emoca_model or next(
         (p.rel.split("/", 1)[1] for p in placed if p.rel.startswith(EMOCA_DIR + "/")), None
     )

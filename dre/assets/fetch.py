@@ -22,7 +22,7 @@ from typing import Any, Callable
 from dre.assets.config import FetchConfig
 from dre.assets.downloads import DOWNLOADS, Download
 from dre.assets.http import describe_proxy, discard_part, download, part_path
-from dre.assets.placement import inspect, record
+from dre.assets.placement import folder_lock, inspect, record
 from dre.assets.validate import file_validator, problem
 from dre.errors import DreError
 from dre.safety.atomic import publish_file
@@ -87,16 +87,17 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
     root.mkdir(parents=True, exist_ok=True)
     official = not is_synthetic_assets(root)
     outcomes, errors = [], []
-    for item, url in items:
-        try:
-            action = fetch_one(root, item, url, timeout=cfg.timeout, retries=cfg.retries,
-                               validate=file_validator(item.rel, official), stream=out)  # fmt: skip
-        except DreError as exc:
-            errors.append(f"{item.rel}: {exc}")
-            continue
-        said = "already present and valid, left untouched" if action == "present" else "downloaded"
-        print(f"{item.rel}: {said}", file=out)
-        outcomes.append(Outcome(item.rel, action, url))
+    with folder_lock(root, "dre assets fetch"):
+        for item, url in items:
+            try:
+                action = fetch_one(root, item, url, timeout=cfg.timeout, retries=cfg.retries,
+                                   validate=file_validator(item.rel, official), stream=out)  # fmt: skip
+            except DreError as exc:
+                errors.append(f"{item.rel}: {exc}")
+                continue
+            said = "already present and valid, left untouched" if action == "present" else "downloaded"
+            print(f"{item.rel}: {said}", file=out)
+            outcomes.append(Outcome(item.rel, action, url))
     if errors:
         raise DreError(f"{len(errors)} of {len(items)} file(s) not fetched:\n" + "\n".join(errors))
     return outcomes

@@ -12,11 +12,13 @@ so a command that places files must tell a file it placed from one the user put 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from dre.assets.validate import problem
 from dre.errors import DreError
@@ -25,6 +27,24 @@ from dre.utils.hashing import sha256_file
 
 MANIFEST = ".dre-assets.json"
 MANIFEST_FORMAT = "dre-assets/1"
+
+
+@contextlib.contextmanager
+def folder_lock(root: Path, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on the assets folder itself (``flock`` on its descriptor: no lock file is
+    added), so two fetch/add runs cannot interleave their manifest updates or sweep each other's staging."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DreError(
+                f"{root}: another `dre assets fetch` or `dre assets add` is working on this folder; wait for it to "
+                f"finish, then run {command} again"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
