@@ -263,3 +263,12 @@ def test_two_runs_on_one_folder_do_not_interleave(tmp_path: Path, served: dict[s
             run(_cfg(assets, base, "fan"), stream=io.StringIO())
     assert "another `dre assets fetch` or `dre assets add` is working on this folder" in str(ei.value)
     assert not (assets / FAN_DIR).exists()
+
+
+def test_oversized_answer_is_refused(tmp_path: Path) -> None:
+    from dre.assets.http import download
+
+    with serve(Behaviour(files={"/big": b"x" * 300_000})) as base:
+        with pytest.raises(DreError) as ei:
+            download(f"{base}/big", tmp_path / "big", max_bytes=100_000, stream=io.StringIO())
+    assert "above the 100000-byte cap" in str(ei.value) and list(tmp_path.iterdir()) == []

@@ -33,6 +33,7 @@ from dre.errors import DreError
 from dre.safety.atomic import atomic_write_text
 
 CHUNK = 1 << 16
+MAX_BYTES = 1 << 30  # the largest file fetched (2D-FAN-4) is about 100 MB
 PART_SUFFIX = ".dre-download"
 USER_AGENT = "dre-assets-fetch (DiffusionRig-Emo)"
 
@@ -119,8 +120,14 @@ class _Retry(Exception):
     """A transient failure (cut connection, timeout, server error): try again from where it stopped."""
 
 
-def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Progress) -> None:
+class _TooLarge(Exception):
+    """The server sent more than any asset file can be (a wrong URL, or a stream that never ends)."""
+
+
+def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Progress, max_bytes: int) -> None:
     have = part.stat().st_size if part.exists() else 0
+    if state.total is not None and state.total > max_bytes:
+        raise _TooLarge(state.total)
     if state.total is not None and have == state.total and have > 0:
         return  # an earlier run finished the bytes but not the publishing
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -147,7 +154,11 @@ def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Prog
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, (TimeoutError, socket.timeout)):
             raise _Retry(f"no answer within {timeout:g} s") from None
-        raise _Offline(str(exc.reason)) from None
+        if isinstance(exc.reason, (ConnectionRefusedError, socket.gaierror)) or not isinstance(exc.reason, OSError):
+            raise _Offline(str(exc.reason)) from None  # nobody there (or no such host): retrying will not help
+        raise _Retry(f"connection failed ({exc.reason})") from None  # reset, closed early: transient
+    except (http.client.HTTPException, ConnectionError) as exc:
+        raise _Retry(f"bad answer ({type(exc).__name__}: {exc})") from None
     with resp:
         if resp.status == 206:
             start = _content_range_start(resp.headers.get("Content-Range"))
@@ -162,6 +173,8 @@ def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Prog
             mode, have = "wb", 0  # a full answer: the server ignored the range or the file changed
             length = resp.headers.get("Content-Length")
             total = int(length) if length else None
+        if total is not None and total > max_bytes:
+            raise _TooLarge(total)
         state.total = total
         state.validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
         state.save(part)
@@ -174,6 +187,8 @@ def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Prog
                         break
                     fh.write(block)
                     done += len(block)
+                    if done > max_bytes:
+                        raise _TooLarge(done)
                     progress.update(done, total)
         except (TimeoutError, socket.timeout) as exc:
             raise _Retry(f"stalled for {timeout:g} s after {done} bytes ({exc})") from None
@@ -197,7 +212,7 @@ def _content_range_start(value: str | None) -> int:
 
 
 def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, label: str | None = None,
-             stream: IO[str] | None = None, backoff: float = 0.5) -> Path:  # fmt: skip
+             stream: IO[str] | None = None, backoff: float = 0.5, max_bytes: int = MAX_BYTES) -> Path:  # fmt: skip
     """Download ``url`` into the partial file of ``dest`` (resuming it); returns that partial file.
 
     The caller validates it and publishes it (or discards it): this function never writes ``dest``.
@@ -211,7 +226,7 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, l
     why = ""
     for attempt in range(retries + 1):
         try:
-            _attempt(url, part, state, timeout, progress)
+            _attempt(url, part, state, timeout, progress, max_bytes)
             return part
         except _Retry as exc:
             why = str(exc)
@@ -221,6 +236,12 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, l
         except DreError:
             _drop_if_empty(part)
             raise
+        except _TooLarge as exc:
+            discard_part(part)
+            raise DreError(
+                f"{url}: the server sends {exc.args[0]} bytes or more, above the {max_bytes}-byte cap for an asset "
+                "file; nothing was kept. Check the URL (or --mirror)"
+            ) from None
         except _Offline as exc:
             _drop_if_empty(part)
             raise DreError(
