@@ -270,3 +270,30 @@ def test_two_commands_from_empty_folder_to_green_check(tmp_path: Path, downloads
     assert "all required assets present and valid" in capsys.readouterr().err
     assert (assets / FAN_DIR / S3FD).is_file() and (assets / FAN_DIR / FAN4).is_file()
     print(f"\n[timing] add {t1 - t0:.2f} s, fetch {t2 - t1:.2f} s, check {t3 - t2:.2f} s")
+
+
+def test_legacy_torch_format_deca_model_is_recognised(tmp_path: Path, synthetic_assets: Path) -> None:
+    """DECA's release may predate torch's zip format: the legacy pickle-based file is recognised by content."""
+    state = torch.load(synthetic_assets / DECA_FILE, weights_only=True)
+    legacy = tmp_path / "deca_model.tar"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(legacy)
+    assets = synthetic_target(tmp_path / "assets")
+    assert [(p.rel, p.action) for p in add_one(assets, legacy, official=False)] == [(DECA_FILE, "added")]
+
+
+def test_emoca_model_name_from_folder_or_archive(tmp_path: Path) -> None:
+    from dre.assets.add import _emoca_pieces
+    from dre.assets.archive import Archive
+
+    cfg = b"detail:\n  model: {deca_class: ExpDECA}\n"
+    ck = "detail/checkpoints/deca-epoch=01-val_loss=0.5.ckpt"
+    nested = _zip(tmp_path / "a.zip", {"EMOCA_v2_mp/cfg.yaml": cfg, f"EMOCA_v2_mp/{ck}": b"x",
+                                       "EMOCA_v2_mp/detail/checkpoints/last.ckpt": b"y"})  # fmt: skip
+    flat = _zip(tmp_path / "EMOCA_v2_lr_cos_1.5.zip", {"cfg.yaml": cfg, ck: b"x"})
+    with Archive(nested) as a:
+        assert [(n, c.name, k.name) for n, c, k in _emoca_pieces(a)] == [
+            ("EMOCA_v2_mp", "EMOCA_v2_mp/cfg.yaml", f"EMOCA_v2_mp/{ck}")  # the best checkpoint, not last.ckpt
+        ]
+    with Archive(flat) as a:
+        assert [n for n, _, _ in _emoca_pieces(a)] == ["EMOCA_v2_lr_cos_1.5"]  # not cut at its dot
