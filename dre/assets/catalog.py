@@ -14,6 +14,7 @@ Layout of an assets folder::
     deca_model.tar             DECA release (a torch.save file)
     emoca/<MODEL>/cfg.yaml     EMOCA model folder (+ detail/checkpoints/**/*.ckpt)
     torch/hub/checkpoints/     face-alignment weights (the align rule sets TORCH_HOME=<assets>/torch)
+    .dre-assets.json           what `dre assets fetch` / `add` placed (dre.assets.placement)
 """
 
 from __future__ import annotations
