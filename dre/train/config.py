@@ -12,10 +12,10 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dre.diffusion.schedule import DiffusionConfig
+from dre.diffusion.config import DiffusionConfig
 from dre.errors import DreError
 from dre.launch import LAUNCHERS
-from dre.model.arch import ModelConfig
+from dre.model.arch import PRECISIONS, ModelConfig
 from dre.utils.cliconfig import nested, run_arg, setting
 
 STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
@@ -32,8 +32,6 @@ RUNTIME_FIELDS: frozenset[str] = frozenset(
 )
 """Fields a resumed run may change. ``lmdb`` paths may move (the LMDBs' identity is checked by count); the job's
 shape may change (the global batch, and so the trajectory, does not depend on how many ranks split it)."""
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _stage_help(key: str, what: str) -> str:
@@ -145,7 +143,7 @@ class TrainConfig:
         if self.grad_clip < 0:
             raise DreError(f"--grad-clip {self.grad_clip}: must be ≥ 0 (0 = off)")
         if self.precision not in PRECISIONS:
-            raise DreError(f"--precision {self.precision}: one of auto, fp32, bf16, fp16")
+            raise DreError(f"--precision {self.precision}: one of {', '.join(PRECISIONS)}")
 
     # ------------------------------------------------------------------ views
     def check_world(self, world_size: int, launcher: str) -> None:
