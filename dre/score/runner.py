@@ -36,14 +36,19 @@ GRID_NAME = "grid.png"
 
 def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, target,
                  size: int, device: str, emoca_model: str | None, batch_size: int = 16, reextractor=None):
-    """A :class:`~dre.score.scorer.Scorer` for aligned source faces and a target face (``dre.edit.inputs.Face``).
+    """A :class:`~dre.score.scorer.Scorer` for aligned source faces and a target face (``dre.edit.inputs.Face``),
+    or a list of target faces (the frames of a driving sequence).
 
     ``reextractor`` reuses loaded networks (several scorers in one process); by default one is made.
     """
     rx = reextractor or Reextractor(assets, landmarks=settings.landmarks, device=device, emoca_model=emoca_model,
                                     batch_size=batch_size)
+    if isinstance(target, (list, tuple)):  # the frames of a driving sequence
+        images, landmarks = [t.image for t in target], [t.landmarks for t in target]
+    else:
+        images, landmarks = target.image, target.landmarks
     return Scorer(rx, source_kind, target_kind, settings, [f.image for f in sources], [f.landmarks for f in sources],
-                  target.image, target.landmarks, size)
+                  images, landmarks, size)
 
 
 def references_info(scorer) -> dict:
