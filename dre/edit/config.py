@@ -44,6 +44,9 @@ class EditConfig:
         metavar="SPEC",
         help="one mode with one range A..B:N, e.g. pose:yaw=-30..30:7: N frames, animated (replaces --modes)",
     )
+    source_stems: tuple[str, ...] = run_arg(
+        (), metavar="STEMS", help="edit only these photos of --source (comma list of file stems; default: all)"
+    )
     source_codes: Path | None = run_arg(None, help="codes.parquet of the sources (else extracted here)")
     source_extractor: str = run_arg("deca", choices=EXTRACTORS, help="FLAME codes of the sources")
     target_extractor: str = run_arg("deca", choices=EXTRACTORS, help="FLAME codes of the target")

@@ -67,6 +67,18 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
     return tform @ scale
 
 
+def select_sources(faces: list[Face], stems: tuple[str, ...]) -> list[Face]:
+    """The faces named by ``--source-stems`` (all when none are named), in file-name order."""
+    if not stems:
+        return faces
+    have = {f.stem for f in faces}
+    missing = [s for s in stems if s not in have]
+    if missing:
+        raise DreError(f"--source-stems: no aligned source photo {', '.join(map(repr, missing))} "
+                       f"(the source has: {', '.join(sorted(have)[:20])}{' ...' if len(have) > 20 else ''})")
+    return [f for f in faces if f.stem in set(stems)]
+
+
 def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     cfg.validate()
@@ -77,7 +89,7 @@ def run(cfg: EditConfig) -> Path:
     if not model_path.is_file():
         raise DreError(f"--model {model_path} does not exist")
     # cheap input checks first: a target without a face should fail before any network is loaded
-    faces = list_sources(Path(cfg.source))
+    faces = select_sources(list_sources(Path(cfg.source)), cfg.source_stems)
     frames = load_targets(Path(cfg.target)) if cfg.target is not None else []
     modes = drive(cfg.frames(), len(frames))
     ref_faces = {r: load_target(Path(r)) for m in modes for r in m.references if r != REF_TARGET}
