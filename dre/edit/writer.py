@@ -21,6 +21,7 @@ Layout of ``results/edits/<edit>/``::
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +39,8 @@ from dre.face3d.codes import Buffers
 from dre.safety.ownership import owned_dir
 from dre.score.grid import cell_marks
 from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, RIG_COLUMNS, SCORE_COLUMNS
+
+log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
 SEQUENCES_NAME = "sequences.json"  # per sequence and source: frames, animations, flicker (also in edit.parquet)
@@ -217,6 +220,9 @@ def _write_sequences(tmp: Path, res: EditResult, edited_u8: np.ndarray, targets_
             out.append({"sequence": seq, "source_stem": stem, "frames": [f"{stem}_{plan.modes[j].file_label}.png"
                         for j in idx], "gif": gif, "mp4": mp4, "driven": driven,
                         "flicker": sequence_flicker(res.images[jobs], cond[jobs])})
+            fl = out[-1]["flicker"]
+            log.info("flicker %s / %s: images %.4f, conditions %.4f, ratio %.3f", seq, stem, fl["images"],
+                     fl["conditions"], fl["ratio"])
         sheet = animate.contact_sheet(sheet_rows, sheet_labels, [_column_label(plan.modes[j]) for j in idx],
                                       banner=banner)
         outputs.save_png(tmp / f"{label}_sheet.png", sheet)
