@@ -243,3 +243,18 @@ def test_light_from_target_is_the_light_swap():
     b = edit_codes(src, {"target": tgt}, parse_mode("light"))
     for name in FIELDS:
         assert torch.equal(getattr(a, name), getattr(b, name))
+
+
+def test_scores_count_blocks_moved_by_numbers_as_neither_transfer_nor_leakage():
+    from dre.score import metrics
+
+    assert parse_mode("jaw:open=10").score_components() == (frozenset(), frozenset({"jaw"}))
+    assert parse_mode("exp+pose:yaw=10").score_components() == (frozenset({"exp"}), frozenset({"pose"}))
+    assert parse_mode("exp:towards=target,strength=0.5").score_components() == (frozenset({"exp"}), frozenset())
+    assert parse_mode("exp+jaw:open=5").score_components() == (frozenset({"exp"}), frozenset())
+    rng = np.random.default_rng(0)
+    dims = {"exp": 50, "jaw": 3, "pose": 3, "light": 27}
+    edit, src, tgt = ({b: rng.standard_normal((2, d)) for b, d in dims.items()} for _ in range(3))
+    cols = metrics.block_scores(edit, src, tgt, [("exp", "jaw"), ()], moved=[(), ("pose", "jaw")])
+    assert np.isfinite(cols["leak_pose"][0]) and np.isnan(cols["leak_pose"][1]) and np.isnan(cols["leak_jaw"][1])
+    assert np.isnan(cols["transfer_pose"][1]) and np.isfinite(cols["leak_exp"][1]) and np.isfinite(cols["leak_light"][1])

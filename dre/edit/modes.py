@@ -37,6 +37,9 @@ COMPONENTS: tuple[str, ...] = ("exp", "pose", "light", "latent")
 """Known mode components, in the canonical order used in names (``exp+pose``, never ``pose+exp``)."""
 
 GEOMETRY_COMPONENTS = frozenset({"exp", "pose"})
+_RIG_BLOCKS = {"exp": frozenset({"exp", "jaw"}), "jaw": frozenset({"jaw"}), "pose": frozenset({"pose"}),
+               "light": frozenset({"light"}), "latent": frozenset()}
+"""The score blocks (``dre.tables.SCORE_BLOCKS``) each component or rig term changes."""
 
 
 @dataclass(frozen=True)
@@ -93,20 +96,21 @@ class Mode:
         return {f"{t.component}.{k}": v for t in self.rig for k, v in t.params}
 
     def score_components(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(components transferred from the target, components moved by numbers) for the scores.
+        """(components transferred from the target, score blocks moved by numbers) for the scores.
 
         A rig term that reads the target (``exp:towards=target``, ``light:from=target``) transfers its
         blocks like a swap; numbers (``pose:yaw``, ``jaw:open``, ``light:azimuth``) move blocks to no
-        target, so those blocks are neither transfer nor leakage.
+        target, so those blocks (``dre.tables.SCORE_BLOCKS``: exp, jaw, pose, light) are neither transfer
+        nor leakage. ``jaw:open`` moves the jaw block only: the expression coefficients can still leak.
         """
         moved, transferred = set(), set(self.components)
         for t in self.rig:
-            comp = "exp" if t.component == "jaw" else t.component
             if t.references == (REF_TARGET,):
-                transferred.add(comp)
+                transferred.add(t.component)
             else:
-                moved.add(comp)
-        return frozenset(transferred), frozenset(moved - transferred)
+                moved |= _RIG_BLOCKS[t.component]
+        swapped = {b for c in transferred for b in _RIG_BLOCKS[c]}
+        return frozenset(transferred), frozenset(moved - swapped)
 
     def __str__(self) -> str:  # pragma: no cover - convenience
         return self.name

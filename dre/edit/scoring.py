@@ -62,7 +62,7 @@ def score_edits(
     rows = score(list(range(plan.n_jobs)), images)
     names = [(plan.stems[job_src[k]], job_modes[k].name) for k in range(plan.n_jobs)]
     res = retry_failed(cfg.retry_failed, images, rows, first_seeds=first_seeds, init=cfg.init, job_names=names,
-                       seed=cfg.seed, draw=draw, score=score)
+                       seed=cfg.seed, draw=draw, score=score, retryable=[m.sequence is None for m in job_modes])
     summary_rows = [{**r, "mode": names[k][1], "file": f"{names[k][0]}_{job_modes[k].file_label}.png",
                      "attempts": sum(d.job == k for d in res.draws)} for k, r in enumerate(res.rows)]
     summary = summarise(summary_rows, settings=asdict(settings), references=references_info(scorer), synthetic=synthetic)

@@ -31,7 +31,7 @@ class Item:
     components: frozenset[str]
     image: np.ndarray
     target: int = 0  # which target picture (a frame of a driving sequence)
-    moved: frozenset[str] = frozenset()  # components changed by numbers, towards no target (rig edits)
+    moved: frozenset[str] = frozenset()  # blocks (exp, jaw, pose, light) changed by numbers towards no target
 
 
 class Scorer:
@@ -92,7 +92,7 @@ class Scorer:
             tgt_b = {b: v[tgt] for b, v in self._tgt_blocks.items()}
         cols: dict[str, np.ndarray] = metrics.block_scores(
             edit_b, src_b, tgt_b, [metrics.mode_blocks(it.components) for it in items], self._block_spread,
-            moved=[metrics.mode_blocks(it.moved) for it in items],
+            moved=[tuple(b for b in metrics.BLOCKS if b in it.moved) for it in items],
         )
         cols.update(metrics.identity_scores(ext.codes[self.source_kind]["shape"], self._src_shape[src],
                                             self.album_mean, self.album_spread))
