@@ -286,7 +286,8 @@ ATTEMPTS = Table(
 
 
 def read_edit_rows(path: PathLike, *, flag: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The rows (base columns) and metadata of an ``edit.parquet`` of any version, for scoring it."""
+    """The rows (base columns, and the rig columns from version 3) and metadata of an ``edit.parquet`` of any
+    version, for scoring it."""
     table = EDIT
     if Path(path).is_file():
         raw = (_read_schema(Path(path), _where(path, flag), EDIT_FILE).metadata or {}).get(META_KEY.encode())
@@ -295,7 +296,8 @@ def read_edit_rows(path: PathLike, *, flag: str | None = None) -> tuple[list[dic
             table = {EDIT_V1.version: EDIT_V1, EDIT_V2.version: EDIT_V2}.get(found, EDIT)
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             pass  # EDIT.read below names the problem
-    df, meta = table.read(path, columns=[name for name, _ in _EDIT_BASE], flag=flag)
+    extra = [name for name, _ in RIG_COLUMNS] if table is EDIT else []  # sequences and target frames: version 3
+    df, meta = table.read(path, columns=[name for name, _ in _EDIT_BASE] + extra, flag=flag)
     return df.to_dict("records"), meta
 
 

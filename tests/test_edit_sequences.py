@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -106,6 +107,16 @@ def test_frames_folder_target_drives_one_picture_per_frame_with_scores(case, tmp
     assert {s["driven"] for s in seqs} == {True} and len(seqs) == 2
     sheet = np.asarray(Image.open(out / "exp+light_sheet.png"))
     assert sheet.shape[0] > 3 * 96  # target row + two sources
+    # `dre score` on the folder scores each driven frame against its own target frame, as the edit did
+    from dre.score import Config as ScoreConfig, run as score_run
+
+    scores = score_run(ScoreConfig(edits=out, assets=case["assets"], out=tmp_path / "scores", device="cpu"))
+    again = pq.read_table(scores / "scores.parquet").to_pandas().set_index("file")
+    mine = table.set_index("file")
+    for col in ("noise", "transfer", "leakage", "dist_light_edit_target"):
+        np.testing.assert_allclose(again.loc[mine.index, col].astype(float), mine[col].astype(float), atol=1e-6,
+                                   err_msg=col)
+    assert again.loc["p1_pose_yaw10.png", "target"] is None or np.isnan(again.loc["p1_pose_yaw10.png", "target"])
 
 
 def test_target_is_needed_only_by_modes_that_read_it(case, tmp_path):
