@@ -57,11 +57,15 @@ def _cfg(case, out, **kw) -> edit.Config:
 
 
 def test_sweep_frames_equal_single_edits_and_need_no_target(case, tmp_path):
-    out = edit.run(_cfg(case, tmp_path / "sweep", sweep=parse_sweep("pose:yaw=-20..20:3")))
+    out = edit.run(_cfg(case, tmp_path / "sweep", sweep=parse_sweep("pose:yaw=-20..20:3"), scores=True))
     single = edit.run(_cfg(case, tmp_path / "single", modes=parse_modes("pose:yaw=20")))
     table = EDIT.read(out / EDIT_FILE)[0]
     assert len(table) == 6 and set(table["sequence"]) == {"pose:yaw=-20..20:3"}
     assert table["target"].isna().all() and table["target_frame"].isna().all()
+    # scored without a target: nothing to transfer, the moved pose block is not a leak, the rest is measured
+    assert table["noise"].notna().all() and table["transfer"].isna().all() and table["leak_pose"].isna().all()
+    found = table["landmarks_status"] == "ok"  # a tiny random model draws few faces: where one was found
+    assert found.any() and table.loc[found, "leak_light"].notna().all()
     assert [json.loads(p)["pose.yaw"] for p in table[table["source_stem"] == "p1"]["params"]] == [-20.0, 0.0, 20.0]
     for stem in ("p1", "p2"):
         frame = (out / f"{stem}_pose_yaw-20..20x3_002.png").read_bytes()
@@ -77,7 +81,7 @@ def test_sweep_frames_equal_single_edits_and_need_no_target(case, tmp_path):
     assert f["images"] > 0 and f["conditions"] > 0 and f["ratio"] == pytest.approx(f["images"] / f["conditions"], rel=1e-3)
     assert EDIT.read_meta(out / EDIT_FILE)["sequences"] == seqs
     # reruns give the same bytes, animations included
-    again = edit.run(_cfg(case, tmp_path / "again", sweep=parse_sweep("pose:yaw=-20..20:3")))
+    again = edit.run(_cfg(case, tmp_path / "again", sweep=parse_sweep("pose:yaw=-20..20:3"), scores=True))
     for name in ("p1_pose_yaw-20..20x3.gif", "p1_pose_yaw-20..20x3.mp4", EDIT_FILE):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
 

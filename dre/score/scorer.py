@@ -62,7 +62,7 @@ class Scorer:
         self.source_landmarks_from = ref.landmarks_from[: self.n_sources]
         self.target_landmarks_from = ref.landmarks_from[self.n_sources] if self.n_targets else None
         n, t = self.n_sources, self.n_targets
-        self._tgt_blocks = metrics.code_blocks({c: v[n : n + t] for c, v in ref.codes[target_kind].items()})
+        self._tgt_blocks = metrics.code_blocks({c: v[n : n + t] for c, v in ref.codes[target_kind].items()}) if t else {}
         self._src_blocks = metrics.code_blocks({c: v[:n] for c, v in ref.codes[target_kind].items()})
         self._src_shape = ref.codes[source_kind]["shape"][:n]
         self.album_mean, self.album_spread = metrics.album_stats(self._src_shape)
