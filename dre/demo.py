@@ -281,8 +281,9 @@ def build_target(out: str | Path, seed: int = 0, source: str = "grace_hopper") -
 def frame_variants(n: int, seed: int = 0, source: str = "grace_hopper") -> list[Variant]:
     """The demo's driving sequence: ``n`` frames of the demo target, drifting a little from one to the next.
 
-    Frame k turns the photo by up to ±4° (a head roll), slides it and swings the side light, so the
-    target's FLAME codes (pose, light and a little expression from the crop) change smoothly over time.
+    Frame k turns the photo by up to ±4°, slides it and swings the side light through 180°. FFHQ alignment
+    undoes most of the turn and slide, so what drives the edit is mostly the light (and the small changes
+    of pose and expression the extractor reads from the re-aligned crops), changing smoothly over time.
     """
     if not 2 <= n <= 24:
         raise DreError(f"--n-frames must be 2 to 24 (got {n})")
@@ -291,7 +292,7 @@ def frame_variants(n: int, seed: int = 0, source: str = "grace_hopper") -> list[
     for k in range(n):
         t = k / (n - 1) - 0.5  # -0.5 .. 0.5
         out.append(replace(v, file=f"frame_{k:03d}.jpg", angle=v.angle + 8.0 * t, shift_x=v.shift_x + 0.04 * t,
-                           light_angle=v.light_angle + 1.2 * t))
+                           light_angle=v.light_angle + math.pi * t, light_strength=max(v.light_strength, 0.4)))
     return out
 
 

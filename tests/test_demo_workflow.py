@@ -224,7 +224,7 @@ def test_report_builds_offline_with_grid_losses_and_summaries(run: DemoRun) -> N
     html = (root / "results/report.html").read_text()
     assert "<script src=\"http" not in html and "<link href=\"http" not in html  # nothing fetched when viewed
     for name in ("grid.png", "demo.deca.png", "demo_prior.tsv", f"{DEMO_EDIT}.tsv", "Edits", "Training", "Alignment",
-                 "Extraction", "astronaut_000_pose_yaw-20..20x5.gif", "astronaut_000_exp+pose.gif"):
+                 "Extraction", "astronaut_000_pose_yaw-20..20x5.gif", "astronaut_000_exp+pose+light.gif"):
         assert name in html, name
     # The figures are embedded byte for byte (base64 data URIs), not linked.
     for figure in (f"{DEMO_TARGET}/grid.png", "results/report/loss/stage1/demo.deca.png",

@@ -131,3 +131,13 @@ def test_target_is_needed_only_by_modes_that_read_it(case, tmp_path):
     with pytest.raises(DreError, match="driven twice"):
         edit.run(_cfg(case, tmp_path / "y", target=case["frames"], sweep=parse_sweep("exp+pose:yaw=-5..5:2")))
     assert not (tmp_path / "y").exists()
+
+
+def test_cli_rejects_a_bad_sweep_before_any_work(case, tmp_path, capsys):
+    from dre.cli import main
+
+    rc = main(["edit", "--model", str(case["model"]), "--assets", str(case["assets"]), "--source", str(case["album"]),
+               "--sweep", "light:azimuth=-200..0:5", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--sweep" in err and "azimuth=-200 is out of range; allowed [-180, 180] degrees" in err, err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()

@@ -147,7 +147,8 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
         cell = int(res.images.shape[-1])
         labels = ["source", "target"] + [_column_label(md) for md in plan.modes]
         if settings.grid_buffers:
-            labels += ["source render"] + [f"{md.name} render" for md in plan.modes]
+            labels += ["source render"] + [f"{md.name if md.sequence is None else f'#{md.frame}'} render"
+                                           for md in plan.modes]
         grid_rows = []
         for i in range(n):
             row_cells = [sources_u8[i], targets_u8[0]] + [edited_u8[i * m + j] for j in range(m)]
