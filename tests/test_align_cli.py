@@ -58,4 +58,6 @@ def test_cli_fan_without_weights_names_files(tmp_path: Path, dre_cmd, cli_env) -
     assert res.returncode == 2, res.stderr
     for needle in ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar", str(tmp_path / "torch" / "hub" / "checkpoints")):
         assert needle in res.stderr
+    # what the align rule's log says (the rule sets TORCH_HOME=<assets>/torch): the command, and the offline back-end
+    assert f"dre assets fetch fan --assets {tmp_path}" in res.stderr and "--backend mediapipe works offline" in res.stderr
     assert "Traceback" not in res.stderr

@@ -15,6 +15,8 @@ SUBCOMMANDS = [
     ["score"],
     ["assets", "check"],
     ["assets", "synth"],
+    ["assets", "fetch"],
+    ["assets", "add"],
 ]
 
 

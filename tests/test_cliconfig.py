@@ -78,10 +78,12 @@ def test_engine_modules_do_not_parse_flags() -> None:
     assert offenders == []
 
 
-def test_dre_align_does_not_import_the_training_stack(dre_cmd: list[str], cli_env: dict[str, str]) -> None:
-    """Only the invoked subcommand's Config is imported: `dre align --help` runs without torch."""
+@pytest.mark.parametrize("command", ["align", "extract", "pack", "train", "edit", "score"])
+def test_stage_help_does_not_import_torch(command: str, dre_cmd: list[str], cli_env: dict[str, str]) -> None:
+    """Only the invoked subcommand's Config is imported, and no Config needs torch: `dre <stage> --help`
+    answers at once, without loading the training stack."""
     code = ("import sys; from dre.cli import main\n"
-            "try:\n    main(['align', '--help'])\nexcept SystemExit:\n    pass\n"
+            f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules)")
     r = subprocess.run([dre_cmd[0], "-c", code], capture_output=True, text=True, env=cli_env, timeout=120)
     assert r.returncode == 0, r.stderr

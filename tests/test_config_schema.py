@@ -18,7 +18,7 @@ import yaml
 from dre.align.config import AlignConfig
 from dre.cli import parse_config
 from dre.demo import AlbumConfig
-from dre.diffusion.schedule import DiffusionConfig
+from dre.diffusion.config import DiffusionConfig
 from dre.edit.config import EditConfig
 from dre.extract.config import ExtractConfig
 from dre.assets.catalog import DEFAULT_EMOCA_MODEL

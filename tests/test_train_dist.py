@@ -126,12 +126,13 @@ def test_two_gloo_processes_match_one_and_only_rank0_writes(tmp_path: Path, cli_
     # rounding level can flip an update, and the encoder's BatchNorm over 4 samples amplifies what follows
     # (after step 4: max 1e-4 ≈ lr, L2 8e-3; after 6: L2 0.13). A missed or doubled step instead moves
     # every trained weight by a whole Adam step: L2 distance ≈ 5. Hence 3 steps (3 batches, each with its
-    # own dropout masks), and (a) no weight further than one Adam step (lr = 1e-4) from the one-process
-    # run, (b) the L2 distance to the one-process step-3 weights below 1% of the distance to its step-2
+    # own dropout masks), and (a) no weight further than one flipped Adam update from the one-process run:
+    # a rounding-level gradient that flips the sign of an early update moves that weight from +lr to -lr,
+    # i.e. by up to 2·lr = 2e-4 (measured on one machine 1.13e-4 at 6 of 9408 encoder.conv1 weights), (b) the L2 distance to the one-process step-3 weights below 1% of the distance to its step-2
     # and step-4 weights (measured 6e-6 of it), which a step too few or too many fails by ~100×.
     for k, v in same.items():
         if v.is_floating_point():
-            torch.testing.assert_close(two[k], v, rtol=0, atol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+            torch.testing.assert_close(two[k], v, rtol=0, atol=2e-4, msg=lambda m, k=k: f"{k}: {m}")
     w2 = _flat(two)
     d_same = float((w2 - _flat(same)).norm())
     d_missed = float((w2 - _flat(one_at(STEPS - 1))).norm())

@@ -321,3 +321,32 @@ def test_missing_required_column_is_reported(layout: Layout, monkeypatch) -> Non
     with pytest.raises(WorkflowError) as info:
         check_sheets_in_process(layout, monkeypatch)
     assert "config/albums.tsv, row 1, column 'role'" in str(info.value)
+
+
+def _params_blocks(text: str) -> list[str]:
+    """The `params:` blocks of a rules file: the indented lines after `params:` up to the next directive."""
+    blocks = []
+    for match in re.finditer(r"^(\s+)params:\n((?:\1\s+.*\n)+)", text, flags=re.M):
+        blocks.append(match.group(2))
+    return blocks
+
+
+def test_no_params_function_reads_input_or_output() -> None:
+    """Snakemake leaves params computed from ``input``/``output`` out of its params-changed check: such a
+    param (say, a seed from the sheet) could change without rerunning the rule. Every params function must
+    take the wildcards only."""
+    sources = {p.name: p.read_text() for p in (REPO / "workflow").rglob("*.smk")}
+    sources["Snakefile"] = (REPO / "workflow/Snakefile").read_text()
+    signatures = {}
+    for text in sources.values():
+        for name, args in re.findall(r"^def (\w+)\(([^)]*)\)", text, flags=re.M):
+            signatures[name] = [a.split(":")[0].split("=")[0].strip() for a in args.split(",") if a.strip()]
+    checked = 0
+    for file, text in sources.items():
+        for block in _params_blocks(text):
+            for key, value in re.findall(r"^\s+(\w+)=(.+?),?$", block, flags=re.M):
+                lam = re.match(r"lambda ([^:]*):", value)
+                used = [a.strip() for a in lam.group(1).split(",")] if lam else signatures.get(value.strip(), [])
+                assert not {"input", "output"} & set(used), f"{file}: params {key}={value} reads input/output"
+                checked += 1
+    assert checked > 10, f"only {checked} params found: the parser no longer matches the rules files"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import Sequence
 
@@ -42,11 +43,17 @@ def check_weights(folder: Path | None = None) -> Path:
     missing = [name for name in FAN_FILES if not (folder / name).is_file()]
     if missing:
         lines = "\n".join(f"  {name}  ({FAN_FILES[name]})" for name in missing)
+        # the workflow sets TORCH_HOME=<assets>/torch, so <assets> is three levels up from the folder
+        assets = folder.parents[2] if folder.parts[-3:] == ("torch", "hub", "checkpoints") else None
+        fetch = f"dre assets fetch fan --assets {shlex.quote(str(assets))}" if assets else (
+            "dre assets fetch fan --assets <assets>  (and set TORCH_HOME=<assets>/torch)"
+        )
         raise DreError(
             f"--backend fan needs face-alignment's weights, missing from {folder}:\n{lines}\n"
-            "Download them on a machine with network access and put them in that folder (it is "
-            "$TORCH_HOME/hub/checkpoints; the workflow sets TORCH_HOME=<assets>/torch), or use "
-            "--backend mediapipe (offline, ships its model) or --backend sidecar."
+            f"Get them with:\n  {fetch}\n(on a machine with network access; offline, download the two URLs "
+            "elsewhere and run `dre assets add <files> --assets <assets>`). Or align without them: "
+            "--backend mediapipe works offline (it ships its model; in the workflow set align: backend: mediapipe "
+            "in config/config.yaml, or the album's backend column), or --backend sidecar."
         )
     return folder
 

@@ -14,15 +14,19 @@ Layout of an assets folder::
     deca_model.tar             DECA release (a torch.save file)
     emoca/<MODEL>/cfg.yaml     EMOCA model folder (+ detail/checkpoints/**/*.ckpt)
     torch/hub/checkpoints/     face-alignment weights (the align rule sets TORCH_HOME=<assets>/torch)
+    .dre-assets.json           what `dre assets fetch` / `add` placed (dre.assets.placement)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Iterable, TypeVar
 
 from dre.errors import DreError
 from dre.utils.hashing import sha256_file
 from dre.utils.synthetic import is_synthetic_assets
+
+P = TypeVar("P", bound=PurePath)
 
 FLAME_FILE = "generic_model.pkl"
 TEXTURE_FILE = "FLAME_texture.npz"
@@ -32,35 +36,44 @@ DECA_FILE = "deca_model.tar"
 EMOCA_DIR = "emoca"
 DEFAULT_EMOCA_MODEL = "EMOCA_v2_lr_mse_20"
 FAN_DIR = "torch/hub/checkpoints"
+S3FD_FILE = "s3fd-619a316812.pth"
+FAN4_FILE = "2DFAN4-11f355bf06.pth.tar"
 FAN_FILES: dict[str, str] = {
     # face-alignment 1.5 file names (its URLs' basenames) under <torch hub dir>/checkpoints/
-    "s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
-    "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+    S3FD_FILE: f"https://www.adrianbulat.com/downloads/python-fan/{S3FD_FILE}",
+    FAN4_FILE: f"https://www.adrianbulat.com/downloads/python-fan/{FAN4_FILE}",
 }
 
 SOURCES: dict[str, str] = {
     FLAME_FILE: (
-        "register at https://flame.is.tue.mpg.de, download 'FLAME 2020' (FLAME2020.zip) and copy "
-        "generic_model.pkl from it (FLAME 2023 bases are not compatible with DECA/EMOCA codes)"
+        "register at https://flame.is.tue.mpg.de, download 'FLAME 2020' (FLAME2020.zip), then "
+        "`dre assets add FLAME2020.zip --assets <assets>` (FLAME 2023 bases are not compatible with DECA/EMOCA codes)"
     ),
     TEXTURE_FILE: (
-        "register at https://flame.is.tue.mpg.de, download 'FLAME texture space' (FLAME_texture.npz)"
+        "register at https://flame.is.tue.mpg.de, download 'FLAME texture space' (FLAME_texture.npz), then "
+        "`dre assets add <the download> --assets <assets>`"
     ),
-    TEMPLATE_FILE: "DECA repository data folder: https://github.com/yfeng95/DECA/tree/master/data (head_template.obj)",
+    TEMPLATE_FILE: (
+        "`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
+        "https://github.com/yfeng95/DECA/tree/master/data, head_template.obj)"
+    ),
     LANDMARK_FILE: (
-        "DECA repository data folder: https://github.com/yfeng95/DECA/tree/master/data (landmark_embedding.npy)"
+        "`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
+        "https://github.com/yfeng95/DECA/tree/master/data, landmark_embedding.npy)"
     ),
     DECA_FILE: (
         "DECA README 'DECA trained model': https://drive.google.com/file/d/1rp8kdyLPvErw2dTmqtjISRVvQLj6Yzje "
-        "(save as deca_model.tar; it is a torch.save file, do not untar it)"
+        "(a torch.save file, do not untar it), then `dre assets add deca_model.tar --assets <assets>`"
     ),
     EMOCA_DIR: (
-        "register at https://emoca.is.tue.mpg.de, then download and unzip "
-        "https://download.is.tue.mpg.de/emoca/assets/EMOCA/models/{model}.zip into <assets>/emoca/ "
-        "(the folder holds cfg.yaml and detail/checkpoints/)"
+        "register at https://emoca.is.tue.mpg.de, download "
+        "https://download.is.tue.mpg.de/emoca/assets/EMOCA/models/{model}.zip, then "
+        "`dre assets add {model}.zip --assets <assets>` (it unpacks cfg.yaml and detail/checkpoints/ into "
+        "<assets>/emoca/)"
     ),
     FAN_DIR: (
-        "face-alignment 1.5 weights: " + " and ".join(FAN_FILES.values()) + " into <assets>/torch/hub/checkpoints/"
+        "`dre assets fetch fan --assets <assets>` (face-alignment 1.5 weights: " + " and ".join(FAN_FILES.values())
+        + " into <assets>/torch/hub/checkpoints/)"
     ),
 }
 
@@ -78,6 +91,23 @@ def emoca_path(assets_dir: str | Path, model: str = DEFAULT_EMOCA_MODEL) -> Path
     return Path(assets_dir) / EMOCA_DIR / model
 
 
+def best_checkpoint(paths: Iterable[P]) -> P | None:
+    """EMOCA's "best" rule over checkpoint paths (files or archive member names, sorted by the caller):
+    stems ``last`` skipped, smallest number after the last ``=`` of the stem, the later path on ties."""
+    best = None
+    best_val = float("inf")
+    for c in paths:
+        if c.stem == "last":
+            continue
+        try:
+            val = float(c.stem[c.stem.rfind("=") + 1 :])
+        except ValueError:
+            continue
+        if val <= best_val:
+            best, best_val = c, val
+    return best
+
+
 def locate_emoca_checkpoint(folder: str | Path) -> Path:
     """The checkpoint EMOCA itself loads from a model folder (its "best" mode).
 
@@ -89,17 +119,7 @@ def locate_emoca_checkpoint(folder: str | Path) -> Path:
     if not root.is_dir():
         root = folder / "detail" if (folder / "detail").is_dir() else folder
     ckpts = sorted(root.rglob("*.ckpt"))
-    best: Path | None = None
-    best_val = float("inf")
-    for c in ckpts:
-        if c.stem == "last":
-            continue
-        try:
-            val = float(c.stem[c.stem.rfind("=") + 1 :])
-        except ValueError:
-            continue
-        if val <= best_val:
-            best, best_val = c, val
+    best = best_checkpoint(ckpts)
     if best is None:
         found = ", ".join(str(c.relative_to(folder)) for c in ckpts[:4]) or "none"
         raise DreError(

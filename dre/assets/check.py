@@ -2,7 +2,8 @@
 
 Why through the real loaders: "valid" must mean "extraction and rendering will accept it", so each row
 runs the same function the pipeline runs (FLAME through the FLAME layer's loader, DECA/EMOCA by
-building the encoder), and reports the first problem together with where the right file is obtained.
+building the encoder; :mod:`dre.assets.validate`, which ``dre assets fetch`` and ``add`` call too), and
+reports the first problem together with where the right file is obtained.
 Cross-checks: the head template must have FLAME's faces, the landmark embedding must index them.
 """
 
@@ -29,8 +30,7 @@ from dre.assets.catalog import (
     where_to_get,
 )
 from dre.errors import DreError
-from dre.face3d.encoder_files import torch_load_weights
-from dre.face3d.encoders import load_face_encoder
+from dre.assets.validate import validate_deca, validate_emoca, validate_fan
 from dre.face3d.face_model import load_head_template
 from dre.face3d.flame import FlameModel, load_flame, load_landmark_embedding
 from dre.face3d.texture import load_flame_texture
@@ -97,17 +97,17 @@ def check_assets(
             p = root / FAN_DIR / f
             if not p.is_file():
                 raise DreError(f"{p} missing")
-            torch_load_weights(p, FAN_DIR)
+            validate_fan(p, expected=f)
 
     rows = [
         _status(FLAME_FILE, root / FLAME_FILE, True, where_to_get(FLAME_FILE), v_flame),
         _status(TEXTURE_FILE, root / TEXTURE_FILE, True, where_to_get(TEXTURE_FILE), lambda: load_flame_texture(root / TEXTURE_FILE)),
         _status(TEMPLATE_FILE, root / TEMPLATE_FILE, True, where_to_get(TEMPLATE_FILE), v_template),
         _status(LANDMARK_FILE, root / LANDMARK_FILE, True, where_to_get(LANDMARK_FILE), v_landmarks),
-        _status(DECA_FILE, root / DECA_FILE, "deca" in require, where_to_get(DECA_FILE), lambda: load_face_encoder(root, "deca")),
+        _status(DECA_FILE, root / DECA_FILE, "deca" in require, where_to_get(DECA_FILE), lambda: validate_deca(root / DECA_FILE)),
         _status(
             f"{EMOCA_DIR}/{emoca_model}", emoca_path(root, emoca_model), "emoca" in require,
-            where_to_get(EMOCA_DIR, emoca_model), lambda: load_face_encoder(root, "emoca", emoca_model),
+            where_to_get(EMOCA_DIR, emoca_model), lambda: validate_emoca(emoca_path(root, emoca_model)),
         ),
         _status(FAN_DIR, root / FAN_DIR, "fan" in require, where_to_get(FAN_DIR), v_fan),
     ]

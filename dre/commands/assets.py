@@ -1,8 +1,15 @@
-"""``dre assets check|synth``: validate the user's licensed assets, or write synthetic stand-ins."""
+"""``dre assets check|synth|fetch|add``: validate the assets folder, write synthetic stand-ins, download the
+freely downloadable files, or add the archives a user downloaded after registering.
+
+``fetch`` and ``add`` are stages in the package's usual shape (``dre.assets.fetch`` / ``dre.assets.add``
+expose ``Config`` and ``run``); their flags come from those dataclasses, their positional words are set
+here. Their modules are imported only when their flags are built or they run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,7 +23,7 @@ NAME = "assets"
 def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
     """Sub-subcommands and their flags (cheap to build: nothing heavy is imported here)."""
     p = sub.add_parser("assets", help="check the assets folder, or write synthetic assets for tests/demo")
-    asub = p.add_subparsers(dest="assets_command", metavar="<check|synth>", required=True)
+    asub = p.add_subparsers(dest="assets_command", metavar="<check|synth|fetch|add>", required=True)
     c = asub.add_parser(
         "check",
         help="table of required files: found, valid, what is wrong, where to obtain it",
@@ -35,6 +42,69 @@ def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
     s.add_argument("--out", required=True, help="folder to write")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=run_synth)
+    f = asub.add_parser(
+        "fetch",
+        help="download the freely downloadable files (FAN weights, DECA data files) into their places",
+        description=(
+            "Download face-alignment's FAN weights (fan) and DECA's head_template.obj and landmark_embedding.npy "
+            "(deca-data) from pinned URLs; partial downloads resume, proxies come from http_proxy/https_proxy/"
+            "no_proxy, every file is validated like `dre assets check` before it is placed. Valid files are "
+            "left untouched. For the registration-gated files use `dre assets add`."
+        ),
+    )
+    f.add_argument("what", nargs="*", default=["all"], metavar="{fan,deca-data,all}",
+                   help="what to fetch (default all)")
+    if flags:
+        from dre.utils.cliconfig import add_flags
+
+        from dre.assets.config import FetchConfig
+
+        add_flags(f, FetchConfig)
+    f.set_defaults(func=run_fetch)
+    a = asub.add_parser(
+        "add",
+        help="add downloaded archives/files (FLAME2020.zip, texture space, deca_model.tar, EMOCA zip) to the folder",
+        description=(
+            "Recognise each input by its content, extract only the needed members into the documented layout, "
+            "validate them and print the `dre assets check` table. Archives are untrusted: traversal, absolute "
+            "paths, links and oversized or bomb members are refused; an input adds all its assets or none."
+        ),
+    )
+    a.add_argument("inputs", nargs="+", metavar="ARCHIVE_OR_FILE", help="downloaded archives or asset files")
+    if flags:
+        from dre.utils.cliconfig import add_flags
+
+        from dre.assets.config import AddConfig
+
+        add_flags(a, AddConfig)
+    a.set_defaults(func=run_add)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """Download what ``what`` names; exit 2 (DreError) when a file could not be fetched."""
+    from dre.utils.cliconfig import from_namespace
+
+    from dre.assets.config import FetchConfig
+    from dre.assets.downloads import GROUPS
+    from dre.assets.fetch import run
+
+    words = tuple(w for arg in args.what for w in arg.split(",") if w)
+    bad = [w for w in words if w not in GROUPS]
+    if bad:
+        raise DreError(f"unknown {', '.join(bad)}; use {', '.join(GROUPS)}")
+    run(dataclasses.replace(from_namespace(FetchConfig, args), what=words or ("all",)))
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    """Add every input, then print the check table (exit 2 when an input was refused)."""
+    from dre.utils.cliconfig import from_namespace
+
+    from dre.assets.add import run
+    from dre.assets.config import AddConfig
+
+    run(dataclasses.replace(from_namespace(AddConfig, args), inputs=tuple(Path(p) for p in args.inputs)))
+    return 0
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from dre.diffusion.respace import SpacedSchedule, space_timesteps
-from dre.diffusion.samplers import ddim_invert, ddim_sample, ddpm_sample
-from dre.diffusion.schedule import (
-    DiffusionConfig,
-    GaussianDiffusion,
-    cosine_betas,
-    linear_betas,
-    make_betas,
-    p2_weights,
-)
+from dre.utils.lazy import lazy_exports
 
-__all__ = [
-    "DiffusionConfig",
-    "GaussianDiffusion",
-    "SpacedSchedule",
-    "cosine_betas",
-    "ddim_invert",
-    "ddim_sample",
-    "ddpm_sample",
-    "linear_betas",
-    "make_betas",
-    "p2_weights",
-    "space_timesteps",
-]
+_EXPORTS = {
+    "DiffusionConfig": "config",
+    "GaussianDiffusion": "schedule",
+    "SpacedSchedule": "respace",
+    "cosine_betas": "schedule",
+    "ddim_invert": "samplers",
+    "ddim_sample": "samplers",
+    "ddpm_sample": "samplers",
+    "linear_betas": "schedule",
+    "make_betas": "schedule",
+    "p2_weights": "schedule",
+    "space_timesteps": "respace",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # torch-heavy modules load on first use

@@ -6,47 +6,16 @@ does (docs/reference.md). Written from that description.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from dre.diffusion.config import SCHEDULES, DiffusionConfig
 from dre.diffusion.respace import SpacedSchedule
 from dre.errors import DreError
-from dre.utils.cliconfig import setting
-from dre.utils.records import from_dict_strict
-
-SCHEDULES = ("linear", "cosine")
-
-
-@dataclass
-class DiffusionConfig:
-    """Diffusion process settings (defaults = the published training: 1000 linear steps, P2 γ=k=1).
-
-    ``p2_gamma = 0`` turns the P2 weighting off (λ_t = 1), i.e. the original's ``--p2_weight False``.
-    """
-
-    steps: int = setting(1000, flag="diffusion-steps", help="diffusion timesteps T of training")
-    schedule: str = setting("linear", flag="noise-schedule", choices=SCHEDULES, help="beta schedule")
-    p2_gamma: float = setting(1.0, help="P2 weighting exponent (0 disables)")
-    p2_k: float = setting(1.0, help="P2 weighting offset k in 1 / (k + SNR)^gamma")
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise DreError(f"diffusion steps must be >= 1, got {self.steps}")
-        if self.schedule not in SCHEDULES:
-            raise DreError(f"noise schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
-        return from_dict_strict(cls, d, "diffusion_config")
 
 
 def linear_betas(steps: int) -> Tensor:

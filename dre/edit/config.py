@@ -8,12 +8,11 @@ from pathlib import Path
 from dre.edit.modes import Mode, parse_mode, parse_modes, parse_sweep
 from dre.errors import DreError
 from dre.extract.config import EXTRACTORS, emoca_model_arg
+from dre.model.arch import PRECISIONS
 from dre.score.config import ScoreSettings
 from dre.utils.cliconfig import nested, run_arg, setting
 
 INITS = ("noise", "inversion")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 
 @dataclass
 class EditConfig:

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from dre.model.modelfile import FORMAT, infer_official_config, load_model_file, save_model_file
-from dre.model.arch import DEFAULT_CHANNEL_MULT, ModelConfig
-from dre.model.encoder import build_encoder
-from dre.model.fast import eps_fn, maybe_compile, to_channels_last
-from dre.model.precision import PRECISIONS, Precision, resolve_precision
-from dre.model.rig import DiffusionRig
-from dre.model.unet import AttentionBlock, ResBlock, UNet
+from dre.utils.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_CHANNEL_MULT",
-    "FORMAT",
-    "PRECISIONS",
-    "AttentionBlock",
-    "DiffusionRig",
-    "ModelConfig",
-    "Precision",
-    "ResBlock",
-    "UNet",
-    "build_encoder",
-    "eps_fn",
-    "infer_official_config",
-    "load_model_file",
-    "maybe_compile",
-    "resolve_precision",
-    "save_model_file",
-    "to_channels_last",
-]
+_EXPORTS = {
+    "AttentionBlock": "unet",
+    "DEFAULT_CHANNEL_MULT": "arch",
+    "DiffusionRig": "rig",
+    "FORMAT": "modelfile",
+    "ModelConfig": "arch",
+    "PRECISIONS": "arch",
+    "Precision": "precision",
+    "ResBlock": "unet",
+    "UNet": "unet",
+    "build_encoder": "encoder",
+    "eps_fn": "fast",
+    "infer_official_config": "modelfile",
+    "load_model_file": "modelfile",
+    "maybe_compile": "fast",
+    "resolve_precision": "precision",
+    "save_model_file": "modelfile",
+    "to_channels_last": "fast",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # torch-heavy modules load on first use

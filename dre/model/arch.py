@@ -16,6 +16,10 @@ from dre.errors import DreError
 from dre.utils.cliconfig import setting
 from dre.utils.records import from_dict_strict
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""``--precision`` of ``dre train`` and ``dre edit`` (resolved per device by :mod:`dre.model.precision`).
+Defined here, beside the other torch-free model settings, so both commands' flags can name it."""
+
 #: ``channel_mult`` used by the original code when none is given, keyed by image size.
 DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
     512: (0.5, 1, 1, 2, 2, 4, 4),

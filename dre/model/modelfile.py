@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from dre.diffusion.schedule import DiffusionConfig
+from dre.diffusion.config import DiffusionConfig
 from dre.errors import DreError
 from dre.model.arch import DEFAULT_CHANNEL_MULT, ModelConfig
 from dre.model.rig import DiffusionRig

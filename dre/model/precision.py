@@ -15,8 +15,8 @@ from typing import Any, ContextManager
 import torch
 
 from dre.errors import DreError
+from dre.model.arch import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -163,6 +163,49 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+def publish_file(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Move a finished file ``src`` (on ``dest``'s file system) over ``dest`` durably and in one step.
+
+    For files that could not be written through :func:`atomic_path` because they outlive one process
+    (a download resumed across runs, a member extracted into a staging folder and validated there).
+    """
+    src, dest = Path(src), Path(dest)
+    _give_default_mode(src, folder=False)
+    fsync_path(src)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dest)
+    fsync_path(dest.parent)
+
+
+def publish_dir(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Move a finished folder ``src`` (on ``dest``'s file system) to ``dest`` durably, replacing ``dest``
+    in one step where the kernel allows it. Whether ``dest`` may be replaced is the caller's question."""
+    src, dest = Path(src), Path(dest)
+    _give_default_mode(src, folder=True)
+    fsync_tree(src)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _swap_in(src, dest)
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Rename the complete folder ``tmp`` to ``dest``; an existing ``dest`` is swapped out, then deleted."""
+    if os.path.lexists(dest):
+        if _exchange(tmp, dest):  # dest is now the new folder, tmp the old one
+            fsync_path(dest.parent)
+            old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
+            os.replace(tmp, old)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / "prev")
+            os.replace(tmp, dest)
+            fsync_path(dest.parent)
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+    fsync_path(dest.parent)
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder to fill; it replaces ``dest`` only if the block completes.
@@ -182,21 +225,7 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
         yield tmp
         _give_default_mode(tmp, folder=True)
         fsync_tree(tmp)
-        if os.path.lexists(dest):
-            if _exchange(tmp, dest):  # dest is now the new folder, tmp the old one
-                fsync_path(dest.parent)
-                old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
-                os.replace(tmp, old)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-                os.replace(dest, old / "prev")
-                os.replace(tmp, dest)
-                fsync_path(dest.parent)
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-        fsync_path(dest.parent)
+        _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,7 +8,27 @@ step order, ``shards`` for the stateless data order and noise, ``train_state`` f
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
 from dre.train.config import TrainConfig as Config
-from dre.train.loop import TrainingInterrupted, run
+
+if TYPE_CHECKING:
+    from dre.train.loop import TrainingInterrupted
 
 __all__ = ["Config", "TrainingInterrupted", "run"]
+
+
+def run(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> Path:
+    """Run or resume the training ``cfg`` describes (see :func:`dre.train.loop.run`)."""
+    from dre.train.loop import run as run_stage  # lazy: `dre train --help` needs only Config, not torch
+
+    return run_stage(cfg, on_step=on_step)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrainingInterrupted":
+        from dre.train.loop import TrainingInterrupted
+
+        return TrainingInterrupted
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

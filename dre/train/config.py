@@ -12,9 +12,9 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dre.diffusion.schedule import DiffusionConfig
+from dre.diffusion.config import DiffusionConfig
 from dre.errors import DreError
-from dre.model.arch import ModelConfig
+from dre.model.arch import PRECISIONS, ModelConfig
 from dre.utils.cliconfig import nested, run_arg, setting
 
 STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
@@ -30,8 +30,6 @@ RUNTIME_FIELDS: frozenset[str] = frozenset(
     }
 )
 """Fields a resumed run may change. ``lmdb`` paths may move (the LMDBs' identity is checked by count)."""
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _stage_help(key: str, what: str) -> str:
@@ -130,7 +128,7 @@ class TrainConfig:
         if self.grad_clip < 0:
             raise DreError(f"--grad-clip {self.grad_clip}: must be ≥ 0 (0 = off)")
         if self.precision not in PRECISIONS:
-            raise DreError(f"--precision {self.precision}: one of auto, fp32, bf16, fp16")
+            raise DreError(f"--precision {self.precision}: one of {', '.join(PRECISIONS)}")
 
     # ------------------------------------------------------------------ views
     def mixing_weights(self) -> tuple[float, ...]:

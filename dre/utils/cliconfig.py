@@ -44,8 +44,24 @@ META = "dre_cli"
 SETTING, RUN_ARG, NESTED = "setting", "run_arg", "nested"
 
 
-def _field(kind: str, default: Any, default_factory: Any, **meta: Any) -> Any:
-    kw: dict[str, Any] = {"metadata": {META: {"kind": kind, **meta}}}
+def _field(
+    kind: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    choices: tuple[Any, ...] | None = None,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field carrying its flag's description (shared by :func:`setting` and :func:`run_arg`).
+
+    ``flag`` overrides the flag name (without ``--``). ``parse`` turns the flag's text into the field's
+    value (for types argparse does not know); it may raise :class:`DreError` or ``ValueError``.
+    """
+    meta = {"kind": kind, "help": help, "flag": flag, "choices": choices, "metavar": metavar, "parse": parse}
+    kw: dict[str, Any] = {"metadata": {META: meta}}
     if default is not dataclasses.MISSING:
         kw["default"] = default
     if default_factory is not dataclasses.MISSING:
@@ -53,42 +69,17 @@ def _field(kind: str, default: Any, default_factory: Any, **meta: Any) -> Any:
     return dataclasses.field(**kw)
 
 
-def setting(
-    default: Any = dataclasses.MISSING,
-    *,
-    help: str,
-    flag: str | None = None,
-    choices: tuple[Any, ...] | None = None,
-    metavar: str | None = None,
-    parse: Callable[[str], Any] | None = None,
-    default_factory: Any = dataclasses.MISSING,
-) -> Any:
-    """A tunable setting: a flag, and a key of the stage's workflow-config section.
-
-    ``flag`` overrides the flag name (without ``--``); the workflow-config key is always the flag name
-    with ``_`` for ``-``. ``parse`` turns the flag's text into the field's value (for types argparse does
-    not know); it may raise :class:`DreError` or ``ValueError``.
-    """
-    return _field(SETTING, default, default_factory, help=help, flag=flag, choices=choices, metavar=metavar,
-                  parse=parse)
+def setting(default: Any = dataclasses.MISSING, **options: Any) -> Any:
+    """A tunable setting: a flag, and a key of the stage's workflow-config section (the flag name with
+    ``_`` for ``-``). ``options``: ``help`` (required), ``flag``, ``choices``, ``metavar``, ``parse``,
+    ``default_factory`` (see :func:`_field`)."""
+    return _field(SETTING, default, **options)
 
 
-def run_arg(
-    default: Any = dataclasses.MISSING,
-    *,
-    help: str,
-    flag: str | None = None,
-    choices: tuple[Any, ...] | None = None,
-    metavar: str | None = None,
-    parse: Callable[[str], Any] | None = None,
-    default_factory: Any = dataclasses.MISSING,
-) -> Any:
-    """An input, output or per-run value (a flag the rule fills; not a workflow-config key).
-
-    Without a default the flag is required.
-    """
-    return _field(RUN_ARG, default, default_factory, help=help, flag=flag, choices=choices, metavar=metavar,
-                  parse=parse)
+def run_arg(default: Any = dataclasses.MISSING, **options: Any) -> Any:
+    """An input, output or per-run value: a flag the rule fills, not a workflow-config key. Without a
+    default the flag is required. ``options`` as for :func:`setting`."""
+    return _field(RUN_ARG, default, **options)
 
 
 def nested(cls: type, *, title: str) -> Any:

@@ -104,8 +104,11 @@ def prior_lmdbs(wildcards):
     return [f"results/lmdb/{a}.{wildcards.extractor}.lmdb" for a in PRIORS[wildcards.prior]["albums"]]
 
 
-def prior_lmdb_flags(wildcards, input):
-    flags = " ".join(f"--lmdb {shlex.quote(p)}" for p in input.lmdbs)
+def prior_lmdb_flags(wildcards):
+    """The prior's LMDBs and sampling weights as flags. Built from the wildcards, not from ``input``:
+    Snakemake leaves params that read ``input``/``output`` out of its params-changed rerun check, so a
+    changed weight would not retrain stage 1."""
+    flags = " ".join(f"--lmdb {shlex.quote(p)}" for p in prior_lmdbs(wildcards))
     weights = PRIORS[wildcards.prior]["weights"]
     if weights:
         flags += " --weights " + ",".join(str(w) for w in weights)
@@ -142,10 +145,13 @@ def edit_inputs(wildcards):
     return inputs
 
 
-def edit_flags(wildcards, input):
+def edit_flags(wildcards):
     """Every `dre edit` flag but the model, album and output paths: the edit's sheet row (target, modes,
     sources, extractors, seed, init), the config's `edit:` settings and `emoca_model`, the album's mean
-    shape when the sheet asks for it, and the `score:` settings (the edit scores its own pictures)."""
+    shape when the sheet asks for it, and the `score:` settings (the edit scores its own pictures).
+
+    Takes only the wildcards: Snakemake leaves params that read ``input``/``output`` out of its
+    params-changed rerun check, so a changed seed in the sheet would not rerun the edit."""
     row = EDITS[wildcards.edit]
     values = dict(
         modes=row["modes"],
@@ -156,12 +162,13 @@ def edit_flags(wildcards, input):
         seed=row["seed"],
     )
     if row.get("target"):
-        values["target"] = input.target
+        values["target"] = edit_inputs(wildcards)["target"]
     if row.get("sources"):
         values["source_stems"] = row["sources"]
     flags = stage_flags(config["edit"], **values)
     if ALBUMS[row["album"]]["mean_shape"]:
-        flags += f" --mean-shape {shlex.quote(str(Path(input.lmdb) / 'mean_shape.npy'))}"
+        lmdb = edit_inputs(wildcards)["lmdb"]
+        flags += f" --mean-shape {shlex.quote(str(Path(lmdb) / 'mean_shape.npy'))}"
     return f"{flags} {stage_flags(config['score'])}"
 
 
