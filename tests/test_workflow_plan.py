@@ -305,8 +305,10 @@ def test_demo_photos_come_from_a_rule_not_from_planning(layout: Layout) -> None:
     writes no photo (they were made while Snakemake parsed the workflow before)."""
     result = layout.snakemake("-n", "-p", "--configfile=config/demo/config.yaml")
     jobs = planned_jobs(result)
-    assert jobs["demo_album"] == 1 and jobs["align"] == 2 and jobs["align_target"] == 1
+    assert jobs["demo_album"] == 1 and jobs["align"] == 2
+    assert jobs["align_target"] == 2  # the target photo and the driving frames (the yaw sweep has no target)
     assert "demo-album --out resources/demo/album --kind personal --n 12 --seed 0" in result.stdout
+    assert "--frames resources/demo/frames --n-frames 4" in result.stdout
     assert not (layout.root / "resources").exists()
 
 
