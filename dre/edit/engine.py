@@ -223,7 +223,7 @@ def sample_seeded(
     steps: int,
     eta: float,
     batch_size: int,
-    precision: str = "fp32",
+    precision: Precision | None = None,
 ) -> "torch.Tensor":
     """DDIM samples of jobs that each start from the noise of their own seed (re-drawn failures).
 
@@ -231,9 +231,6 @@ def sample_seeded(
     with η > 0 each job runs alone with a per-step generator seeded from its seed (``retry.eta_seed``),
     so any one of them can be reproduced from the recorded seed.
     """
-    import torch
-
-    from dre.diffusion import ddim_sample
     from dre.edit.retry import eta_seed
 
     x_T = seeded_noise(seeds, (3, *cond.shape[2:])).to(cond.device)
@@ -244,6 +241,6 @@ def sample_seeded(
     with torch.inference_mode():
         for k, s in enumerate(seeds):
             gen = torch.Generator(device=x_T.device).manual_seed(eta_seed(s))
-            out.append(ddim_sample(diffusion, _model_fn(model, cond[k : k + 1], latent[k : k + 1], precision),
+            out.append(ddim_sample(diffusion, eps_fn(model, cond[k : k + 1], latent[k : k + 1], precision),
                                    x_T[k : k + 1], respacing=f"ddim{steps}", eta=eta, clip_denoised=True, generator=gen))
     return torch.cat(out)
