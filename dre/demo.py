@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -278,6 +278,39 @@ def build_target(out: str | Path, seed: int = 0, source: str = "grace_hopper") -
     return True
 
 
+def frame_variants(n: int, seed: int = 0, source: str = "grace_hopper") -> list[Variant]:
+    """The demo's driving sequence: ``n`` frames of the demo target, drifting a little from one to the next.
+
+    Frame k turns the photo by up to ±4°, slides it and swings the side light through 180°. FFHQ alignment
+    undoes most of the turn and slide, so what drives the edit is mostly the light (and the small changes
+    of pose and expression the extractor reads from the re-aligned crops), changing smoothly over time.
+    """
+    if not 2 <= n <= 24:
+        raise DreError(f"--n-frames must be 2 to 24 (got {n})")
+    (v,) = sample_variants("target", 1, seed, sources=(source,))
+    out = []
+    for k in range(n):
+        t = k / (n - 1) - 0.5  # -0.5 .. 0.5
+        out.append(replace(v, file=f"frame_{k:03d}.jpg", angle=v.angle + 8.0 * t, shift_x=v.shift_x + 0.04 * t,
+                           light_angle=v.light_angle + math.pi * t, light_strength=max(v.light_strength, 0.4)))
+    return out
+
+
+def build_frames(out: str | Path, n: int = 4, seed: int = 0) -> bool:
+    """Write the driving sequence (``n`` JPEG frames + manifest) into folder ``out``; False if already there."""
+    out = Path(out)
+    variants = frame_variants(n, seed)
+    manifest = _manifest("frames", n, seed, variants)
+    if _same_manifest(out, manifest):
+        return False
+    with owned_dir(out, "dre demo-album", evidence=_is_demo_album) as tmp:
+        for v in variants:
+            _save_jpeg(render_variant(v), tmp / v.file)
+        _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+        os.chmod(tmp, _umask_mode(0o777))
+    return True
+
+
 def prepare_demo(root: str | Path, n: int = 12, n_prior: int = 24, seed: int = 0) -> dict[str, Path]:
     """Make sure ``root/album``, ``root/prior`` and ``root/target.jpg`` exist (the demo sheets' paths).
 
@@ -300,6 +333,8 @@ class AlbumConfig:
     n: int = run_arg(12, help="number of photos")
     seed: int = run_arg(0, help="seed of every variant (and of the target)")
     target: Path | None = run_arg(None, help="also write the demo edit's target photo to this .jpg file")
+    frames: Path | None = run_arg(None, help="also write a short driving sequence (frames of the target) here")
+    n_frames: int = run_arg(4, help="frames of the driving sequence")
 
 
 def run(cfg: AlbumConfig) -> list[str]:
@@ -309,4 +344,7 @@ def run(cfg: AlbumConfig) -> list[str]:
     if cfg.target:
         made = build_target(cfg.target, cfg.seed)
         lines.append(f"{cfg.target}: {'written' if made else 'up to date'} (demo target)")
+    if cfg.frames:
+        made = build_frames(cfg.frames, cfg.n_frames, cfg.seed)
+        lines.append(f"{cfg.frames}: {'written' if made else 'up to date'} ({cfg.n_frames} frames of the target)")
     return lines

@@ -235,17 +235,28 @@ _EDIT_BASE = (
 _EDIT_META = ("modes", "sources", "target", "seed", "init", "steps", "eta", "model", "source_extractor",
               "target_extractor")  # fmt: skip
 
+RIG_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("sequence", "string"), ("frame", "int64"), ("params", "string"), ("target_frame", "string"),
+)  # fmt: skip
+"""Where a picture sits in a sweep or driven sequence (null for a still), the rig parameters it was made
+with (JSON object ``{"pose.yaw": 20.0}``, ``{}`` for plain swaps) and the target frame its swaps read."""
+
 EDIT_FILE = "edit.parquet"
 EDIT = Table(
     name=EDIT_FILE,
     writer="`dre edit`",
-    columns=(*_EDIT_BASE, *DRAW_COLUMNS, *SCORE_COLUMNS),
-    meta_keys=_EDIT_META,
-    version=2,
+    columns=(*_EDIT_BASE, *RIG_COLUMNS, *DRAW_COLUMNS, *SCORE_COLUMNS),
+    meta_keys=(*_EDIT_META, "sequences"),
+    version=3,
     compression="zstd",
 )
-"""One row per source × mode of an edit: the edited codes, the draw and the picture's scores (null with
-``--no-score``)."""
+"""One row per source × mode (× frame) of an edit: the edited codes, the rig parameters, the draw and the
+picture's scores (null with ``--no-score``). Metadata ``sequences``: per sequence and source, its frames'
+files, animations and flicker (docs/rig.md)."""
+
+EDIT_V2 = Table(name=EDIT_FILE, writer="`dre edit`", columns=(*_EDIT_BASE, *DRAW_COLUMNS, *SCORE_COLUMNS),
+                meta_keys=_EDIT_META, version=2, compression="zstd")  # fmt: skip
+"""``edit.parquet`` as written before rig edits (no sequence or parameter columns): read, never written."""
 
 EDIT_V1 = Table(name=EDIT_FILE, writer="`dre edit`", columns=_EDIT_BASE, meta_keys=_EDIT_META, version=1,
                 compression="zstd")  # fmt: skip
@@ -275,16 +286,18 @@ ATTEMPTS = Table(
 
 
 def read_edit_rows(path: PathLike, *, flag: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The rows (base columns) and metadata of an ``edit.parquet`` of either version, for scoring it."""
+    """The rows (base columns, and the rig columns from version 3) and metadata of an ``edit.parquet`` of any
+    version, for scoring it."""
     table = EDIT
     if Path(path).is_file():
         raw = (_read_schema(Path(path), _where(path, flag), EDIT_FILE).metadata or {}).get(META_KEY.encode())
         try:
-            if json.loads(raw or b"{}").get("schema") == EDIT_V1.version:
-                table = EDIT_V1
+            found = json.loads(raw or b"{}").get("schema")
+            table = {EDIT_V1.version: EDIT_V1, EDIT_V2.version: EDIT_V2}.get(found, EDIT)
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             pass  # EDIT.read below names the problem
-    df, meta = table.read(path, columns=[name for name, _ in _EDIT_BASE], flag=flag)
+    extra = [name for name, _ in RIG_COLUMNS] if table is EDIT else []  # sequences and target frames: version 3
+    df, meta = table.read(path, columns=[name for name, _ in _EDIT_BASE] + extra, flag=flag)
     return df.to_dict("records"), meta
 
 
@@ -306,5 +319,5 @@ def identify(path: PathLike, *, among: Sequence[Table] = TABLES, flag: str | Non
 
 
 __all__ = ["ALIGN", "ALIGN_FILE", "ATTEMPTS", "ATTEMPTS_FILE", "CODES", "DRAW_COLUMNS", "EDIT", "EDIT_FILE", "EDIT_V1",
-           "MANIFEST", "META_KEY", "SCORES", "SCORES_FILE", "SCORE_COLUMNS", "TABLES", "Table", "identify",
-           "read_edit_rows"]
+           "EDIT_V2", "MANIFEST", "META_KEY", "RIG_COLUMNS", "SCORES", "SCORES_FILE", "SCORE_COLUMNS", "TABLES", "Table",
+           "identify", "read_edit_rows"]

@@ -48,14 +48,15 @@ def write_edit_folder(folder: Path, pictures: dict[str, np.ndarray], *, sources:
                      "target_extractor": target_extractor, "synthetic": True})
     if table:
         from dre.face3d.codes import CODE_DIMS
-        from dre.tables import DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
+        from dre.tables import DRAW_COLUMNS, EDIT, EDIT_FILE, RIG_COLUMNS, SCORE_COLUMNS
 
         full = [{**r, "seed": 0, "noise_seed": None, "init": "inversion", "steps": 20, "eta": 0.0, "model": "model.pt",
                  "mean_shape": False, "buffers": "", **{c: [0.0] * n for c, n in CODE_DIMS.items()},
-                 **{c: None for c, _ in (*DRAW_COLUMNS, *SCORE_COLUMNS)}} for r in rows]
+                 **{c: None for c, _ in (*RIG_COLUMNS, *DRAW_COLUMNS, *SCORE_COLUMNS)}} for r in rows]
         meta = {"modes": sorted({r["mode"] for r in rows}), "sources": sorted({r["source"] for r in rows}),
                 "target": str(tgt_png), "seed": 0, "init": "inversion", "steps": 20, "eta": 0.0, "model": "model.pt",
-                "source_extractor": source_extractor, "target_extractor": target_extractor, "synthetic": True}
+                "source_extractor": source_extractor, "target_extractor": target_extractor, "synthetic": True,
+                "sequences": []}
         EDIT.write(folder / EDIT_FILE, full, meta)
     return folder
 

@@ -159,3 +159,23 @@ def test_demo_photos_align_on_the_face(demo_root: Path, tmp_path: Path) -> None:
             for k in keys:
                 sims = [max(_ncc(crops[k], crops[j]), _ncc(crops[k][:, ::-1], crops[j])) for j in keys if j != k]
                 assert np.median(sims) > 0.5, (name, k, sims)
+
+
+def test_driving_frames_are_deterministic_small_steps_with_a_face(tmp_path: Path) -> None:
+    """The demo's driving sequence: n frames of the target, each a little turned, shifted and relit."""
+    assert demo.build_frames(tmp_path / "a", 4, 0) and not demo.build_frames(tmp_path / "a", 4, 0)
+    demo.build_frames(tmp_path / "b", 4, 0)
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.jpg"))
+    assert names == [f"frame_{k:03d}.jpg" for k in range(4)]
+    assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
+    angles = [v.angle for v in demo.frame_variants(4, 0)]
+    assert np.all(np.diff(angles) > 0) and angles[-1] - angles[0] <= 8.0 + 1e-9
+    with pytest.raises(DreError, match="--n-frames must be 2 to 24"):
+        demo.frame_variants(1)
+    mp = pytest.importorskip("mediapipe")
+    from PIL import Image
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2) as mesh:
+        for n in names:
+            found = mesh.process(np.asarray(Image.open(tmp_path / "a" / n).convert("RGB"))).multi_face_landmarks
+            assert len(found or []) == 1, n

@@ -19,22 +19,22 @@ from tests.demo_project import (
 pytestmark = pytest.mark.slow
 
 DEMO_CHAIN = {
-    "demo_album": 1,  # the photos: album, prior album, target
+    "demo_album": 1,  # the photos: album, prior album, target, driving frames
     "demo_assets": 1,
     "align": 2,  # the personal album and the prior album
-    "align_target": 1,
+    "align_target": 2,  # the target photo and the driving frames (the yaw sweep has no target)
     "extract": 2,  # DECA codes of both albums (the target's EMOCA codes are extracted by the edit)
     "pack": 2,
     "train_stage1": 1,
     "train_stage2": 1,
-    "edit": 1,
+    "edit": 3,  # demo_exp, the yaw sweep demo_yaw and the driven sequence demo_drive
     # The report's figures and tables (rules/report.smk), and rule all.
     "report_align": 2,
-    "report_align_target": 1,
+    "report_align_target": 2,
     "report_extract": 2,
     "report_loss_stage1": 1,
     "report_loss_stage2": 1,
-    "report_scores": 1,
+    "report_scores": 3,
     "all": 1,
 }
 
@@ -99,6 +99,26 @@ def test_every_demo_edit_carries_its_scores(run: DemoRun) -> None:
     ok = edit[~edit["failed"].astype(bool)]
     assert ok["transfer"].between(0, 1).all() and (ok["landmarks_status"] == "ok").all()
     print(f"\ndemo scores: {summary['n_flagged']}/{summary['n_edits']} flagged; {summary['by_mode']}")
+
+
+def test_demo_sweep_and_driven_sequence_are_animated_and_scored(run: DemoRun) -> None:
+    """The yaw sweep (5 frames, no target) and the driven sequence (one frame per target frame) of one photo:
+    PNG per frame, GIF and MP4, a contact sheet, flicker figures, and scores on every frame."""
+    import json
+
+    root = run.project.root
+    frames = len(list((root / "resources/demo/frames").glob("*.jpg")))
+    for edit, n in (("demo_yaw", 5), ("demo_drive", frames)):
+        out = root / "results/edits" / edit
+        table = EDIT.read(out / EDIT_FILE)[0]
+        assert len(table) == n and table["sequence"].notna().all() and sorted(table["frame"]) == list(range(n))
+        assert table["noise_excess"].notna().all(), edit
+        seqs = json.loads((out / "sequences.json").read_text())["sequences"]
+        assert len(seqs) == 1 and (out / seqs[0]["gif"]).is_file() and (out / seqs[0]["mp4"]).is_file()
+        assert all((out / f).is_file() for f in seqs[0]["frames"]) and list(out.glob("*_sheet.png"))
+        print(f"\n{edit} flicker: {seqs[0]['flicker']}")
+    yaws = [json.loads(p)["pose.yaw"] for p in EDIT.read(root / "results/edits/demo_yaw" / EDIT_FILE)[0]["params"]]
+    assert yaws == [-20.0, -10.0, 0.0, 10.0, 20.0]
 
 
 def test_outputs_say_they_are_synthetic(run: DemoRun) -> None:
@@ -204,7 +224,7 @@ def test_report_builds_offline_with_grid_losses_and_summaries(run: DemoRun) -> N
     html = (root / "results/report.html").read_text()
     assert "<script src=\"http" not in html and "<link href=\"http" not in html  # nothing fetched when viewed
     for name in ("grid.png", "demo.deca.png", "demo_prior.tsv", f"{DEMO_EDIT}.tsv", "Edits", "Training", "Alignment",
-                 "Extraction"):
+                 "Extraction", "astronaut_000_pose_yaw-20..20x5.gif", "astronaut_000_exp+pose+light.gif"):
         assert name in html, name
     # The figures are embedded byte for byte (base64 data URIs), not linked.
     for figure in (f"{DEMO_TARGET}/grid.png", "results/report/loss/stage1/demo.deca.png",

@@ -129,3 +129,27 @@ def test_a_picture_that_fails_every_draw_stays_flagged_and_marked(scene, tmp_pat
     grid = np.asarray(Image.open(out / "grid.png")).astype(int)
     red = (grid[..., 0] > 200) & (grid[..., 1] < 40) & (grid[..., 2] < 40)
     assert red.sum() > 200  # the red frames of the flagged cells (the banner is another red)
+
+
+class _ZeroEps(torch.nn.Module):
+    """ε̂ = 0 everywhere: DDIM then only rescales x_T and, with η > 0, adds its seeded per-step noise."""
+
+    def forward(self, x_t, t, cond, latent=None, x_start=None):
+        return torch.zeros_like(x_t)
+
+
+def test_redraws_with_eta_are_a_function_of_their_own_seed() -> None:
+    """With η > 0 each re-drawn job runs alone with a generator seeded from its own seed: the batch it was
+    drawn in does not matter, and the recorded seed reproduces it."""
+    from dre.diffusion import DiffusionConfig, GaussianDiffusion
+    from dre.edit.engine import sample_seeded
+
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    cond, latent = torch.zeros(2, 9, 8, 8), torch.zeros(2, 4)
+    kw = dict(steps=5, eta=0.5, batch_size=2)
+    both = sample_seeded(_ZeroEps(), diffusion, [11, 12], cond, latent, **kw)
+    alone = sample_seeded(_ZeroEps(), diffusion, [12], cond[:1], latent[:1], **kw)
+    assert torch.equal(both[1:], alone)
+    assert not torch.equal(both, sample_seeded(_ZeroEps(), diffusion, [11, 13], cond, latent, **kw))
+    plain = sample_seeded(_ZeroEps(), diffusion, [11, 12], cond, latent, steps=5, eta=0.0, batch_size=2)
+    assert not torch.equal(both, plain)  # η really adds noise

@@ -16,7 +16,18 @@ from dre import tables
 from dre.errors import DreError
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
 from dre.report import status_counts
-from dre.tables import ALIGN, CODES, DRAW_COLUMNS, EDIT, EDIT_V1, MANIFEST, SCORE_COLUMNS, read_edit_rows
+from dre.tables import (
+    ALIGN,
+    CODES,
+    DRAW_COLUMNS,
+    EDIT,
+    EDIT_V1,
+    EDIT_V2,
+    MANIFEST,
+    RIG_COLUMNS,
+    SCORE_COLUMNS,
+    read_edit_rows,
+)
 
 DIMS = {**CODE_DIMS, "tform": 9}
 
@@ -66,10 +77,10 @@ def edit_sample(noise_seed: int | None = 11) -> tuple[list[dict], dict]:
            "eta": 0.0, "model": "m.pt", "source_extractor": "deca", "target_extractor": "emoca",
            "mean_shape": False, "file": "a_exp.png", "buffers": "buffers/a_exp.npz", "synthetic": True,
            **{name: [0.5] * CODE_DIMS[name] for name in CODE_ORDER},
-           **{name: None for name, _ in (*DRAW_COLUMNS, *SCORE_COLUMNS)}}  # fmt: skip
+           **{name: None for name, _ in (*RIG_COLUMNS, *DRAW_COLUMNS, *SCORE_COLUMNS)}}  # fmt: skip
     meta = {"modes": ["exp"], "sources": ["/al/a.png"], "target": "/t/t.png", "seed": 3, "init": row["init"],
             "steps": 20, "eta": 0.0, "model": "m.pt", "source_extractor": "deca", "target_extractor": "emoca",
-            "synthetic": True}  # fmt: skip
+            "synthetic": True, "sequences": []}  # fmt: skip
     return [row], meta
 
 
@@ -157,16 +168,17 @@ def test_column_types_do_not_depend_on_the_data(tmp_path: Path) -> None:
 
 
 def test_edit_tables_of_either_version_are_read_for_scoring(tmp_path: Path) -> None:
-    """An edit folder written before scores existed (version 1) can still be scored."""
+    """Edit folders written before scores (version 1) or before rig edits (version 2) can still be scored."""
     from dre.score.metrics import BLOCKS
     from dre.tables import SCORE_BLOCKS
 
     assert SCORE_BLOCKS == BLOCKS
     rows, meta = edit_sample()
-    EDIT.write(tmp_path / "v2.parquet", rows, meta)
-    old = [{k: v for k, v in rows[0].items() if k in EDIT_V1.names}]
-    EDIT_V1.write(tmp_path / "v1.parquet", old, meta)
-    for name in ("v1.parquet", "v2.parquet"):
+    EDIT.write(tmp_path / "v3.parquet", rows, meta)
+    old_meta = {k: v for k, v in meta.items() if k != "sequences"}
+    EDIT_V2.write(tmp_path / "v2.parquet", [{k: v for k, v in rows[0].items() if k in EDIT_V2.names}], old_meta)
+    EDIT_V1.write(tmp_path / "v1.parquet", [{k: v for k, v in rows[0].items() if k in EDIT_V1.names}], old_meta)
+    for name in ("v1.parquet", "v2.parquet", "v3.parquet"):
         got, got_meta = read_edit_rows(tmp_path / name)
         assert [r["file"] for r in got] == ["a_exp.png"] and got_meta["modes"] == ["exp"]
         assert "failed" not in got[0]

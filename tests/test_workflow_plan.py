@@ -146,6 +146,27 @@ def test_adding_rows_makes_a_new_edit_plannable(layout: Layout) -> None:
     assert "--modes light,exp+pose" in result.stdout and "--init inversion --seed 3" in result.stdout
 
 
+def test_sweep_and_sequence_rows_are_ordinary_edits(layout: Layout) -> None:
+    """A parametric sweep needs no target (no align_target job, no --target); a frames folder is aligned
+    by align_target like a photo; `sources` limits the photos edited."""
+    frames = layout.root / "data" / "clip"
+    frames.mkdir(parents=True)
+    for k in range(3):
+        (frames / f"f{k}.jpg").write_bytes(b"")
+    layout.append_row("edits.tsv", ["obama_yaw", "obama", "", "false", "pose:yaw=-20..20:5+light:azimuth=30", "deca",
+                                    "deca", "0", "noise", "sweep"])
+    layout.append_row("edits.tsv", ["obama_clip", "obama", "data/clip", "false", "exp+pose", "deca", "emoca", "0",
+                                    "inversion", "driven"])
+    result = layout.snakemake("-n", "-p", "results/edits/obama_yaw")
+    jobs = planned_jobs(result)
+    assert jobs["edit"] == 1 and "align_target" not in jobs
+    assert "--modes pose:yaw=-20..20:5+light:azimuth=30" in result.stdout and "--target " not in result.stdout
+    result = layout.snakemake("-n", "-p", "results/edits/obama_clip")
+    jobs = planned_jobs(result)
+    assert jobs["align_target"] == 1 and jobs["edit"] == 1
+    assert "--input data/clip" in result.stdout and "--target results/targets/obama_clip" in result.stdout
+
+
 BAD_ROWS = [
     # (sheet, row cells or None, config/sheet edit, expected fragments)
     pytest.param(
@@ -159,6 +180,25 @@ BAD_ROWS = [
         ["e2", "obama", "data/targets/obama_12.png", "false", "smile", "deca", "emoca", "0", "noise", ""],
         ["config/edits.tsv, row 3, column 'modes'", "'smile' does not match"],
         id="bad-mode",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["e2", "obama", "data/targets/obama_12.png", "false", "pose:yaw=200", "deca", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'modes'", "yaw=200 is out of range; allowed [-90, 90] degrees"],
+        id="bad-rig-number",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["e2", "obama", "", "false", "exp,pose:yaw=10", "deca", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'target'", "mode(s) exp need a target"],
+        id="swap-without-target",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["e2", "obama", "data/targets/obama_12.png", "false", "light:from=data/x.png", "deca", "emoca", "0", "noise",
+         ""],
+        ["config/edits.tsv, row 3, column 'modes'", "in a sheet rig terms read the row's target"],
+        id="rig-reads-another-image",
     ),
     pytest.param(
         "edits.tsv",
@@ -265,8 +305,10 @@ def test_demo_photos_come_from_a_rule_not_from_planning(layout: Layout) -> None:
     writes no photo (they were made while Snakemake parsed the workflow before)."""
     result = layout.snakemake("-n", "-p", "--configfile=config/demo/config.yaml")
     jobs = planned_jobs(result)
-    assert jobs["demo_album"] == 1 and jobs["align"] == 2 and jobs["align_target"] == 1
+    assert jobs["demo_album"] == 1 and jobs["align"] == 2
+    assert jobs["align_target"] == 2  # the target photo and the driving frames (the yaw sweep has no target)
     assert "demo-album --out resources/demo/album --kind personal --n 12 --seed 0" in result.stdout
+    assert "--frames resources/demo/frames --n-frames 4" in result.stdout
     assert not (layout.root / "resources").exists()
 
 

@@ -132,7 +132,38 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
             )
         if albums[album]["role"] != "personal":
             raise _sheet_error(esheet, row["_line"], "album", f"album '{album}' is not a personal album")
-        if Path(row["target"]) not in made_by_rules and not Path(row["target"]).is_file():
-            raise _sheet_error(esheet, row["_line"], "target", f"target image '{row['target']}' does not exist")
+        modes = _parse_modes(esheet, row)
+        target = row.get("target")
+        if not target:
+            reading = [m.name for m in modes if m.reads_target]
+            if reading:
+                raise _sheet_error(esheet, row["_line"], "target",
+                                   f"mode(s) {', '.join(dict.fromkeys(reading))} need a target; only parametric "
+                                   "modes (pose:yaw=20, jaw:open=10, light:azimuth=-60) edit without one")
+        elif Path(target) not in made_by_rules and not (Path(target).is_file() or Path(target).is_dir()):
+            raise _sheet_error(esheet, row["_line"], "target",
+                               f"target image or frames folder '{target}' does not exist")
+
+
+def _parse_modes(sheet: str | Path, row: dict) -> list:
+    """The row's modes parsed as `dre edit` parses them (rig terms validated: name, range, units).
+
+    In a sheet a rig term may read only ``target`` (the row's target, which the workflow aligns); another
+    image would reach `dre edit` unaligned.
+    """
+    from dre.edit.modes import parse_modes  # the checkout is on sys.path (common.smk); no torch is loaded
+    from dre.errors import DreError
+
+    try:
+        modes = parse_modes(row["modes"], flag="modes")
+    except DreError as exc:
+        raise _sheet_error(sheet, row["_line"], "modes", str(exc)) from None
+    for m in modes:
+        other = [r for r in m.references if r != "target"]
+        if other:
+            raise _sheet_error(sheet, row["_line"], "modes",
+                               f"mode {m.name!r} reads {other[0]!r}; in a sheet rig terms read the row's target "
+                               "(write towards=target / from=target and put the photo in the target column)")
+    return modes
 
 

@@ -80,11 +80,10 @@ class SpacedSchedule:
         self.timesteps = torch.tensor(steps, dtype=torch.long)
         self.num_steps = len(steps)
         ac = alphas_cumprod[self.timesteps]
-        one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+        one = torch.ones(1, dtype=torch.float64)
         ac_prev = torch.cat([one, ac[:-1]])
         self.alphas_cumprod = ac
         self.alphas_cumprod_prev = ac_prev
-        self.alphas_cumprod_next = torch.cat([ac[1:], zero])
         self.betas = 1.0 - ac / ac_prev
         alphas = 1.0 - self.betas
         self.posterior_variance = self.betas * (1.0 - ac_prev) / (1.0 - ac)

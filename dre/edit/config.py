@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dre.edit.modes import Mode, parse_modes
+from dre.edit.modes import Mode, parse_mode, parse_modes, parse_sweep
 from dre.errors import DreError
 from dre.extract.config import EXTRACTORS, emoca_model_arg
 from dre.model.arch import PRECISIONS
@@ -25,13 +25,26 @@ class EditConfig:
     model: Path = run_arg(help="stage-2 model file (results/models/stage2/.../model.pt)")
     assets: Path = run_arg(help="assets folder")
     source: Path = run_arg(help="aligned source image or folder (an album's aligned folder)")
-    target: Path = run_arg(help="aligned target folder (with align.parquet) or aligned image")
     out: Path = run_arg(help="output folder (results/edits/<edit>)")
+    target: Path | None = run_arg(
+        None, help="aligned target folder (with align.parquet) or aligned image; a folder of several aligned "
+        "frames drives a sequence; not needed when every mode is parametric (pose:yaw=20, ...)",
+    )
     modes: list[Mode] = run_arg(
         default_factory=lambda: parse_modes("exp"),
         parse=parse_modes,
         metavar="MODES",
-        help="comma list of modes: exp, pose, light, latent, or a+b combos",
+        help="comma list of modes: exp, pose, light, latent, a+b combos, or rig terms such as pose:yaw=20, "
+        "jaw:open=10, light:azimuth=-60,elevation=20, exp:towards=target,strength=0.5 (docs/rig.md)",
+    )
+    sweep: list[Mode] | None = run_arg(
+        None,
+        parse=parse_sweep,
+        metavar="SPEC",
+        help="one mode with one range A..B:N, e.g. pose:yaw=-30..30:7: N frames, animated (replaces --modes)",
+    )
+    source_stems: tuple[str, ...] = run_arg(
+        (), metavar="STEMS", help="edit only these photos of --source (comma list of file stems; default: all)"
     )
     source_codes: Path | None = run_arg(None, help="codes.parquet of the sources (else extracted here)")
     source_extractor: str = run_arg("deca", choices=EXTRACTORS, help="FLAME codes of the sources")
@@ -65,7 +78,19 @@ class EditConfig:
         """Every path the edit reads (the output may not be, contain or lie inside any of them)."""
         return [self.model, self.assets, self.source, self.target, self.source_codes, self.mean_shape]
 
+    def frames(self) -> list[Mode]:
+        """The modes to run: the sweep's frames, else ``modes``."""
+        return list(self.sweep) if self.sweep else list(self.modes)
+
     def validate(self) -> None:
+        if self.sweep and self.modes != [parse_mode("exp")]:
+            raise DreError("--sweep replaces --modes; give one of them (a sweep's spec may combine swaps: "
+                           "exp+pose:yaw=-30..30:7)")
+        if self.target is None:
+            reading = [m.name for m in self.frames() if m.reads_target]
+            if reading:
+                raise DreError(f"--target is needed by mode(s) {', '.join(dict.fromkeys(reading))}; only "
+                               "parametric modes (pose:yaw=20, jaw:open=10, light:azimuth=-60) edit without one")
         if self.steps < 1:
             raise DreError(f"--steps must be at least 1 (got {self.steps})")
         if self.batch_size < 1:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from dre.diffusion import ddim_invert, ddim_sample
-from dre.edit.modes import Mode, swap_codes, with_shape
+from dre.edit.modes import Mode, with_shape
+from dre.edit.rig import REF_TARGET
+from dre.edit.rigcodes import edit_codes, with_torch_dtype
 from dre.face3d.codes import Buffers, FlameCodes
 from dre.model.fast import eps_fn
 from dre.model.precision import Precision
@@ -52,12 +54,15 @@ def plan_edits(
     face_model,
     source: "FlameCodes",
     tform: "torch.Tensor",
-    target: "FlameCodes",
+    target: "FlameCodes | Mapping[str, FlameCodes]",
     modes: Sequence[Mode],
     stems: Sequence[str],
     mean_shape: "torch.Tensor | None" = None,
 ) -> EditPlan:
-    """Swap the target's codes into every source for every mode.
+    """Swap the target's codes into every source for every mode, and apply the modes' rig terms.
+
+    ``target``: the target's codes (one face per frame), or every reference the modes name
+    (``{"target": ..., "<path>": ...}``).
 
     Re-centring choice (see docs/edits.md): the source's FFHQ centre is computed from the *rendered*
     source, i.e. with the album mean shape when one is used. The original computed it with the
@@ -70,7 +75,9 @@ def plan_edits(
     src = with_shape(source, mean_shape)
     with torch.no_grad():
         center = face_model.ffhq_center(src)
-    per_mode = [swap_codes(src, target, m) for m in modes]
+    refs = dict(target) if isinstance(target, Mapping) else {REF_TARGET: target}
+    refs = {k: v.to(src.shape.device) for k, v in refs.items()}
+    per_mode = [with_torch_dtype(edit_codes(src, refs, m), src.shape.dtype) for m in modes]
     n, m_count = src.batch_size, len(modes)
     order = torch.tensor([m * n + i for i in range(n) for m in range(m_count)], device=src.shape.device)
     edited = FlameCodes.cat(per_mode).index(order)
@@ -216,7 +223,7 @@ def sample_seeded(
     steps: int,
     eta: float,
     batch_size: int,
-    precision: str = "fp32",
+    precision: Precision | None = None,
 ) -> "torch.Tensor":
     """DDIM samples of jobs that each start from the noise of their own seed (re-drawn failures).
 
@@ -224,9 +231,6 @@ def sample_seeded(
     with η > 0 each job runs alone with a per-step generator seeded from its seed (``retry.eta_seed``),
     so any one of them can be reproduced from the recorded seed.
     """
-    import torch
-
-    from dre.diffusion import ddim_sample
     from dre.edit.retry import eta_seed
 
     x_T = seeded_noise(seeds, (3, *cond.shape[2:])).to(cond.device)
@@ -237,6 +241,6 @@ def sample_seeded(
     with torch.inference_mode():
         for k, s in enumerate(seeds):
             gen = torch.Generator(device=x_T.device).manual_seed(eta_seed(s))
-            out.append(ddim_sample(diffusion, _model_fn(model, cond[k : k + 1], latent[k : k + 1], precision),
+            out.append(ddim_sample(diffusion, eps_fn(model, cond[k : k + 1], latent[k : k + 1], precision),
                                    x_T[k : k + 1], respacing=f"ddim{steps}", eta=eta, clip_denoised=True, generator=gen))
     return torch.cat(out)

@@ -155,6 +155,45 @@ def load_target(target: Path) -> Face:
     raise DreError(f"--target {target} does not exist")
 
 
+def load_targets(target: Path) -> list[Face]:
+    """The target's frames: one face for a photo, every frame (in file-name order) for a frames folder.
+
+    A folder is a *driving sequence* when it holds more than one photo: ``dre align`` output with rows
+    from several source files (one face each: the largest), or a plain folder of several aligned images
+    with landmark sidecars. Frames in which alignment found no face are skipped with a warning; a
+    sequence needs at least two usable frames.
+    """
+    target = Path(target)
+    if not target.is_dir():
+        return [load_target(target)]
+    table = _read_align_table(target)
+    if table is None:
+        imgs = list_images(target)
+        if len(imgs) <= 1:
+            return [load_target(target)]
+        return [_with_landmarks(_single_face(p, "--target"), "--target") for p in imgs]
+    rows = table.to_dict("records")
+    by_source: dict[str, list[dict]] = {}
+    for r in rows:
+        by_source.setdefault(str(r.get("source")), []).append(r)
+    if len(by_source) <= 1:
+        return [load_target(target)]
+    frames: list[Face] = []
+    for src in sorted(by_source, key=lambda p: Path(p).name):
+        ok = [r for r in by_source[src] if r.get("status") == "ok" and _row_output(target, r) is not None]
+        if not ok:
+            why = "; ".join(f"{r.get('status')} {r.get('message') or ''}".strip() for r in by_source[src])
+            warnings.warn(f"--target {target}: skipping frame {src} ({why})", stacklevel=2)
+            continue
+        row = min(ok, key=lambda r: int(r.get("face_index", 0) or 0))
+        out = _row_output(target, row)
+        frames.append(_with_landmarks(Face(out, out.stem, read_image(out), _landmarks(row)), "--target"))
+    if len(frames) < 2:
+        raise DreError(f"--target {target}: a frames folder needs at least two frames with a face "
+                       f"({len(frames)} of {len(by_source)} usable)")
+    return frames
+
+
 def _with_landmarks(face: Face, flag: str) -> Face:
     if face.landmarks is None:
         raise DreError(

@@ -66,14 +66,17 @@ def retry_failed(
     seed: int,
     draw: Callable[[list[int], list[int]], np.ndarray],
     score: Callable[[list[int], np.ndarray], list[dict]],
+    retryable: Sequence[bool] | None = None,
 ) -> RetryResult:
     """Re-draw the failed jobs up to ``n_max`` times each; ``draw(jobs, seeds)`` samples pictures and
-    ``score(jobs, pictures)`` scores them (both batched over the jobs of one round)."""
+    ``score(jobs, pictures)`` scores them (both batched over the jobs of one round). ``retryable`` (default:
+    every job) leaves out jobs that must keep their first x_T: frames of a sequence, whose noise is shared
+    with the other frames so that only the conditions change (a re-drawn frame would jump)."""
     best = np.array(images, copy=True)
     best_rows = [dict(r) for r in rows]
     kept = [0] * len(rows)
     draws = [Draw(k, 0, first_seeds[k], init, dict(r)) for k, r in enumerate(rows)]
-    pending = [k for k, r in enumerate(best_rows) if r["failed"]]
+    pending = [k for k, r in enumerate(best_rows) if r["failed"] and (retryable is None or retryable[k])]
     for attempt in range(1, int(n_max) + 1):
         if not pending:
             break

@@ -18,7 +18,17 @@ from PIL import Image
 from dre.diffusion import DiffusionConfig, GaussianDiffusion
 from dre.edit import engine
 from dre.edit.config import EditConfig
-from dre.edit.inputs import Face, codes_for_sources, extract_codes, list_sources, load_target, resolve_mean_shape
+from dre.edit.inputs import (
+    Face,
+    codes_for_sources,
+    extract_codes,
+    list_sources,
+    load_target,
+    load_targets,
+    resolve_mean_shape,
+)
+from dre.edit.modes import drive
+from dre.edit.rig import REF_TARGET
 from dre.edit.scoring import score_edits
 from dre.edit.writer import EditResult, EditSettings, write_edit_folder
 from dre.errors import DreError
@@ -57,6 +67,18 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
     return tform @ scale
 
 
+def select_sources(faces: list[Face], stems: tuple[str, ...]) -> list[Face]:
+    """The faces named by ``--source-stems`` (all when none are named), in file-name order."""
+    if not stems:
+        return faces
+    have = {f.stem for f in faces}
+    missing = [s for s in stems if s not in have]
+    if missing:
+        raise DreError(f"--source-stems: no aligned source photo {', '.join(map(repr, missing))} "
+                       f"(the source has: {', '.join(sorted(have)[:20])}{' ...' if len(have) > 20 else ''})")
+    return [f for f in faces if f.stem in set(stems)]
+
+
 def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     cfg.validate()
@@ -67,8 +89,10 @@ def run(cfg: EditConfig) -> Path:
     if not model_path.is_file():
         raise DreError(f"--model {model_path} does not exist")
     # cheap input checks first: a target without a face should fail before any network is loaded
-    faces = list_sources(Path(cfg.source))
-    target = load_target(Path(cfg.target))
+    faces = select_sources(list_sources(Path(cfg.source)), cfg.source_stems)
+    frames = load_targets(Path(cfg.target)) if cfg.target is not None else []
+    modes = drive(cfg.frames(), len(frames))
+    ref_faces = {r: load_target(Path(r)) for m in modes for r in m.references if r != REF_TARGET}
     model, meta = load_model_file(model_path, map_location=device)
     model = model.to(device).eval()
     trained_with = meta.get("extractor")
@@ -97,25 +121,31 @@ def run(cfg: EditConfig) -> Path:
             faces, Path(cfg.assets), cfg.source_extractor, device, cfg.emoca_model, "--source"
         )
     src_tform = tform_to_size(src_tform.to(device), faces, image_size)
-    tgt_codes, _ = extract_codes([target], Path(cfg.assets), cfg.target_extractor, device, cfg.emoca_model, "--target")
+    refs = {}
+    if frames:
+        refs[REF_TARGET] = extract_codes(frames, Path(cfg.assets), cfg.target_extractor, device, cfg.emoca_model,
+                                         "--target")[0]
+    for name, face in ref_faces.items():
+        refs[name] = extract_codes([face], Path(cfg.assets), cfg.target_extractor, device, cfg.emoca_model, name)[0]
     ms = resolve_mean_shape(cfg.mean_shape, meta, model_path)
     mean_shape = None if ms is None else torch.from_numpy(ms).to(device)
 
     stems = [f.stem for f in faces]
     if len(set(stems)) != len(stems):
         raise DreError(f"--source {cfg.source}: two source files share a file stem; output names would collide")
-    plan = engine.plan_edits(face_model, src_codes.to(device), src_tform, tgt_codes.to(device), cfg.modes, stems, mean_shape)
+    plan = engine.plan_edits(face_model, src_codes.to(device), src_tform, refs, modes, stems, mean_shape)
     src_buf, edit_buf = engine.render_plan(face_model, plan, image_size, cfg.batch_size)
     src_cond = engine.as_condition(src_buf).to(device)
     edit_cond = engine.as_condition(edit_buf).to(device)
 
     x0 = faces_to_tensor(faces, image_size).to(device)
-    tgt_img = faces_to_tensor([target], image_size).to(device)
+    tgt_img = faces_to_tensor(frames, image_size).to(device) if frames else None
     z_src = engine.encode_latents(model, x0, cfg.batch_size)
-    z_tgt = engine.encode_latents(model, tgt_img, 1)
+    z_tgt = engine.encode_latents(model, tgt_img, cfg.batch_size) if frames else None
     job_src = plan.job_sources()
+    job_mode = [plan.modes[plan.job(k)[1]] for k in range(plan.n_jobs)]
     latent = torch.stack(
-        [z_tgt[0] if plan.modes[plan.job(k)[1]].swaps_latent else z_src[job_src[k]] for k in range(plan.n_jobs)]
+        [z_tgt[m.target_frame] if m.swaps_latent else z_src[job_src[k]] for k, m in enumerate(job_mode)]
     )
     if cfg.init == "inversion":
         x_T_src = engine.invert_sources(
@@ -130,7 +160,7 @@ def run(cfg: EditConfig) -> Path:
         precision=precision,
     )
     t2 = time.perf_counter()
-    log.info("sampled %d edits (%d sources × %d modes) in %.1f s", plan.n_jobs, len(stems), len(cfg.modes), t2 - t1)
+    log.info("sampled %d edits (%d sources × %d modes) in %.1f s", plan.n_jobs, len(stems), len(modes), t2 - t1)
 
     images_np = images.float().cpu().numpy()
     noise_seeds = [engine.noise_seed(cfg.seed, s) for s in stems] if cfg.init == "noise" else [None] * len(stems)
@@ -143,7 +173,7 @@ def run(cfg: EditConfig) -> Path:
                 batch_size=cfg.batch_size, precision=precision,
             ).float().cpu().numpy()
 
-        scored = score_edits(cfg, plan=plan, faces=faces, target=target, images=images_np,
+        scored = score_edits(cfg, plan=plan, faces=faces, targets=frames, images=images_np,
                              first_seeds=[noise_seeds[i] for i in job_src], image_size=image_size,
                              synthetic=synthetic, draw=draw)
         images_np = scored.images
@@ -157,10 +187,10 @@ def run(cfg: EditConfig) -> Path:
         settings=settings,
         plan=plan,
         faces=faces,
-        target=target,
+        targets=frames,
         images=images_np,
         source_images=x0.float().cpu().numpy(),
-        target_image=tgt_img[0].float().cpu().numpy(),
+        target_images=None if tgt_img is None else tgt_img.float().cpu().numpy(),
         source_buffers=src_buf,
         edit_buffers=edit_buf,
         noise_seeds=noise_seeds,

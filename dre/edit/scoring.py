@@ -37,7 +37,7 @@ def score_edits(
     *,
     plan,
     faces,
-    target,
+    targets,
     images: np.ndarray,
     first_seeds: Sequence[int | None],
     image_size: int,
@@ -47,21 +47,23 @@ def score_edits(
     """Score every job's picture and re-draw the failed ones (``cfg.retry_failed`` times at most)."""
     settings = cfg.scoring
     scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, settings, sources=faces,
-                          target=target, size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,
+                          target=list(targets), size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,
                           batch_size=cfg.batch_size)
     job_src = plan.job_sources()
-    comps = [plan.modes[plan.job(k)[1]].components for k in range(plan.n_jobs)]
+    job_modes = [plan.modes[plan.job(k)[1]] for k in range(plan.n_jobs)]
+    comps = [m.score_components() for m in job_modes]
 
     def score(jobs: list[int], pics: np.ndarray) -> list[dict]:
         u8 = outputs.to_uint8(pics)
-        cols = scorer.score([Item(job_src[k], comps[k], u8[i]) for i, k in enumerate(jobs)])
+        cols = scorer.score([Item(job_src[k], comps[k][0], u8[i], target=job_modes[k].target_frame, moved=comps[k][1])
+                             for i, k in enumerate(jobs)])
         return [{c: _plain(v[i]) for c, v in cols.items()} for i in range(len(jobs))]
 
     rows = score(list(range(plan.n_jobs)), images)
-    names = [(plan.stems[job_src[k]], plan.modes[plan.job(k)[1]].name) for k in range(plan.n_jobs)]
+    names = [(plan.stems[job_src[k]], job_modes[k].name) for k in range(plan.n_jobs)]
     res = retry_failed(cfg.retry_failed, images, rows, first_seeds=first_seeds, init=cfg.init, job_names=names,
-                       seed=cfg.seed, draw=draw, score=score)
-    summary_rows = [{**r, "mode": names[k][1], "file": f"{names[k][0]}_{names[k][1]}.png",
+                       seed=cfg.seed, draw=draw, score=score, retryable=[m.sequence is None for m in job_modes])
+    summary_rows = [{**r, "mode": names[k][1], "file": f"{names[k][0]}_{job_modes[k].file_label}.png",
                      "attempts": sum(d.job == k for d in res.draws)} for k, r in enumerate(res.rows)]
     summary = summarise(summary_rows, settings=asdict(settings), references=references_info(scorer), synthetic=synthetic)
     summary["retry_failed"] = int(cfg.retry_failed)

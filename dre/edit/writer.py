@@ -7,6 +7,9 @@ writer can be tested on its own and never imports the command that calls it.
 Layout of ``results/edits/<edit>/``::
     <source_stem>_<mode>.png      one edited image per source × mode
     grid.png                      rows = sources; columns = source, target, each mode (+ rendered buffers)
+    <source_stem>_<sequence>_<k>.png   frame k of a sweep or driven sequence (docs/rig.md)
+    <source_stem>_<sequence>.gif/.mp4  the sequence animated, one per source
+    <sequence>_sheet.png          contact sheet: every frame of the sequence, one row per source
     buffers/<source_stem>_<mode>.npz   the edited buffers the model was conditioned on (float16)
     buffers/<source_stem>_source.npz   the source's own buffers
     edit.parquet                  one row per edited image (source, target, mode, seed, model, extractors, file,
@@ -18,6 +21,7 @@ Layout of ``results/edits/<edit>/``::
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,16 +29,21 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from dre.edit import outputs
-from dre.edit.engine import EditPlan
+from dre.edit import animate, outputs
+from dre.edit.engine import EditPlan, as_condition
+from dre.edit.flicker import sequence_flicker
+from dre.edit.modes import sequence_label, sequences
 from dre.edit.inputs import Face
 from dre.edit.scoring import ScoredEdits
 from dre.face3d.codes import Buffers
 from dre.safety.ownership import owned_dir
 from dre.score.grid import cell_marks
-from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
+from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, RIG_COLUMNS, SCORE_COLUMNS
+
+log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
+SEQUENCES_NAME = "sequences.json"  # per sequence and source: frames, animations, flicker (also in edit.parquet)
 
 
 @dataclass(frozen=True)
@@ -57,10 +66,10 @@ class EditResult:
     settings: EditSettings
     plan: "EditPlan"
     faces: list["Face"]
-    target: "Face"
+    targets: list["Face"]  # the target's frames (one for a photo; none when every mode is parametric)
     images: np.ndarray  # (N·M, 3, H, W) in [-1, 1], source-major
     source_images: np.ndarray  # (N, 3, H, W) in [-1, 1]
-    target_image: np.ndarray  # (3, H, W) in [-1, 1]
+    target_images: np.ndarray | None  # (F, 3, H, W) in [-1, 1]
     source_buffers: "Buffers"
     edit_buffers: "Buffers"
     noise_seeds: list[int | None]
@@ -85,7 +94,10 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
     n, m = plan.n_sources, len(plan.modes)
     edited_u8 = outputs.to_uint8(res.images)
     sources_u8 = outputs.to_uint8(res.source_images)
-    target_u8 = outputs.to_uint8(res.target_image)
+    size = int(res.images.shape[-1])
+    targets_u8 = (outputs.to_uint8(res.target_images) if res.target_images is not None
+                  else np.full((1, size, size, 3), 200, np.uint8))  # a grey cell: no target
+    target_path = str(res.targets[0].path) if res.targets else None
     edited_cols = plan.edited.to_columns()
     synthetic = bool(res.meta.get("synthetic"))
     with owned_dir(out, "dre edit", inputs=inputs) as tmp:
@@ -93,15 +105,16 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
         rows = []
         for k in range(plan.n_jobs):
             i, j = plan.job(k)
-            stem, mode = plan.stems[i], plan.modes[j].name
-            name = f"{stem}_{mode}.png"
+            md = plan.modes[j]
+            stem, mode = plan.stems[i], md.name
+            name = f"{stem}_{md.file_label}.png"
             outputs.save_png(tmp / name, edited_u8[k])
-            buf_name = f"{outputs.BUFFER_DIR}/{stem}_{mode}.npz"
+            buf_name = f"{outputs.BUFFER_DIR}/{stem}_{md.file_label}.npz"
             outputs.write_npz(tmp / buf_name, _buffer_arrays(res.edit_buffers, k))
             row = {
                 "source": str(res.faces[i].path),
                 "source_stem": stem,
-                "target": str(res.target.path),
+                "target": target_path,
                 "mode": mode,
                 "seed": int(settings.seed),
                 "noise_seed": res.noise_seeds[i],
@@ -115,6 +128,10 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
                 "file": name,
                 "buffers": buf_name,
                 "synthetic": synthetic,
+                "sequence": md.sequence,
+                "frame": md.frame,
+                "params": json.dumps(md.params, sort_keys=True),
+                "target_frame": str(res.targets[md.target_frame].path) if md.reads_target and res.targets else None,
             }
             for code, values in edited_cols.items():
                 row[code] = values[k].tolist()
@@ -128,12 +145,13 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
             outputs.write_npz(tmp / outputs.BUFFER_DIR / f"{stem}_source.npz", _buffer_arrays(res.source_buffers, i))
 
         cell = int(res.images.shape[-1])
-        labels = ["source", "target"] + [md.name for md in plan.modes]
+        labels = ["source", "target"] + [_column_label(md) for md in plan.modes]
         if settings.grid_buffers:
-            labels += ["source render"] + [f"{md.name} render" for md in plan.modes]
+            labels += ["source render"] + [f"{md.name if md.sequence is None else f'#{md.frame}'} render"
+                                           for md in plan.modes]
         grid_rows = []
         for i in range(n):
-            row_cells = [sources_u8[i], target_u8] + [edited_u8[i * m + j] for j in range(m)]
+            row_cells = [sources_u8[i], targets_u8[0]] + [edited_u8[i * m + j] for j in range(m)]
             if settings.grid_buffers:
                 row_cells += [_rendered_preview(res.source_buffers, i)]
                 row_cells += [_rendered_preview(res.edit_buffers, i * m + j) for j in range(m)]
@@ -146,10 +164,12 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
                                  notes=notes)
         outputs.save_png(tmp / outputs.GRID_NAME, grid)
 
+        seq_meta = _write_sequences(tmp, res, edited_u8, targets_u8, banner)
         meta = {
             "modes": [md.name for md in plan.modes],
             "sources": [str(f.path) for f in res.faces],
-            "target": str(res.target.path),
+            "target": target_path,
+            "sequences": seq_meta,
             "seed": int(settings.seed),
             "init": settings.init,
             "steps": int(settings.steps),
@@ -167,6 +187,49 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
                            {"synthetic": synthetic, "retry_failed": int(settings.retry_failed)})
             outputs.write_json(tmp / SUMMARY_NAME, summary)
         EDIT.write(tmp / EDIT_FILE, rows, meta)
+
+
+def _column_label(md) -> str:
+    """A grid column's heading: the mode, or for a sequence frame its number and parameters."""
+    if md.sequence is None:
+        return md.name
+    params = ",".join(f"{k.split('.')[1]}={v:g}" for k, v in md.params.items() if isinstance(v, float))
+    return f"#{md.frame} {params}".strip()
+
+
+def _write_sequences(tmp: Path, res: EditResult, edited_u8: np.ndarray, targets_u8: np.ndarray, banner: str) -> list:
+    """GIF + MP4 per source and sequence, one contact sheet per sequence; returns their metadata with flicker."""
+    plan = res.plan
+    m = len(plan.modes)
+    out = []
+    cond = as_condition(res.edit_buffers).cpu().numpy()
+    for seq, idx in sequences(plan.modes).items():
+        label = sequence_label(seq)
+        driven = any(plan.modes[j].reads_target for j in idx) and len(res.targets) > 1
+        sheet_rows, sheet_labels = [], []
+        if driven:
+            sheet_rows.append([targets_u8[plan.modes[j].target_frame] for j in idx])
+            sheet_labels.append("target")
+        for i, stem in enumerate(plan.stems):
+            jobs = [i * m + j for j in idx]
+            frames = edited_u8[jobs]
+            gif, mp4 = f"{stem}_{label}.gif", f"{stem}_{label}.mp4"
+            animate.write_gif(tmp / gif, frames)
+            animate.write_mp4(tmp / mp4, frames)
+            sheet_rows.append(list(frames))
+            sheet_labels.append(stem)
+            out.append({"sequence": seq, "source_stem": stem, "frames": [f"{stem}_{plan.modes[j].file_label}.png"
+                        for j in idx], "gif": gif, "mp4": mp4, "driven": driven,
+                        "flicker": sequence_flicker(res.images[jobs], cond[jobs])})
+            fl = out[-1]["flicker"]
+            log.info("flicker %s / %s: images %.4f, conditions %.4f, ratio %.3f", seq, stem, fl["images"],
+                     fl["conditions"], fl["ratio"])
+        sheet = animate.contact_sheet(sheet_rows, sheet_labels, [_column_label(plan.modes[j]) for j in idx],
+                                      banner=banner)
+        outputs.save_png(tmp / f"{label}_sheet.png", sheet)
+    if out:
+        outputs.write_json(tmp / SEQUENCES_NAME, {"sequences": out})
+    return out
 
 
 def _draw_columns(scored: ScoredEdits, k: int) -> dict:

@@ -117,10 +117,6 @@ def _load_image(path: Path, size: int) -> tuple[bytes, float]:
     return buf.getvalue(), size / w
 
 
-def _flat_codes(codes: "FlameCodes") -> np.ndarray:
-    return codes.flat().detach().to("cpu").float().numpy()
-
-
 # ------------------------------------------------------------------ the stage
 def run(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
     """``dre pack``: pack from codes (:func:`pack_album`) or convert a legacy LMDB (:func:`import_legacy`).

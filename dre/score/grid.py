@@ -50,18 +50,23 @@ def marked_grid(ef, pictures: list[np.ndarray], rows: list[dict], *, size: int, 
     from dre.edit import outputs
     from dre.score.reextract import resize_square
 
-    mode_names = list(dict.fromkeys(m.name for m in ef.modes))
+    mode_names = list(dict.fromkeys(_column(m) for m in ef.modes))
     used = sorted(set(ef.row_source))
     row_of = {s: i for i, s in enumerate(used)}
     blank = np.full((size, size, 3), 255, np.uint8)
-    tgt = resize_square(ef.target.image, size)
+    tgt = resize_square(ef.target.image, size) if ef.target is not None else np.full((size, size, 3), 200, np.uint8)
     cells = [[resize_square(ef.sources[s].image, size), tgt] + [blank] * len(mode_names) for s in used]
     cell_of = []
     for k, (s, m) in enumerate(zip(ef.row_source, ef.modes)):
-        rc = (row_of[s], 2 + mode_names.index(m.name))
+        rc = (row_of[s], 2 + mode_names.index(_column(m)))
         cells[rc[0]][rc[1]] = pictures[k]
         cell_of.append(rc)
     marks, notes = cell_marks(rows, cell_of)
     banner = "SYNTHETIC ASSETS - not a real face reconstruction" if synthetic else ""
     return outputs.make_grid(cells, ["source", "target"] + mode_names, [ef.sources[s].stem for s in used],
                              cell=max(size, 96), banner=banner, marks=marks, notes=notes)
+
+
+def _column(mode) -> str:
+    """A grid column: the mode's name, numbered for the frames of a sequence (which share a name)."""
+    return mode.name if mode.frame is None else f"{mode.name} #{mode.frame}"

@@ -15,7 +15,7 @@ landmarks (the fallback when detection on the re-sized reference fails).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +40,18 @@ class EditFolder:
     rows: list[dict]  # edit.parquet rows (or the columns source, source_stem, target, mode, file)
     meta: dict  # edit.parquet's `dre` metadata ({} for a plain folder)
     sources: list[Face]
-    target: Face
+    targets: list[Face]  # the target, or the frames of a driving sequence; none for parametric edits only
     row_source: list[int]  # index into sources per row
     modes: list[Mode]  # per row
     source_extractor: str
     target_extractor: str
     synthetic: bool
+    row_target: list[int] = field(default_factory=list)  # index into targets per row (0 without frames)
+
+    @property
+    def target(self) -> Face | None:
+        """The (first) target face, None when no row read a target."""
+        return self.targets[0] if self.targets else None
 
 
 def _rows_from_names(folder: Path) -> list[dict]:
@@ -92,15 +98,19 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
             raise DreError(f"{table} has no rows")
     else:
         rows, meta = _rows_from_names(folder), {}
-    target_path = target or _one({r.get("target") for r in rows}, "targets", folder)
-    if target_path is None:
-        raise DreError(f"--edits {folder} has no {EDIT_FILE}: pass --target (the aligned target) and --source")
+    frame_paths = list(dict.fromkeys(str(r["target_frame"]) for r in rows if r.get("target_frame")))
+    target_path = target or (None if len(frame_paths) > 1 else _one({r.get("target") for r in rows}, "targets", folder))
     s_kind = source_extractor or _one({r.get("source_extractor") for r in rows}, "source extractors", folder)
     t_kind = target_extractor or _one({r.get("target_extractor") for r in rows}, "target extractors", folder)
     for flag, kind in (("--source-extractor", s_kind), ("--target-extractor", t_kind)):
         if kind not in ("deca", "emoca"):
             raise DreError(f"{flag} must be deca or emoca (got {kind!r}); {folder} does not say which was used")
-    tgt = load_target(Path(target_path))
+    if target_path is not None:
+        targets, frame_index = [load_target(Path(target_path))], {}
+    elif frame_paths:  # a driven sequence: each row is scored against its own target frame
+        targets, frame_index = [load_target(Path(p)) for p in frame_paths], {p: k for k, p in enumerate(frame_paths)}
+    else:
+        targets, frame_index = [], {}
     if source is not None:
         faces = list_sources(Path(source))
     else:
@@ -109,7 +119,7 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
             raise DreError(f"--edits {folder}: pass --source (the aligned album folder); the rows do not name their sources")
         faces = [list_sources(Path(p))[0] for p in paths]
     by_stem = {f.stem: k for k, f in enumerate(faces)}
-    row_source, modes = [], []
+    row_source, row_target, modes = [], [], []
     for r in rows:
         stem = str(r.get("source_stem") or Path(str(r.get("source"))).stem)
         if stem not in by_stem:
@@ -118,9 +128,17 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
         if not (folder / str(r.get("file"))).is_file():
             raise DreError(f"--edits {folder}: the edited picture {r.get('file')} is missing")
         row_source.append(by_stem[stem])
-        modes.append(parse_mode(str(r.get("mode")), flag=f"{folder / EDIT_FILE} mode"))
+        k = frame_index.get(str(r.get("target_frame")), 0)
+        mode = parse_mode(str(r.get("mode")), flag=f"{folder / EDIT_FILE} mode")
+        if r.get("frame") is not None:
+            mode = replace(mode, sequence=r.get("sequence"), frame=int(r["frame"]), target_frame=k)
+        if mode.reads_target and not targets:
+            raise DreError(f"--edits {folder}: {r.get('file')} ({mode.name}) read a target, but {EDIT_FILE} names none: "
+                           "pass --target (the aligned target) and --source")
+        row_target.append(k)
+        modes.append(mode)
     synthetic = bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
-    return EditFolder(folder, rows, meta, faces, tgt, row_source, modes, s_kind, t_kind, synthetic)
+    return EditFolder(folder, rows, meta, faces, targets, row_source, modes, s_kind, t_kind, synthetic, row_target)
 
 
 def read_pictures(ef: EditFolder) -> list[np.ndarray]:

@@ -108,6 +108,7 @@ def block_scores(
     target: Mapping[str, np.ndarray],
     transferred: Iterable[tuple[str, ...]],
     spread: Mapping[str, float] | None = None,
+    moved: Iterable[tuple[str, ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-row transfer and leakage columns for B edits.
 
@@ -117,9 +118,12 @@ def block_scores(
     ``dist_<b>_edit_source``, ``dist_<b>_edit_target``, ``dist_<b>_source_target`` for every block,
     ``transfer_<b>`` (NaN where ``b`` is not transferred), ``leak_<b>`` (NaN where it is), and the row
     summaries ``transfer`` (mean over the transferred blocks) and ``leakage`` (max over the others).
+    ``moved`` gives each row's blocks changed on purpose towards no target (parametric rig edits such as
+    a yaw of +20°): they are neither transfer nor leakage (both NaN).
     """
     transferred = [set(t) for t in transferred]
     n = len(transferred)
+    moved_sets = [set(m) for m in moved] if moved is not None else [set() for _ in range(n)]
     out: dict[str, np.ndarray] = {}
     t_cols, l_cols = [], []
     for b in BLOCKS:
@@ -129,7 +133,8 @@ def block_scores(
         out[f"dist_{b}_edit_source"], out[f"dist_{b}_edit_target"], out[f"dist_{b}_source_target"] = d_es, d_et, d_st
         moves = np.array([b in t for t in transferred], dtype=bool)
         t_b = np.where(moves, transfer_ratio(d_et, d_st), np.nan)
-        l_b = np.where(~moves, leak_ratio(d_es, d_st, (spread or {}).get(b, float("nan"))), np.nan)
+        free = np.array([b not in t and b not in m for t, m in zip(transferred, moved_sets)], dtype=bool)
+        l_b = np.where(free, leak_ratio(d_es, d_st, (spread or {}).get(b, float("nan"))), np.nan)
         out[f"transfer_{b}"], out[f"leak_{b}"] = t_b, l_b
         t_cols.append(t_b)
         l_cols.append(l_b)

@@ -36,14 +36,19 @@ GRID_NAME = "grid.png"
 
 def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, target,
                  size: int, device: str, emoca_model: str | None, batch_size: int = 16, reextractor=None):
-    """A :class:`~dre.score.scorer.Scorer` for aligned source faces and a target face (``dre.edit.inputs.Face``).
+    """A :class:`~dre.score.scorer.Scorer` for aligned source faces and a target face (``dre.edit.inputs.Face``),
+    or a list of target faces (the frames of a driving sequence).
 
     ``reextractor`` reuses loaded networks (several scorers in one process); by default one is made.
     """
     rx = reextractor or Reextractor(assets, landmarks=settings.landmarks, device=device, emoca_model=emoca_model,
                                     batch_size=batch_size)
+    if isinstance(target, (list, tuple)):  # the frames of a driving sequence
+        images, landmarks = [t.image for t in target], [t.landmarks for t in target]
+    else:
+        images, landmarks = target.image, target.landmarks
     return Scorer(rx, source_kind, target_kind, settings, [f.image for f in sources], [f.landmarks for f in sources],
-                  target.image, target.landmarks, size)
+                  images, landmarks, size)
 
 
 def references_info(scorer) -> dict:
@@ -82,13 +87,16 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
         warn_synthetic("dre score")
     size = pictures[0].shape[0]
     scorer = build_scorer(Path(cfg.assets), ef.source_extractor, ef.target_extractor, cfg.scoring,
-                          sources=ef.sources, target=ef.target, size=size, device=cfg.device,
+                          sources=ef.sources, target=list(ef.targets), size=size, device=cfg.device,
                           emoca_model=cfg.emoca_model, batch_size=cfg.batch_size, reextractor=reextractor)
-    items = [Item(s, m.components, p) for s, m, p in zip(ef.row_source, ef.modes, pictures)]
+    comps = [m.score_components() for m in ef.modes]
+    items = [Item(s, c[0], p, target=t, moved=c[1])
+             for s, c, p, t in zip(ef.row_source, comps, pictures, ef.row_target)]
     cols = scorer.score(items)
-    base = [{"source": str(ef.sources[s].path), "source_stem": ef.sources[s].stem, "target": str(ef.target.path),
+    base = [{"source": str(ef.sources[s].path), "source_stem": ef.sources[s].stem,
+             "target": str(ef.targets[t].path) if m.reads_target else None,
              "mode": m.name, "file": str(r["file"]), "synthetic": bool(synthetic)}
-            for r, s, m in zip(ef.rows, ef.row_source, ef.modes)]
+            for r, s, m, t in zip(ef.rows, ef.row_source, ef.modes, ef.row_target)]
     rows = scored_rows(base, cols)
     settings = asdict(cfg.scoring)
     refs = references_info(scorer)

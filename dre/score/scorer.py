@@ -30,6 +30,8 @@ class Item:
     source: int
     components: frozenset[str]
     image: np.ndarray
+    target: int = 0  # which target picture (a frame of a driving sequence)
+    moved: frozenset[str] = frozenset()  # blocks (exp, jaw, pose, light) changed by numbers towards no target
 
 
 class Scorer:
@@ -37,14 +39,18 @@ class Scorer:
 
     def __init__(self, reextractor: Reextractor, source_kind: str, target_kind: str, settings: ScoreSettings,
                  sources: Sequence[np.ndarray], source_landmarks: Sequence[np.ndarray | None],
-                 target: np.ndarray, target_landmarks: np.ndarray | None, size: int) -> None:
+                 target: np.ndarray | Sequence[np.ndarray], target_landmarks, size: int) -> None:
+        """``target``/``target_landmarks``: one picture, or a list of them (the frames of a driving sequence)."""
         self.rx = reextractor
         self.source_kind, self.target_kind = source_kind, target_kind
         self.settings = settings
         self.size = int(size)
-        imgs = [resize_square(im, self.size) for im in sources] + [resize_square(target, self.size)]
+        targets = [target] if isinstance(target, np.ndarray) else list(target)
+        target_lms = [target_landmarks] if isinstance(target, np.ndarray) else list(target_landmarks)
+        self.n_targets = len(targets)
+        imgs = [resize_square(im, self.size) for im in sources] + [resize_square(t, self.size) for t in targets]
         fallback = [_scale_landmarks(lm, im, self.size) for lm, im in zip(source_landmarks, sources)]
-        fallback.append(_scale_landmarks(target_landmarks, target, self.size))
+        fallback += [_scale_landmarks(lm, t, self.size) for lm, t in zip(target_lms, targets)]
         self.kinds = (target_kind, source_kind)
         ref = reextractor.run(imgs, self.kinds, fallback)
         self.n_sources = len(sources)
@@ -54,13 +60,14 @@ class Scorer:
                            f"target {self.n_sources}) and none from alignment")
         self.ref = ref
         self.source_landmarks_from = ref.landmarks_from[: self.n_sources]
-        self.target_landmarks_from = ref.landmarks_from[self.n_sources]
-        self._tgt_blocks = metrics.code_blocks({c: v[-1:] for c, v in ref.codes[target_kind].items()})
-        self._src_blocks = metrics.code_blocks({c: v[:-1] for c, v in ref.codes[target_kind].items()})
-        self._src_shape = ref.codes[source_kind]["shape"][:-1]
+        self.target_landmarks_from = ref.landmarks_from[self.n_sources] if self.n_targets else None
+        n, t = self.n_sources, self.n_targets
+        self._tgt_blocks = metrics.code_blocks({c: v[n : n + t] for c, v in ref.codes[target_kind].items()}) if t else {}
+        self._src_blocks = metrics.code_blocks({c: v[:n] for c, v in ref.codes[target_kind].items()})
+        self._src_shape = ref.codes[source_kind]["shape"][:n]
         self.album_mean, self.album_spread = metrics.album_stats(self._src_shape)
         self._block_spread = {b: metrics.album_stats(v)[1] for b, v in self._src_blocks.items() if b in metrics.BLOCKS}
-        self._src_noise = quality.noise_sigma(np.stack(imgs[:-1]))
+        self._src_noise = quality.noise_sigma(np.stack(imgs[:n]))
 
     def score(self, items: Sequence[Item]) -> dict[str, np.ndarray]:
         """Score columns (:data:`SCORE_COLUMNS`) for edited pictures, one row per item, in order."""
@@ -76,9 +83,16 @@ class Scorer:
         src = np.array([it.source for it in items])
         edit_b = metrics.code_blocks(ext.codes[self.target_kind])
         src_b = {b: v[src] for b, v in self._src_blocks.items()}
-        tgt_b = {b: np.repeat(v, n, axis=0) for b, v in self._tgt_blocks.items()}
+        tgt = np.array([it.target for it in items])
+        if self.n_targets == 0:  # parametric edits without a target: nothing to transfer (NaN), leaks vs source
+            tgt_b = src_b
+        elif tgt.min() < 0 or tgt.max() >= self.n_targets:
+            raise ValueError(f"item target outside 0..{self.n_targets - 1}")
+        else:
+            tgt_b = {b: v[tgt] for b, v in self._tgt_blocks.items()}
         cols: dict[str, np.ndarray] = metrics.block_scores(
-            edit_b, src_b, tgt_b, [metrics.mode_blocks(it.components) for it in items], self._block_spread
+            edit_b, src_b, tgt_b, [metrics.mode_blocks(it.components) for it in items], self._block_spread,
+            moved=[tuple(b for b in metrics.BLOCKS if b in it.moved) for it in items],
         )
         cols.update(metrics.identity_scores(ext.codes[self.source_kind]["shape"], self._src_shape[src],
                                             self.album_mean, self.album_spread))

@@ -36,6 +36,7 @@ DEMO_PHOTOS = (
         "personal": Path(config["demo"]["root"]) / "album",
         "prior": Path(config["demo"]["root"]) / "prior",
         "target": Path(config["demo"]["root"]) / "target.jpg",
+        "frames": Path(config["demo"]["root"]) / "frames",
     }
     if config.get("demo")
     else {}
@@ -130,27 +131,30 @@ def pack_flags(wildcards):
 
 
 def edit_inputs(wildcards):
+    """The model, album and codes of an edit, and its aligned target (a photo or a folder of frames) when
+    the row names one (parametric-only rows have none)."""
     row = EDITS[wildcards.edit]
     album, ext = row["album"], row["source_extractor"]
-    return {
+    inputs = {
         "model": f"results/models/stage2/{album}.{ext}/model.pt",
         "aligned": f"results/aligned/{album}",
         "codes": f"results/codes/{album}.{ext}.parquet",
         "lmdb": f"results/lmdb/{album}.{ext}.lmdb",
-        "target": f"results/targets/{wildcards.edit}",
     }
+    if row.get("target"):
+        inputs["target"] = f"results/targets/{wildcards.edit}"
+    return inputs
 
 
 def edit_flags(wildcards):
-    """Every `dre edit` flag but the paths: the edit's sheet row (modes, extractors, seed, init), the
-    config's `edit:` settings and `emoca_model`, the album's mean shape when the sheet asks for it, and
-    the `score:` settings (the edit scores its own pictures).
+    """Every `dre edit` flag but the model, album and output paths: the edit's sheet row (target, modes,
+    sources, extractors, seed, init), the config's `edit:` settings and `emoca_model`, the album's mean
+    shape when the sheet asks for it, and the `score:` settings (the edit scores its own pictures).
 
     Takes only the wildcards: Snakemake leaves params that read ``input``/``output`` out of its
     params-changed rerun check, so a changed seed in the sheet would not rerun the edit."""
     row = EDITS[wildcards.edit]
-    flags = stage_flags(
-        config["edit"],
+    values = dict(
         modes=row["modes"],
         source_extractor=row["source_extractor"],
         target_extractor=row["target_extractor"],
@@ -158,6 +162,11 @@ def edit_flags(wildcards):
         init=row["init"],
         seed=row["seed"],
     )
+    if row.get("target"):
+        values["target"] = edit_inputs(wildcards)["target"]
+    if row.get("sources"):
+        values["source_stems"] = row["sources"]
+    flags = stage_flags(config["edit"], **values)
     if ALBUMS[row["album"]]["mean_shape"]:
         lmdb = edit_inputs(wildcards)["lmdb"]
         flags += f" --mean-shape {shlex.quote(str(Path(lmdb) / 'mean_shape.npy'))}"
@@ -212,7 +221,9 @@ def report_targets(edit):
     album, ext = row["album"], row["source_extractor"]
     prior = ALBUMS[album]["prior"]
     albums = [album]
-    targets = [f"results/report/loss/stage2/{album}.{ext}.png", f"results/report/align_target/{edit}.tsv"]
+    targets = [f"results/report/loss/stage2/{album}.{ext}.png"]
+    if row.get("target"):
+        targets.append(f"results/report/align_target/{edit}.tsv")
     if not PRIORS[prior]["official_checkpoint"]:
         targets.append(f"results/report/loss/stage1/{prior}.{ext}.png")
         albums += [a for a in PRIORS[prior]["albums"] if a not in albums]

@@ -3,13 +3,15 @@
 
 
 checkpoint demo_album:
-    """The demo's photos (`dre demo-album`): the personal album, the prior album and the edit's target, made
+    """The demo's photos (`dre demo-album`): the personal album, the prior album, the edit's target and a short
+    driving sequence (frames of the target, slightly turned, shifted and relit), made
     from public-domain portraits that scikit-image and matplotlib install. A checkpoint: the align rule's
     inputs are the photo files (as for any album), which are known only once this has run."""
     output:
         personal=directory(str(DEMO_PHOTOS["personal"])),
         prior=directory(str(DEMO_PHOTOS["prior"])),
         target=str(DEMO_PHOTOS["target"]),
+        frames=directory(str(DEMO_PHOTOS["frames"])),
     log:
         "logs/demo_album.log",
     benchmark:
@@ -18,6 +20,7 @@ checkpoint demo_album:
         n=config["demo"]["n"],
         n_prior=config["demo"]["n_prior"],
         seed=config["demo"]["seed"],
+        n_frames=config["demo"]["n_frames"],
     threads: 1
     resources:
         mem_mb=2000,
@@ -26,7 +29,7 @@ checkpoint demo_album:
         "../../envs/main.yaml"
     shell:
         "(python -m dre demo-album --out {output.personal:q} --kind personal --n {params.n} --seed {params.seed} "
-        "--target {output.target:q} && python -m dre demo-album --out {output.prior:q} --kind prior "
+        "--target {output.target:q} --frames {output.frames:q} --n-frames {params.n_frames} && python -m dre demo-album --out {output.prior:q} --kind prior "
         "--n {params.n_prior} --seed {params.seed}) > {log:q} 2>&1"
 
 

@@ -2,14 +2,15 @@
 
 
 rule edit:
-    """DDIM edits of every source photo of the album, one image per source x mode, plus a grid and a table."""
+    """DDIM edits of every source photo of the album, one image per source x mode (x frame for sweeps and driven
+    sequences, which are also animated as GIF and MP4), plus a grid and a table."""
     input:
         unpack(edit_inputs),
         assets=demo_assets_input,
     output:
         report(
             directory("results/edits/{edit}"),
-            patterns=["{name,grid}.png"],
+            patterns=["{name,grid}.png", "{name}.gif"],
             category="Edits",
             labels={"edit": "{edit}"},
             caption="../report/edit.rst",
@@ -30,7 +31,7 @@ rule edit:
         "../../envs/main.yaml"
     shell:
         "python -m dre edit --model {input.model:q} --assets {params.assets:q} --source {input.aligned:q} "
-        "--source-codes {input.codes:q} --target {input.target:q} {params.settings} --out {output:q} "
+        "--source-codes {input.codes:q} {params.settings} --out {output:q} "
         "> {log:q} 2>&1"
 
 
