@@ -81,8 +81,9 @@ def test_keep_attempt_log_needs_a_dot_log_name() -> None:
          {"nodes": 3, "mpi": "srun", "tasks_per_node": 4, "gres": "gpu:4", "tasks_per_gpu": 0}),
         (JobShape(1, 2, "srun"), "srun --nodes 1 --ntasks 2 --ntasks-per-node 2 --kill-on-bad-exit=1 python -m dre",
          {"nodes": 1, "mpi": "srun", "tasks_per_node": 2, "gres": "gpu:2", "tasks_per_gpu": 0}),
+        (JobShape(1, 1, "mpiexec"), "python -m dre", {"gpu": 1, "nodes": 1}),
     ],
-    ids=["1x1", "1x4", "2x1", "3x4", "1x2-srun"],
+    ids=["1x1", "1x4", "2x1", "3x4", "1x2-srun", "1x1-mpiexec"],
 )
 def test_launch_command_and_resources(shape: JobShape, command: str, resources: dict) -> None:
     assert launch_command(shape) == command
