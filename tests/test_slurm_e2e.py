@@ -455,7 +455,8 @@ def test_demo_runs_under_slurm(cluster: SlurmCluster, tmp_path: Path) -> None:
     r = run_snakemake(cluster, project.root, ["--verbose", CONFIG_FLAG], timeout=2400)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
-    assert planned_jobs(r).get("train_stage1") == 1 and planned_jobs(r).get("edit") == 1
+    plan = planned_jobs(r)
+    assert plan.get("train_stage1") == 1 and plan.get("edit", 0) >= 1, plan
     for path in ("results/models/stage2/demo.deca/model.pt", f"{DEMO_TARGET}/grid.png", f"{DEMO_TARGET}/edit.parquet"):
         assert (project.root / path).exists(), path
     calls = sbatch_calls(out)
