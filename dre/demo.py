@@ -303,19 +303,6 @@ def build_frames(out: str | Path, n: int = 4, seed: int = 0) -> bool:
     return _write_variants(Path(out), _manifest("frames", n, seed, variants), variants)
 
 
-def prepare_demo(root: str | Path, n: int = 12, n_prior: int = 24, seed: int = 0) -> dict[str, Path]:
-    """Make sure ``root/album``, ``root/prior`` and ``root/target.jpg`` exist (the demo sheets' paths).
-
-    Idempotent and cheap when everything is there, so the workflow may call it every time it starts.
-    """
-    root = Path(root)
-    paths = {"personal": root / "album", "prior": root / "prior", "target": root / "target.jpg"}
-    build_album(paths["personal"], "personal", n, seed)
-    build_album(paths["prior"], "prior", n_prior, seed)
-    build_target(paths["target"], seed)
-    return paths
-
-
 @dataclass
 class AlbumConfig:
     """What ``dre demo-album`` writes: one album (and optionally the demo edit's target photo)."""
