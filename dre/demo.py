@@ -239,15 +239,16 @@ def _is_demo_target(path: Path) -> bool:
 
 
 def build_album(out: str | Path, kind: str = "personal", n: int = 12, seed: int = 0) -> bool:
-    """Write the ``kind`` album (``n`` JPEGs + manifest) into folder ``out``; False if it was already there.
-
-    The folder is replaced atomically, so an interrupted build never leaves a partial album behind.
-    """
+    """Write the ``kind`` album (``n`` JPEGs + manifest) into folder ``out``; False if it was already there."""
     if kind == "target":
         raise DreError("the demo target is a single file: use build_target()")
-    out = Path(out)
     variants = sample_variants(kind, n, seed)
-    manifest = _manifest(kind, n, seed, variants)
+    return _write_variants(Path(out), _manifest(kind, n, seed, variants), variants)
+
+
+def _write_variants(out: Path, manifest: dict, variants: list[Variant]) -> bool:
+    """Render ``variants`` as JPEGs + ``manifest`` into folder ``out``, replaced atomically (an interrupted
+    build leaves nothing partial); False, writing nothing, when ``out`` already holds this manifest."""
     if _same_manifest(out, manifest):
         return False
     with owned_dir(out, "dre demo-album", evidence=_is_demo_album) as tmp:
@@ -298,30 +299,8 @@ def frame_variants(n: int, seed: int = 0, source: str = "grace_hopper") -> list[
 
 def build_frames(out: str | Path, n: int = 4, seed: int = 0) -> bool:
     """Write the driving sequence (``n`` JPEG frames + manifest) into folder ``out``; False if already there."""
-    out = Path(out)
     variants = frame_variants(n, seed)
-    manifest = _manifest("frames", n, seed, variants)
-    if _same_manifest(out, manifest):
-        return False
-    with owned_dir(out, "dre demo-album", evidence=_is_demo_album) as tmp:
-        for v in variants:
-            _save_jpeg(render_variant(v), tmp / v.file)
-        _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
-        os.chmod(tmp, _umask_mode(0o777))
-    return True
-
-
-def prepare_demo(root: str | Path, n: int = 12, n_prior: int = 24, seed: int = 0) -> dict[str, Path]:
-    """Make sure ``root/album``, ``root/prior`` and ``root/target.jpg`` exist (the demo sheets' paths).
-
-    Idempotent and cheap when everything is there, so the workflow may call it every time it starts.
-    """
-    root = Path(root)
-    paths = {"personal": root / "album", "prior": root / "prior", "target": root / "target.jpg"}
-    build_album(paths["personal"], "personal", n, seed)
-    build_album(paths["prior"], "prior", n_prior, seed)
-    build_target(paths["target"], seed)
-    return paths
+    return _write_variants(Path(out), _manifest("frames", n, seed, variants), variants)
 
 
 @dataclass

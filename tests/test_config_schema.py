@@ -20,6 +20,7 @@ from dre.cli import parse_config
 from dre.demo import AlbumConfig
 from dre.diffusion.config import DiffusionConfig
 from dre.edit.config import EditConfig
+from dre.edit.video import FramesConfig
 from dre.extract.config import ExtractConfig
 from dre.assets.catalog import DEFAULT_EMOCA_MODEL
 from dre.model.arch import ModelConfig
@@ -42,6 +43,7 @@ SECTIONS = {
     "diffusion": DiffusionConfig,
     "edit": EditConfig,
     "score": ScoreSettings,  # nested in EditConfig (scoring) and ScoreConfig
+    "video": FramesConfig,
 }
 
 

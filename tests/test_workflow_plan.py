@@ -167,6 +167,23 @@ def test_sweep_and_sequence_rows_are_ordinary_edits(layout: Layout) -> None:
     assert "--input data/clip" in result.stdout and "--target results/targets/obama_clip" in result.stdout
 
 
+def test_a_video_target_is_decoded_into_frames_then_aligned(layout: Layout) -> None:
+    """A driving clip in the target column: video_frames decodes it (with the config's `video:` settings),
+    align_target aligns the frames, the edit reads them as a driving sequence."""
+    clip = layout.root / "data" / "clip.mp4"
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    clip.write_bytes(b"")
+    layout.append_row("edits.tsv", ["obama_video", "obama", "data/clip.mp4", "false", "exp+pose", "deca", "emoca",
+                                    "0", "inversion", "driven by a clip"])
+    result = layout.snakemake("-n", "-p", "results/edits/obama_video")
+    jobs = planned_jobs(result)
+    assert jobs["video_frames"] == 1 and jobs["align_target"] == 1 and jobs["edit"] == 1
+    assert "dre video-frames --video data/clip.mp4 --fps 8.0 --max-frames 48 --start 0.0 --out results/frames/obama_video" \
+        in result.stdout
+    assert "--input results/frames/obama_video" in result.stdout
+    assert "--target results/targets/obama_video" in result.stdout
+
+
 BAD_ROWS = [
     # (sheet, row cells or None, config/sheet edit, expected fragments)
     pytest.param(

@@ -15,6 +15,15 @@ from pathlib import Path
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
+"""Clip formats a driving-sequence target may have (decoded by ``dre video-frames`` before alignment)."""
+
+
+def is_video_name(path: str | os.PathLike[str]) -> bool:
+    """A clip by its name: the workflow decodes such a target into frames first."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
 def is_image_name(path: str | os.PathLike[str]) -> bool:
     """A photo by its name: a known suffix (any case) and not a hidden file (``.DS_Store``, ``._x.jpg``)."""
     p = Path(path)

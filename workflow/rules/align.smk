@@ -29,7 +29,7 @@ rule align:
 
 use rule align as align_target with:
     input:
-        target=lambda wc: EDITS[wc.edit]["target"],
+        target=target_source,
     output:
         directory("results/targets/{edit}"),
     log:
@@ -37,7 +37,7 @@ use rule align as align_target with:
     benchmark:
         "benchmarks/align_target/{edit}.tsv"
     params:
-        folder=lambda wc: EDITS[wc.edit]["target"],
+        folder=target_source,
         settings=target_align_flags,
         torch_home=f"{config['assets']}/torch",
     threads: 1

@@ -21,7 +21,7 @@ DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` p
 sys.path.insert(0, str(DRE_ROOT))
 from dre.utils.cliconfig import to_flags  # noqa: E402  (standard library only: no engine dependencies)
 from dre.launch import JobShape, keep_attempt_log, launch_command, slurm_resources  # noqa: E402  (likewise)
-from dre.utils.images import list_images  # noqa: E402  (the photo suffixes `dre align` reads: one list)
+from dre.utils.images import is_video_name, list_images  # noqa: E402  (the suffixes `dre` reads: one list)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
@@ -90,6 +90,13 @@ def album_align_flags(wildcards):
     (an already aligned album, e.g. FFHQ, is only indexed: landmarks detected, nothing warped)."""
     row = ALBUMS[wildcards.album]
     return stage_flags(config["align"], backend=album_backend(wildcards.album), already_aligned=row["aligned"])
+
+
+def target_source(wildcards):
+    """What align_target aligns: the sheet's target (a photo or a folder of frames), or for a video file
+    the frames `dre video-frames` decoded from it (rule video_frames)."""
+    target = EDITS[wildcards.edit]["target"]
+    return f"results/frames/{wildcards.edit}" if is_video_name(target) else target
 
 
 def target_align_flags(wildcards):

@@ -59,3 +59,26 @@ rule score:
     shell:
         "python -m dre score --edits {input.edits:q} --assets {params.assets:q} {params.settings} --out {output:q} "
         "> {log:q} 2>&1"
+
+
+rule video_frames:
+    """Decode an edit's driving clip (a video file in the sheet's target column) into PNG frames, which
+    align_target then aligns like any folder of frames."""
+    input:
+        video=lambda wc: EDITS[wc.edit]["target"],
+    output:
+        directory("results/frames/{edit}"),
+    log:
+        "logs/video_frames/{edit}.log",
+    benchmark:
+        "benchmarks/video_frames/{edit}.tsv"
+    params:
+        settings=stage_flags(config["video"]),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/main.yaml"
+    shell:
+        "python -m dre video-frames --video {input.video:q} {params.settings} --out {output:q} > {log:q} 2>&1"
