@@ -42,7 +42,7 @@ LOCAL = {"report_loss_stage1", "report_loss_stage2", "report_align", "report_ali
          "report_scores"}
 # Real work: each one a cluster job.
 SUBMITTED = {"align", "align_target", "extract", "pack", "train_stage1", "train_stage2", "edit", "score",
-             "demo_album", "demo_assets"}
+             "demo_album", "demo_assets", "video_frames"}
 
 
 def parsed_rules(tmp_path: Path) -> dict[str, bool]:
