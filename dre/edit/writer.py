@@ -100,6 +100,12 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
     target_path = str(res.targets[0].path) if res.targets else None
     edited_cols = plan.edited.to_columns()
     synthetic = bool(res.meta.get("synthetic"))
+    # the settings every picture was made with: a column of each row and a key of the table's metadata
+    run_settings = {
+        "seed": int(settings.seed), "init": settings.init, "steps": int(settings.steps), "eta": float(settings.eta),
+        "model": str(settings.model), "source_extractor": settings.source_extractor,
+        "target_extractor": settings.target_extractor,
+    }
     with owned_dir(out, "dre edit", inputs=inputs) as tmp:
         (tmp / outputs.BUFFER_DIR).mkdir()
         rows = []
@@ -116,14 +122,8 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
                 "source_stem": stem,
                 "target": target_path,
                 "mode": mode,
-                "seed": int(settings.seed),
+                **run_settings,
                 "noise_seed": res.noise_seeds[i],
-                "init": settings.init,
-                "steps": int(settings.steps),
-                "eta": float(settings.eta),
-                "model": str(settings.model),
-                "source_extractor": settings.source_extractor,
-                "target_extractor": settings.target_extractor,
                 "mean_shape": bool(res.meta.get("mean_shape")),
                 "file": name,
                 "buffers": buf_name,
@@ -170,13 +170,7 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
             "sources": [str(f.path) for f in res.faces],
             "target": target_path,
             "sequences": seq_meta,
-            "seed": int(settings.seed),
-            "init": settings.init,
-            "steps": int(settings.steps),
-            "eta": float(settings.eta),
-            "model": str(settings.model),
-            "source_extractor": settings.source_extractor,
-            "target_extractor": settings.target_extractor,
+            **run_settings,
             **{k: v for k, v in res.meta.items() if _jsonable(v)},
         }
         if res.scored is not None:
