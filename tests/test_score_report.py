@@ -3,14 +3,14 @@ tested is the drawing, the scores themselves are tested in test_score_pipeline /
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pytest
 from PIL import Image
+
+from dre import tables
 
 
 def _rows():
@@ -24,16 +24,22 @@ def _rows():
     ]
 
 
-def _scored_folder(tmp_path):
+def _write(table, folder, rows):
+    """``rows`` as ``table`` (its owner's writer): the columns not given are null, the metadata too."""
+    full = [{name: r.get(name) for name in table.names} for r in rows]
+    table.write(folder / table.name, full, {k: (True if k == "synthetic" else None) for k in table.meta_keys})
+
+
+def _scored_folder(tmp_path, table=tables.EDIT):
     folder = tmp_path / "edit"
     folder.mkdir()
-    table = pa.Table.from_pylist(_rows()).replace_schema_metadata({b"dre": json.dumps({"synthetic": True}).encode()})
-    pq.write_table(table, folder / "edit.parquet")
+    _write(table, folder, _rows())
     return folder
 
 
-def test_report_scores_writes_a_table_flagged_first_and_a_scatter(tmp_path, dre_cmd, cli_env):
-    folder = _scored_folder(tmp_path)
+@pytest.mark.parametrize("table", [tables.EDIT, tables.EDIT_V2, tables.SCORES], ids=lambda t: f"{t.name}-v{t.version}")
+def test_report_scores_writes_a_table_flagged_first_and_a_scatter(tmp_path, dre_cmd, cli_env, table):
+    folder = _scored_folder(tmp_path, table)
     out_t, out_p = tmp_path / "t.tsv", tmp_path / "p.png"
     r = subprocess.run([*dre_cmd, "report", "scores", "--edits", str(folder), "--table", str(out_t), "--plot",
                         str(out_p), "--title", "scores of demo"], capture_output=True, text=True, env=cli_env)
@@ -49,7 +55,7 @@ def test_report_scores_writes_a_table_flagged_first_and_a_scatter(tmp_path, dre_
 def test_report_scores_on_an_unscored_folder_says_how_to_score_it(tmp_path, dre_cmd, cli_env):
     folder = tmp_path / "edit"
     folder.mkdir()
-    pq.write_table(pa.Table.from_pylist([{"file": "a_exp.png", "mode": "exp"}]), folder / "edit.parquet")
+    _write(tables.EDIT_V1, folder, [{"file": "a_exp.png", "mode": "exp"}])  # written before scores existed
     r = subprocess.run([*dre_cmd, "report", "scores", "--edits", str(folder), "--table", str(tmp_path / "t.tsv"),
                         "--plot", str(tmp_path / "p.png")], capture_output=True, text=True, env=cli_env)
     assert r.returncode == 2 and "dre score --edits" in r.stderr

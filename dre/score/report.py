@@ -11,6 +11,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from dre import tables
 from dre.errors import DreError
 from dre.report import claim_figure, save_figure
 from dre.safety.atomic import atomic_path
@@ -26,24 +27,26 @@ that an existing file at ``--table`` is ours to replace."""
 
 
 def read_scored(folder: str | Path) -> tuple[list[dict], bool]:
-    """(rows, synthetic) of a scored edit folder; a clear error when the folder carries no scores."""
-    import json
-
-    import pyarrow.parquet as pq
-
+    """(rows, synthetic) of a scored edit folder: its ``edit.parquet`` (versions that carry scores) or the
+    ``scores.parquet`` of a ``dre score`` folder, read through their owner :mod:`dre.tables`."""
     folder = Path(folder)
-    for name in ("edit.parquet", "scores.parquet"):
-        path = folder / name
-        if path.is_file():
-            table = pq.read_table(path)
-            if "failed" not in table.column_names:
-                continue
-            meta = json.loads((table.schema.metadata or {}).get(b"dre", b"{}"))
-            rows = table.to_pylist()
-            if not rows:
-                raise DreError(f"{path} has no rows")
-            return rows, bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
-    raise DreError(f"{folder}: no scored edit.parquet or scores.parquet (score it with `dre score --edits {folder}`)")
+    problems = []
+    for table in (tables.EDIT, tables.EDIT_V2, tables.SCORES):  # newest first: a version mismatch is a DreError
+        path = folder / table.name
+        if not path.is_file():
+            continue
+        try:
+            df, meta = table.read(path)
+        except DreError as exc:
+            problems.append(str(exc))
+            continue
+        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                for r in df.to_dict("records")]
+        if not rows:
+            raise DreError(f"{path} has no rows")
+        return rows, bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
+    why = f" ({'; '.join(problems)})" if problems else ""
+    raise DreError(f"{folder}: no scored edit.parquet or scores.parquet{why}; score it with `dre score --edits {folder}`")
 
 
 def _cell(v) -> str:
