@@ -445,7 +445,6 @@ def test_scancel_ends_the_run(cluster: SlurmCluster, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the demo
-@pytest.mark.slow
 def test_demo_runs_under_slurm(cluster: SlurmCluster, tmp_path: Path) -> None:
     """The built-in demo through the unmodified profile: every rule a SLURM job, GPU rules on the fake GPU,
     report rules local."""
