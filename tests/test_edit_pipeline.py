@@ -41,15 +41,7 @@ from _edit_helpers import (  # noqa: E402
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on this shared 2-core box tiny convolutions are ~10× faster without the
-    thread hand-offs, and the CLI run (OMP_NUM_THREADS=1) then does the very same arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory, synthetic_assets):

@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("imageio_ffmpeg")
 
 from PIL import Image  # noqa: E402
@@ -29,13 +28,7 @@ from dre.tables import EDIT, EDIT_FILE  # noqa: E402
 from _edit_helpers import STEPS, crop_tforms_for, synthetic_codes, write_aligned, write_codes, write_model  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory, synthetic_assets):
