@@ -19,50 +19,20 @@ from __future__ import annotations
 import math
 
 import torch
+from pytorch3d import transforms
 
 from dre.face3d.render import SH_CONSTANTS
 
-_EPS = 1e-8
-
 
 def axis_angle_to_matrix(rvec: torch.Tensor) -> torch.Tensor:
-    """(..., 3) axis-angle → (..., 3, 3) rotation (Rodrigues), in float64 for exact round trips."""
-    r = rvec.to(torch.float64)
-    theta = r.norm(dim=-1, keepdim=True).clamp_min(_EPS)
-    k = r / theta
-    kx, ky, kz = k.unbind(-1)
-    zero = torch.zeros_like(kx)
-    kmat = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], dim=-1).reshape(*r.shape[:-1], 3, 3)
-    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    eye = torch.eye(3, dtype=torch.float64, device=r.device).expand_as(kmat)
-    return eye + s * kmat + (1 - c) * (kmat @ kmat)
+    """(..., 3) axis-angle → (..., 3, 3) rotation (pytorch3d's Rodrigues), in float64 for exact round trips."""
+    return transforms.axis_angle_to_matrix(rvec.to(torch.float64))
 
 
 def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
-    """(..., 3, 3) rotation → (..., 3) axis-angle with angle in [0, π] (stable near 0 and near π)."""
-    m = rot.to(torch.float64)
-    # the unit quaternion of m (Shepperd's method: largest component first), then its log
-    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    cands = torch.stack([
-        torch.stack([1 + tr, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-        torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                     m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-        torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0],
-                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
-        torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1],
-                     1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
-    ], dim=-2)  # (..., 4, 4): row i is 4·q_i·q
-    diag = torch.stack([1 + tr, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                        1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
-    best = diag.argmax(-1)
-    q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True)
-    q = torch.where(q[..., :1] < 0, -q, q)  # w ≥ 0: angle in [0, π]
-    w, xyz = q[..., 0], q[..., 1:]
-    s = xyz.norm(dim=-1)
-    angle = 2 * torch.atan2(s, w)
-    scale = torch.where(s > _EPS, angle / s.clamp_min(_EPS), torch.full_like(s, 2.0))
-    return xyz * scale[..., None]
+    """(..., 3, 3) rotation → (..., 3) axis-angle with angle in [0, π] (pytorch3d, through the unit
+    quaternion with w ≥ 0, so stable near 0 and near π), in float64."""
+    return transforms.matrix_to_axis_angle(rot.to(torch.float64))
 
 
 def rot_x(deg: float) -> torch.Tensor:
