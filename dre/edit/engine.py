@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -126,21 +126,27 @@ def noise_seed(seed: int, stem: str) -> int:
 
 
 def source_noise(seed: int, stems: Sequence[str], shape: tuple[int, int, int]) -> "torch.Tensor":
-    """(N, C, H, W) standard normal noise, one draw per source, made on the CPU (device-independent)."""
-    out = []
-    for stem in stems:
-        g = torch.Generator(device="cpu").manual_seed(noise_seed(seed, stem))
-        out.append(torch.randn((1, *shape), generator=g, dtype=torch.float32))
-    return torch.cat(out)
+    """(N, C, H, W) standard normal noise, one draw per source (seeded by :func:`noise_seed`), made on the CPU."""
+    return seeded_noise([noise_seed(seed, stem) for stem in stems], shape)
+
+
+def seeded_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> "torch.Tensor":
+    """(len(seeds), C, H, W) standard normal noise, one CPU generator per seed (device-independent)."""
+    return torch.cat(
+        [torch.randn((1, *shape), generator=torch.Generator(device="cpu").manual_seed(int(s)), dtype=torch.float32)
+         for s in seeds]
+    )
+
+
+def _chunked(n: int, batch_size: int, fn: Callable[[int, slice], "torch.Tensor"]) -> "torch.Tensor":
+    """``fn(chunk index, rows)`` over chunks of ``batch_size`` rows, concatenated (no autograd)."""
+    with torch.inference_mode():
+        return torch.cat([fn(c, slice(a, a + batch_size)) for c, a in enumerate(range(0, n, batch_size))])
 
 
 def encode_latents(model, images: "torch.Tensor", batch_size: int) -> "torch.Tensor":
     """Global latents (B, latent_dim) of images in [-1, 1], chunked."""
-    parts = []
-    with torch.inference_mode():
-        for a in range(0, images.shape[0], batch_size):
-            parts.append(model.encode(images[a : a + batch_size]))
-    return torch.cat(parts)
+    return _chunked(images.shape[0], batch_size, lambda c, s: model.encode(images[s]))
 
 
 def invert_sources(
@@ -155,12 +161,20 @@ def invert_sources(
     precision: Precision | None = None,
 ) -> "torch.Tensor":
     """x_T of each source by DDIM inversion under its own (unedited) buffers and latent."""
-    parts = []
-    with torch.inference_mode():
-        for a in range(0, x0.shape[0], batch_size):
-            s = slice(a, a + batch_size)
-            parts.append(ddim_invert(diffusion, eps_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
-    return torch.cat(parts)
+    return _chunked(x0.shape[0], batch_size, lambda c, s: ddim_invert(
+        diffusion, eps_fn(model, cond[s], latent[s], precision), x0[s], respacing=f"ddim{steps}"))
+
+
+def _sample(model, diffusion, x_T, cond, latent, *, steps: int, eta: float, batch_size: int,
+            precision: Precision | None, chunk_seed: Callable[[int], int]) -> "torch.Tensor":
+    """DDIM samples in chunks; with η > 0 chunk ``c``'s per-step noise comes from a generator seeded ``chunk_seed(c)``."""
+
+    def chunk(c: int, s: slice) -> "torch.Tensor":
+        gen = torch.Generator(device=x_T.device).manual_seed(chunk_seed(c)) if eta > 0 else None
+        return ddim_sample(diffusion, eps_fn(model, cond[s], latent[s], precision), x_T[s], respacing=f"ddim{steps}",
+                           eta=eta, clip_denoised=True, generator=gen)
+
+    return _chunked(x_T.shape[0], batch_size, chunk)
 
 
 def sample_jobs(
@@ -182,35 +196,8 @@ def sample_jobs(
     a job's picture. With η > 0 the per-step noise comes from one generator per chunk (seeded from
     ``seed`` and the chunk index): reproducible for the same ``batch_size``, not across batch sizes.
     """
-    out = []
-    with torch.inference_mode():
-        for c, a in enumerate(range(0, x_T.shape[0], batch_size)):
-            s = slice(a, a + batch_size)
-            gen = None
-            if eta > 0:
-                gen = torch.Generator(device=x_T.device).manual_seed(noise_seed(seed, f"eta-chunk-{c}"))
-            out.append(
-                ddim_sample(
-                    diffusion,
-                    eps_fn(model, cond[s], latent[s], precision),
-                    x_T[s],
-                    respacing=f"ddim{steps}",
-                    eta=eta,
-                    clip_denoised=True,
-                    generator=gen,
-                )
-            )
-    return torch.cat(out)
-
-
-def seeded_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> "torch.Tensor":
-    """(len(seeds), C, H, W) standard normal noise, one CPU generator per seed (device-independent)."""
-    import torch
-
-    return torch.cat(
-        [torch.randn((1, *shape), generator=torch.Generator(device="cpu").manual_seed(int(s)), dtype=torch.float32)
-         for s in seeds]
-    )
+    return _sample(model, diffusion, x_T, cond, latent, steps=steps, eta=eta, batch_size=batch_size,
+                   precision=precision, chunk_seed=lambda c: noise_seed(seed, f"eta-chunk-{c}"))
 
 
 def sample_seeded(
@@ -234,13 +221,6 @@ def sample_seeded(
     from dre.edit.retry import eta_seed
 
     x_T = seeded_noise(seeds, (3, *cond.shape[2:])).to(cond.device)
-    if eta <= 0:
-        return sample_jobs(model, diffusion, x_T, cond, latent, steps=steps, eta=0.0, batch_size=batch_size, seed=0,
-                           precision=precision)
-    out = []
-    with torch.inference_mode():
-        for k, s in enumerate(seeds):
-            gen = torch.Generator(device=x_T.device).manual_seed(eta_seed(s))
-            out.append(ddim_sample(diffusion, eps_fn(model, cond[k : k + 1], latent[k : k + 1], precision),
-                                   x_T[k : k + 1], respacing=f"ddim{steps}", eta=eta, clip_denoised=True, generator=gen))
-    return torch.cat(out)
+    return _sample(model, diffusion, x_T, cond, latent, steps=steps, eta=max(eta, 0.0),
+                   batch_size=batch_size if eta <= 0 else 1, precision=precision,
+                   chunk_seed=lambda k: eta_seed(seeds[k]))
