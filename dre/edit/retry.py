@@ -16,7 +16,7 @@ give the same picture back.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -48,11 +48,14 @@ class Draw:
 
 
 @dataclass
-class RetryResult:
+class ScoredEdits:
+    """Every job's kept draw with its scores, and the record of every draw (``dre edit``'s scores)."""
+
     images: np.ndarray  # (J, 3, H, W) the kept draw of every job, in [-1, 1]
     rows: list[dict]  # score columns of the kept draw
     kept: list[int]  # attempt index kept per job
     draws: list[Draw]  # every draw, in order (first draws, then retry rounds)
+    summary: dict = field(default_factory=dict)  # summary.json (filled in by dre.edit.scoring)
 
 
 def retry_failed(
@@ -67,7 +70,7 @@ def retry_failed(
     draw: Callable[[list[int], list[int]], np.ndarray],
     score: Callable[[list[int], np.ndarray], list[dict]],
     retryable: Sequence[bool] | None = None,
-) -> RetryResult:
+) -> ScoredEdits:
     """Re-draw the failed jobs up to ``n_max`` times each; ``draw(jobs, seeds)`` samples pictures and
     ``score(jobs, pictures)`` scores them (both batched over the jobs of one round). ``retryable`` (default:
     every job) leaves out jobs that must keep their first x_T: frames of a sequence, whose noise is shared
@@ -88,4 +91,4 @@ def retry_failed(
             if rank_key(new_rows[idx]) < rank_key(best_rows[k]):
                 best[k], best_rows[k], kept[k] = pics[idx], dict(new_rows[idx]), attempt
         pending = [k for k in pending if best_rows[k]["failed"]]
-    return RetryResult(best, best_rows, kept, draws)
+    return ScoredEdits(best, best_rows, kept, draws)

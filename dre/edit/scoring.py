@@ -8,28 +8,19 @@ through landmarks → extraction and gets transfer / leakage / identity / noise 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from dre.edit import outputs
-from dre.edit.retry import Draw, retry_failed
-from dre.score.runner import build_scorer, references_info
+from dre.edit.retry import ScoredEdits, retry_failed
+from dre.score.runner import build_scorer, references_info, scored_rows
 from dre.score.scorer import Item
 from dre.score.summary import one_line, summarise
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoredEdits:
-    images: np.ndarray  # (J, 3, H, W) in [-1, 1]: the kept draw of every job
-    rows: list[dict]  # score columns per job
-    kept: list[int]  # kept attempt per job
-    draws: list[Draw]  # every draw
-    summary: dict  # summary.json
 
 
 def score_edits(
@@ -57,7 +48,7 @@ def score_edits(
         u8 = outputs.to_uint8(pics)
         cols = scorer.score([Item(job_src[k], comps[k][0], u8[i], target=job_modes[k].target_frame, moved=comps[k][1])
                              for i, k in enumerate(jobs)])
-        return [{c: _plain(v[i]) for c, v in cols.items()} for i in range(len(jobs))]
+        return scored_rows([{}] * len(jobs), cols)
 
     rows = score(list(range(plan.n_jobs)), images)
     names = [(plan.stems[job_src[k]], job_modes[k].name) for k in range(plan.n_jobs)]
@@ -68,8 +59,5 @@ def score_edits(
     summary = summarise(summary_rows, settings=asdict(settings), references=references_info(scorer), synthetic=synthetic)
     summary["retry_failed"] = int(cfg.retry_failed)
     log.info("scores: %s", one_line(summary))
-    return ScoredEdits(res.images, res.rows, res.kept, res.draws, summary)
-
-
-def _plain(v):
-    return v.item() if isinstance(v, np.generic) else v
+    res.summary = summary
+    return res

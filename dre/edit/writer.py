@@ -34,11 +34,11 @@ from dre.edit.engine import EditPlan, as_condition
 from dre.edit.flicker import sequence_flicker
 from dre.edit.modes import sequence_label, sequences
 from dre.edit.inputs import Face
-from dre.edit.scoring import ScoredEdits
+from dre.edit.retry import ScoredEdits
 from dre.face3d.codes import Buffers
 from dre.safety.ownership import owned_dir
 from dre.score.grid import cell_marks
-from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, RIG_COLUMNS, SCORE_COLUMNS
+from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, SCORE_COLUMNS
 
 log = logging.getLogger(__name__)
 
