@@ -81,7 +81,7 @@ def test_the_source_itself_is_zero_transfer_and_no_leakage(scene, rx, tmp_path):
 
 def test_noise_is_flagged_and_clean_photos_are_not(scene, rx, tmp_path):
     from dre.align.photos import sample_photos
-    from dre.score.reextract import resize_square
+    from dre.edit.outputs import resize_square
 
     _, src, tgt = scene
     photo = sample_photos()["astronaut"][:300, 100:400]  # a real photo, face in frame

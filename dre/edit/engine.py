@@ -167,7 +167,7 @@ def invert_sources(
 
 def _sample(model, diffusion, x_T, cond, latent, *, steps: int, eta: float, batch_size: int,
             precision: Precision | None, chunk_seed: Callable[[int], int]) -> "torch.Tensor":
-    """DDIM samples in chunks; with η > 0 chunk ``c``'s per-step noise comes from a generator seeded ``chunk_seed(c)``."""
+    """DDIM samples in chunks; with η > 0, chunk ``c``'s per-step noise is seeded with ``chunk_seed(c)``."""
 
     def chunk(c: int, s: slice) -> "torch.Tensor":
         gen = torch.Generator(device=x_T.device).manual_seed(chunk_seed(c)) if eta > 0 else None

@@ -40,11 +40,11 @@ def save_png(path: Path, image_hwc: np.ndarray) -> None:
     Image.fromarray(np.ascontiguousarray(image_hwc), mode="RGB").save(path, format="PNG", optimize=False)
 
 
-def fit(image_hwc: np.ndarray, size: int) -> np.ndarray:
-    """Resize a grid cell to ``size``² (Lanczos) when it is not already that size."""
-    if image_hwc.shape[0] == size and image_hwc.shape[1] == size:
-        return image_hwc
-    return np.asarray(Image.fromarray(image_hwc).resize((size, size), Image.Resampling.LANCZOS))
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 at ``size``² (Lanczos, as the edit feeds sources to the model); unchanged if already."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -97,7 +97,7 @@ def make_grid(
         draw.text((4, y + cell // 2 - font_px // 2), row_labels[r], fill=(0, 0, 0), font=font)
         for c, img in enumerate(row):
             x = row_w + pad + c * (cell + pad)
-            canvas.paste(Image.fromarray(np.ascontiguousarray(fit(img, cell))), (x, y))
+            canvas.paste(Image.fromarray(np.ascontiguousarray(resize_square(img, cell))), (x, y))
             note = (notes or {}).get((r, c))
             if note:
                 draw.rectangle([x, y + cell - label_h, x + cell - 1, y + cell - 1], fill=(0, 0, 0))

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from dre.diffusion import DiffusionConfig, GaussianDiffusion
-from dre.edit import engine
+from dre.edit import engine, outputs
 from dre.edit.config import EditConfig
 from dre.edit.inputs import (
     Face,
@@ -43,12 +42,7 @@ log = logging.getLogger(__name__)
 
 def faces_to_tensor(faces: list[Face], size: int) -> "torch.Tensor":  # noqa: F821
     """(N, 3, size, size) float32 in [-1, 1], resizing (Lanczos) faces aligned at another size."""
-    arrs = []
-    for f in faces:
-        img = f.image
-        if img.shape[0] != size or img.shape[1] != size:
-            img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS))
-        arrs.append(img)
+    arrs = [outputs.resize_square(f.image, size) for f in faces]
     x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).to(torch.float32)
     return x / 127.5 - 1.0
 

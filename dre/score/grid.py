@@ -48,14 +48,13 @@ def cell_marks(rows: list[dict], cell_of: list[tuple[int, int]]) -> tuple[dict, 
 def marked_grid(ef, pictures: list[np.ndarray], rows: list[dict], *, size: int, synthetic: bool) -> np.ndarray:
     """rows = sources, columns = source, target, each mode; flagged cells framed (``dre score``'s grid)."""
     from dre.edit import outputs
-    from dre.score.reextract import resize_square
 
     mode_names = list(dict.fromkeys(_column(m) for m in ef.modes))
     used = sorted(set(ef.row_source))
     row_of = {s: i for i, s in enumerate(used)}
     blank = np.full((size, size, 3), 255, np.uint8)
-    tgt = resize_square(ef.target.image, size) if ef.target is not None else np.full((size, size, 3), 200, np.uint8)
-    cells = [[resize_square(ef.sources[s].image, size), tgt] + [blank] * len(mode_names) for s in used]
+    tgt = outputs.resize_square(ef.target.image, size) if ef.target is not None else np.full((size, size, 3), 200, np.uint8)
+    cells = [[outputs.resize_square(ef.sources[s].image, size), tgt] + [blank] * len(mode_names) for s in used]
     cell_of = []
     for k, (s, m) in enumerate(zip(ef.row_source, ef.modes)):
         rc = (row_of[s], 2 + mode_names.index(_column(m)))

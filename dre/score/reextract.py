@@ -44,13 +44,6 @@ class Extracted:
         return np.array([s == "ok" for s in self.status], dtype=bool)
 
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 at ``size``² (Lanczos, as the edit feeds sources to the model); unchanged if already."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
-
-
 def make_detector(name: str, device: str = "auto"):
     """A landmark back-end that can run on generated pictures."""
     if name not in LANDMARK_BACKENDS:

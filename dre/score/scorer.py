@@ -14,10 +14,11 @@ from typing import Sequence
 import numpy as np
 
 from dre import tables
+from dre.edit.outputs import resize_square
 from dre.errors import DreError
 from dre.score import metrics, quality
 from dre.score.config import ScoreSettings
-from dre.score.reextract import Extracted, Reextractor, resize_square
+from dre.score.reextract import Extracted, Reextractor
 
 SCORE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in tables.SCORE_COLUMNS)
 """Every column a score adds to an edit row (see docs/scores.md for their meaning)."""
