@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 GRID_NAME = "grid.png"
+SUMMARY_NAME = "summary.json"
 BUFFER_DIR = "buffers"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date zip can store: no wall-clock leaks into the bytes
 

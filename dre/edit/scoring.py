@@ -38,7 +38,7 @@ def score_edits(
     """Score every job's picture and re-draw the failed ones (``cfg.retry_failed`` times at most)."""
     settings = cfg.scoring
     scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, settings, sources=faces,
-                          target=list(targets), size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,
+                          targets=list(targets), size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,
                           batch_size=cfg.batch_size)
     job_src = plan.job_sources()
     job_modes = [plan.modes[plan.job(k)[1]] for k in range(plan.n_jobs)]

@@ -42,7 +42,6 @@ from dre.tables import ATTEMPTS, ATTEMPTS_FILE, DRAW_COLUMNS, EDIT, EDIT_FILE, S
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "summary.json"
 SEQUENCES_NAME = "sequences.json"  # per sequence and source: frames, animations, flicker (also in edit.parquet)
 
 
@@ -179,7 +178,7 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
                              "retry_failed": int(settings.retry_failed)}
             ATTEMPTS.write(tmp / ATTEMPTS_FILE, _draw_rows(res.scored, rows),
                            {"synthetic": synthetic, "retry_failed": int(settings.retry_failed)})
-            outputs.write_json(tmp / SUMMARY_NAME, summary)
+            outputs.write_json(tmp / outputs.SUMMARY_NAME, summary)
         EDIT.write(tmp / EDIT_FILE, rows, meta)
 
 

@@ -53,7 +53,7 @@ def marked_grid(ef, pictures: list[np.ndarray], rows: list[dict], *, size: int, 
     used = sorted(set(ef.row_source))
     row_of = {s: i for i, s in enumerate(used)}
     blank = np.full((size, size, 3), 255, np.uint8)
-    tgt = outputs.resize_square(ef.target.image, size) if ef.target is not None else np.full((size, size, 3), 200, np.uint8)
+    tgt = outputs.resize_square(ef.targets[0].image, size) if ef.targets else np.full((size, size, 3), 200, np.uint8)
     cells = [[outputs.resize_square(ef.sources[s].image, size), tgt] + [blank] * len(mode_names) for s in used]
     cell_of = []
     for k, (s, m) in enumerate(zip(ef.row_source, ef.modes)):

@@ -38,7 +38,6 @@ class EditFolder:
 
     folder: Path
     rows: list[dict]  # edit.parquet rows (or the columns source, source_stem, target, mode, file)
-    meta: dict  # edit.parquet's `dre` metadata ({} for a plain folder)
     sources: list[Face]
     targets: list[Face]  # the target, or the frames of a driving sequence; none for parametric edits only
     row_source: list[int]  # index into sources per row
@@ -47,11 +46,6 @@ class EditFolder:
     target_extractor: str
     synthetic: bool
     row_target: list[int] = field(default_factory=list)  # index into targets per row (0 without frames)
-
-    @property
-    def target(self) -> Face | None:
-        """The (first) target face, None when no row read a target."""
-        return self.targets[0] if self.targets else None
 
 
 def _rows_from_names(folder: Path) -> list[dict]:
@@ -138,7 +132,7 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
         row_target.append(k)
         modes.append(mode)
     synthetic = bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
-    return EditFolder(folder, rows, meta, faces, targets, row_source, modes, s_kind, t_kind, synthetic, row_target)
+    return EditFolder(folder, rows, faces, targets, row_source, modes, s_kind, t_kind, synthetic, row_target)
 
 
 def read_pictures(ef: EditFolder) -> list[np.ndarray]:

@@ -30,25 +30,16 @@ from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "summary.json"
-GRID_NAME = "grid.png"
-
-
-def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, target,
+def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, targets,
                  size: int, device: str, emoca_model: str | None, batch_size: int = 16, reextractor=None):
-    """A :class:`~dre.score.scorer.Scorer` for aligned source faces and a target face (``dre.edit.inputs.Face``),
-    or a list of target faces (the frames of a driving sequence).
+    """A :class:`~dre.score.scorer.Scorer` for aligned source and target faces (``dre.edit.inputs.Face``;
+    several targets: the frames of a driving sequence).
 
     ``reextractor`` reuses loaded networks (several scorers in one process); by default one is made.
     """
     rx = reextractor or Reextractor(assets, landmarks=settings.landmarks, device=device, emoca_model=emoca_model,
                                     batch_size=batch_size)
-    if isinstance(target, (list, tuple)):  # the frames of a driving sequence
-        images, landmarks = [t.image for t in target], [t.landmarks for t in target]
-    else:
-        images, landmarks = target.image, target.landmarks
-    return Scorer(rx, source_kind, target_kind, settings, [f.image for f in sources], [f.landmarks for f in sources],
-                  images, landmarks, size)
+    return Scorer(rx, source_kind, target_kind, settings, sources, targets, size)
 
 
 def references_info(scorer) -> dict:
@@ -87,7 +78,7 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
         warn_synthetic("dre score")
     size = pictures[0].shape[0]
     scorer = build_scorer(Path(cfg.assets), ef.source_extractor, ef.target_extractor, cfg.scoring,
-                          sources=ef.sources, target=list(ef.targets), size=size, device=cfg.device,
+                          sources=ef.sources, targets=ef.targets, size=size, device=cfg.device,
                           emoca_model=cfg.emoca_model, batch_size=cfg.batch_size, reextractor=reextractor)
     comps = [m.score_components() for m in ef.modes]
     items = [Item(s, c[0], p, target=t, moved=c[1])
@@ -106,7 +97,7 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
     with owned_dir(cfg.out, "dre score", inputs=[cfg.edits, cfg.source, cfg.target, cfg.assets]) as tmp:
         SCORES.write(tmp / SCORES_FILE, rows, meta)
-        outputs.write_json(tmp / SUMMARY_NAME, summary)
-        outputs.save_png(tmp / GRID_NAME, grid)
+        outputs.write_json(tmp / outputs.SUMMARY_NAME, summary)
+        outputs.save_png(tmp / outputs.GRID_NAME, grid)
     log.info("scored %s: %s", cfg.edits, one_line(summary))
     return Path(cfg.out)

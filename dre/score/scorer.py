@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from dre.errors import DreError
 from dre.score import metrics, quality
 from dre.score.config import ScoreSettings
 from dre.score.reextract import Extracted, Reextractor
+
+if TYPE_CHECKING:
+    from dre.edit.inputs import Face
 
 SCORE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in tables.SCORE_COLUMNS)
 """Every column a score adds to an edit row (see docs/scores.md for their meaning)."""
@@ -39,22 +42,18 @@ class Scorer:
     """Source and target references at the edit's size, ready to score edited pictures."""
 
     def __init__(self, reextractor: Reextractor, source_kind: str, target_kind: str, settings: ScoreSettings,
-                 sources: Sequence[np.ndarray], source_landmarks: Sequence[np.ndarray | None],
-                 target: np.ndarray | Sequence[np.ndarray], target_landmarks, size: int) -> None:
-        """``target``/``target_landmarks``: one picture, or a list of them (the frames of a driving sequence)."""
+                 sources: Sequence["Face"], targets: Sequence["Face"], size: int) -> None:
+        """``sources``/``targets``: aligned faces (``dre.edit.inputs.Face``); several targets are the frames of a
+        driving sequence, none are parametric edits only."""
         self.rx = reextractor
         self.source_kind, self.target_kind = source_kind, target_kind
         self.settings = settings
         self.size = int(size)
-        targets = [target] if isinstance(target, np.ndarray) else list(target)
-        target_lms = [target_landmarks] if isinstance(target, np.ndarray) else list(target_landmarks)
-        self.n_targets = len(targets)
-        imgs = [resize_square(im, self.size) for im in sources] + [resize_square(t, self.size) for t in targets]
-        fallback = [_scale_landmarks(lm, im, self.size) for lm, im in zip(source_landmarks, sources)]
-        fallback += [_scale_landmarks(lm, t, self.size) for lm, t in zip(target_lms, targets)]
+        self.n_sources, self.n_targets = len(sources), len(targets)
+        imgs = [resize_square(f.image, self.size) for f in (*sources, *targets)]
+        fallback = [_scale_landmarks(f.landmarks, f.image, self.size) for f in (*sources, *targets)]
         self.kinds = (target_kind, source_kind)
         ref = reextractor.run(imgs, self.kinds, fallback)
-        self.n_sources = len(sources)
         bad = [k for k in range(len(imgs)) if ref.status[k] != "ok"]
         if bad:
             raise DreError(f"scoring: no landmarks for reference picture(s) {bad} (sources 0..{self.n_sources - 1}, "
