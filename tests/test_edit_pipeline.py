@@ -148,13 +148,12 @@ def test_mean_shape_is_used_for_every_source(parts, face_model):
 
 def _sample_all(case, parts, rendered, batch_size: int, seed: int = 0):
     from dre.diffusion import GaussianDiffusion
-    from dre.edit.runner import _diffusion_config
     from dre.model import load_model_file
 
     faces, _, _, target, _ = parts
     plan, _, edit_buf = rendered
     model, meta = load_model_file(case["model"])
-    diffusion = GaussianDiffusion(_diffusion_config(meta))
+    diffusion = GaussianDiffusion(meta["diffusion_config"])
     x0 = faces_to_tensor(faces, MODEL_SIZE)
     z_src = engine.encode_latents(model, x0, batch_size)
     z_tgt = engine.encode_latents(model, faces_to_tensor([target], MODEL_SIZE), 1)

@@ -1,4 +1,4 @@
-"""Animations of a sequence: GIF and MP4 per source, and a contact sheet of every frame.
+"""Animations of a sequence: GIF and MP4 per source.
 
 The encoders are imageio's: its Pillow plugin for the GIF and imageio-ffmpeg (which ships its own
 ffmpeg binary) for the H.264 MP4. Both are asked for bit-exact output (no encoder version or time stamps
@@ -8,11 +8,8 @@ in the file, one encoding thread), so a rerun of an edit writes the same bytes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 
-from dre.edit import outputs
 from dre.errors import DreError
 
 FPS = 6
@@ -49,9 +46,3 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
         for f in arr:
             w.append_data(f)
 
-
-def contact_sheet(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str], *,
-                  banner: str = "") -> np.ndarray:
-    """Every frame of a sequence at a glance: one row per source (and the target's frames when driven)."""
-    cell = max(int(rows[0][0].shape[0]), 96)
-    return outputs.make_grid(rows, col_labels, row_labels, cell=cell, banner=banner)

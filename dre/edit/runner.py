@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dre.diffusion import DiffusionConfig, GaussianDiffusion
+from dre.diffusion import GaussianDiffusion
 from dre.edit import engine, outputs
 from dre.edit.config import EditConfig
 from dre.edit.inputs import (
@@ -97,7 +97,7 @@ def run(cfg: EditConfig) -> Path:
         )
         warnings.warn(msg, stacklevel=2)
         log.warning(msg)
-    diffusion = GaussianDiffusion(_diffusion_config(meta))
+    diffusion = GaussianDiffusion(meta["diffusion_config"])  # load_model_file's (published defaults: official)
     image_size = int(model.cfg.image_size)
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda":
@@ -201,16 +201,6 @@ def run(cfg: EditConfig) -> Path:
     write_edit_folder(Path(cfg.out), result, inputs=cfg.inputs())
     log.info("wrote %s in %.1f s", cfg.out, time.perf_counter() - t0)
     return Path(cfg.out)
-
-
-def _diffusion_config(meta: dict) -> "DiffusionConfig":  # noqa: F821
-    """The diffusion settings stored with the model (official checkpoints: the published defaults)."""
-    stored = meta.get("diffusion_config")
-    if isinstance(stored, DiffusionConfig):
-        return stored
-    if isinstance(stored, dict):
-        return DiffusionConfig.from_dict(stored)
-    return DiffusionConfig()
 
 
 def _plain_meta(meta: dict) -> dict:

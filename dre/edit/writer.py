@@ -217,8 +217,9 @@ def _write_sequences(tmp: Path, res: EditResult, edited_u8: np.ndarray, targets_
             fl = out[-1]["flicker"]
             log.info("flicker %s / %s: images %.4f, conditions %.4f, ratio %.3f", seq, stem, fl["images"],
                      fl["conditions"], fl["ratio"])
-        sheet = animate.contact_sheet(sheet_rows, sheet_labels, [_column_label(plan.modes[j]) for j in idx],
-                                      banner=banner)
+        # the contact sheet: every frame of the sequence at a glance
+        sheet = outputs.make_grid(sheet_rows, [_column_label(plan.modes[j]) for j in idx], sheet_labels,
+                                  cell=max(int(edited_u8.shape[1]), 96), banner=banner)
         outputs.save_png(tmp / f"{label}_sheet.png", sheet)
     if out:
         outputs.write_json(tmp / SEQUENCES_NAME, {"sequences": out})

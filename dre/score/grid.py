@@ -20,28 +20,17 @@ def _fmt(v) -> str:
     return "-" if math.isnan(f) else f"{f:.2f}"
 
 
-def mark_text(row: dict) -> str | None:
-    """The red label of a flagged edit (``no face``, ``noisy``, ``no face+noisy``), None when fine."""
-    if not row.get("failed"):
-        return None
-    return str(row.get("failure") or "failed").replace("no_face", "no face").replace(",", "+")
-
-
-def note_text(row: dict) -> str:
-    """``t 0.83 id 0.40``: transfer and shape drift of one edit."""
-    return f"t {_fmt(row.get('transfer'))} id {_fmt(row.get('shape_drift'))}"
-
-
 def cell_marks(rows: list[dict], cell_of: list[tuple[int, int]]) -> tuple[dict, dict]:
-    """(marks, notes) for :func:`dre.edit.outputs.make_grid`, one entry per scored row at ``cell_of[k]``."""
+    """(marks, notes) for :func:`dre.edit.outputs.make_grid`, one entry per scored row at ``cell_of[k]``: the
+    red label of a flagged edit (``no face``, ``noisy``, ``no face+noisy``) and, under every scored edit,
+    ``t 0.83 id 0.40`` (its transfer and shape drift)."""
     marks, notes = {}, {}
     for row, rc in zip(rows, cell_of):
         if "failed" not in row:
             continue
-        notes[rc] = note_text(row)
-        m = mark_text(row)
-        if m is not None:
-            marks[rc] = m
+        notes[rc] = f"t {_fmt(row.get('transfer'))} id {_fmt(row.get('shape_drift'))}"
+        if row.get("failed"):
+            marks[rc] = str(row.get("failure") or "failed").replace("no_face", "no face").replace(",", "+")
     return marks, notes
 
 

@@ -31,19 +31,14 @@ NOISE_THRESHOLD = 20.0
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def luminance(images_uint8: np.ndarray) -> np.ndarray:
-    """(B, H, W) float64 grey levels in [0, 255] from (B, H, W, 3) RGB uint8 (ITU-R 601 weights)."""
+def noise_sigma(images_uint8: np.ndarray) -> np.ndarray:
+    """(B,) Immerkær noise std estimate in grey levels for (B, H, W, 3) RGB uint8 images (H, W ≥ 3), measured
+    on the luminance (ITU-R 601 weights); one (H, W, 3) image is a batch of one."""
     x = np.asarray(images_uint8)
-    if x.ndim == 3:
-        x = x[None]
+    x = x[None] if x.ndim == 3 else x
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected (B, H, W, 3) RGB images, got {x.shape}")
-    return x.astype(np.float64) @ _LUMA
-
-
-def noise_sigma(images_uint8: np.ndarray) -> np.ndarray:
-    """(B,) Immerkær noise std estimate in grey levels for (B, H, W, 3) RGB uint8 images (H, W ≥ 3)."""
-    g = luminance(images_uint8)
+    g = x.astype(np.float64) @ _LUMA
     if g.shape[1] < 3 or g.shape[2] < 3:
         raise ValueError(f"images must be at least 3×3 pixels, got {g.shape[1:]}")
     c = g[:, 1:-1, 1:-1]
@@ -58,8 +53,3 @@ def noise_excess(sigma_edit: np.ndarray, sigma_source: np.ndarray) -> np.ndarray
     e = np.asarray(sigma_edit, np.float64)
     s = np.asarray(sigma_source, np.float64)
     return np.sqrt(np.maximum(e * e - s * s, 0.0))
-
-
-def is_noisy(excess: np.ndarray, threshold: float = NOISE_THRESHOLD) -> np.ndarray:
-    """Boolean flags: the edit added more than ``threshold`` grey levels of noise."""
-    return np.asarray(excess, np.float64) > float(threshold)

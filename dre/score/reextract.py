@@ -44,16 +44,6 @@ class Extracted:
         return np.array([s == "ok" for s in self.status], dtype=bool)
 
 
-def make_detector(name: str, device: str = "auto"):
-    """A landmark back-end that can run on generated pictures."""
-    if name not in LANDMARK_BACKENDS:
-        raise DreError(f"--landmarks {name!r}: use one of {', '.join(LANDMARK_BACKENDS)} (a detector; "
-                       "edited pictures have no sidecar files)")
-    from dre.align.runner import make_backend
-
-    return make_backend(name, device=device)
-
-
 def detect_landmarks(detector, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
     """(68, 2) landmarks in each picture's own pixels (the most confident face), or None: no face."""
     from dre.align.backends import NoLandmarks
@@ -86,10 +76,17 @@ class Reextractor:
                  batch_size: int = 16, detector=None) -> None:
         from dre.utils.device import resolve_device
 
+        if detector is None:  # a landmark back-end that can run on generated pictures
+            if landmarks not in LANDMARK_BACKENDS:
+                raise DreError(f"--landmarks {landmarks!r}: use one of {', '.join(LANDMARK_BACKENDS)} (a detector; "
+                               "edited pictures have no sidecar files)")
+            from dre.align.runner import make_backend
+
+            detector = make_backend(landmarks, device=device)
         self.assets = Path(assets)
         self.emoca_model = emoca_model
         self.device = resolve_device(device)
-        self.detector = detector if detector is not None else make_detector(landmarks, device)
+        self.detector = detector
         self.batch_size = max(1, int(batch_size))
         self._extractors: dict = {}
 

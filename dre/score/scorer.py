@@ -100,7 +100,7 @@ class Scorer:
         cols["noise"], cols["noise_source"] = sigma, self._src_noise[src]
         cols["noise_excess"] = quality.noise_excess(sigma, self._src_noise[src])
         no_face = ~ext.ok
-        noisy = quality.is_noisy(cols["noise_excess"], self.settings.noise_threshold)
+        noisy = cols["noise_excess"] > float(self.settings.noise_threshold)  # grey levels added over the source
         cols["noisy"] = noisy
         cols["leaked"] = np.nan_to_num(cols["leakage"], nan=0.0) > self.settings.leak_threshold
         cols["failed"] = no_face | noisy
