@@ -17,7 +17,7 @@ import torch
 from dre.diffusion import ddim_invert, ddim_sample
 from dre.edit.modes import Mode, with_shape
 from dre.edit.rig import REF_TARGET
-from dre.edit.rigcodes import edit_codes, with_torch_dtype
+from dre.edit.rigcodes import edit_codes
 from dre.face3d.codes import Buffers, FlameCodes
 from dre.model.fast import eps_fn
 from dre.model.precision import Precision
@@ -77,7 +77,8 @@ def plan_edits(
         center = face_model.ffhq_center(src)
     refs = dict(target) if isinstance(target, Mapping) else {REF_TARGET: target}
     refs = {k: v.to(src.shape.device) for k, v in refs.items()}
-    per_mode = [with_torch_dtype(edit_codes(src, refs, m), src.shape.dtype) for m in modes]
+    # the rig maths runs in float64: cast back to the renderer's dtype
+    per_mode = [edit_codes(src, refs, m)._map(lambda t: t.to(src.shape.dtype)) for m in modes]
     n, m_count = src.batch_size, len(modes)
     order = torch.tensor([m * n + i for i in range(n) for m in range(m_count)], device=src.shape.device)
     edited = FlameCodes.cat(per_mode).index(order)

@@ -94,9 +94,7 @@ class Sweep:
     count: int
 
     def values(self) -> list[float]:
-        """N evenly spaced values, both ends exact (``start + k·step``, the last one set to ``stop``)."""
-        if self.count == 1:
-            return [self.start]
+        """N ≥ 2 evenly spaced values, both ends exact (``start + k·step``, the last one set to ``stop``)."""
         step = (self.stop - self.start) / (self.count - 1)
         return [self.start + k * step for k in range(self.count - 1)] + [self.stop]
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch
-
 from dre.edit import rigmath
 from dre.edit.modes import Mode, swap_codes
 from dre.edit.rig import REF_TARGET, RigTerm
@@ -26,9 +24,10 @@ def apply_term(codes: FlameCodes, term: RigTerm, refs: Mapping[str, FlameCodes],
     """The codes (edited in place and returned) with one rig term applied to every face."""
     p = dict(term.params)
     b = codes.batch_size
+    named = p.get("towards", p.get("from"))  # the reference the term reads, if any
+    ref = None if named is None else reference(refs, str(named), mode).to(codes.pose.device)
     if term.component == "pose":
-        if "towards" in p:
-            ref = reference(refs, str(p["towards"]), mode).to(codes.pose.device)
+        if ref is not None:
             codes.pose[:, :3] = rigmath.lerp(codes.pose[:, :3], ref.pose[:, :3].expand(b, -1), float(p.get("strength", 1.0)))
         else:
             delta = rigmath.head_rotation(float(p.get("yaw", 0.0)), float(p.get("pitch", 0.0)), float(p.get("roll", 0.0)))
@@ -36,16 +35,13 @@ def apply_term(codes: FlameCodes, term: RigTerm, refs: Mapping[str, FlameCodes],
     elif term.component == "jaw":
         codes.pose[:, 3:] = rigmath.rotate_pose(codes.pose[:, 3:], rigmath.rot_x(float(p["open"])))
     elif term.component == "exp":
-        ref = reference(refs, str(p["towards"]), mode).to(codes.exp.device)
         s = float(p.get("strength", 1.0))
         codes.exp = rigmath.lerp(codes.exp, ref.exp.expand(b, -1), s)
         codes.pose[:, 3:] = rigmath.lerp(codes.pose[:, 3:], ref.pose[:, 3:].expand(b, -1), s)
     elif term.component == "light":
         if "from" in p:
-            ref = reference(refs, str(p["from"]), mode).to(codes.light.device)
             codes.light = ref.light.expand(b, -1, -1).clone()
         elif "towards" in p:
-            ref = reference(refs, str(p["towards"]), mode).to(codes.light.device)
             codes.light = rigmath.lerp(codes.light, ref.light.expand(b, -1, -1), float(p.get("strength", 1.0)))
         else:
             codes.light = rigmath.relight(codes.light, p.get("azimuth"), p.get("elevation"), p.get("intensity"))
@@ -62,8 +58,3 @@ def edit_codes(source: FlameCodes, refs: Mapping[str, FlameCodes], mode: Mode) -
     for term in mode.rig:
         out = apply_term(out, term, refs, mode)
     return out
-
-
-def with_torch_dtype(codes: FlameCodes, dtype: torch.dtype = torch.float32) -> FlameCodes:
-    """Codes cast back to the renderer's dtype (the rig maths runs in float64)."""
-    return codes._map(lambda t: t.to(dtype))

@@ -53,12 +53,8 @@ def tform_to_size(tform: "torch.Tensor", faces: list[Face], size: int) -> "torch
     tform maps aligned-image pixels to crop pixels; a pixel p at ``size`` is p·(A/size) at the aligned
     size A, so the new transform is tform · diag(A/size, A/size, 1).
     """
-    scales = torch.tensor([f.image.shape[1] / size for f in faces], dtype=tform.dtype, device=tform.device)
-    scale = torch.zeros_like(tform)
-    scale[:, 0, 0] = scales
-    scale[:, 1, 1] = torch.tensor([f.image.shape[0] / size for f in faces], dtype=tform.dtype, device=tform.device)
-    scale[:, 2, 2] = 1.0
-    return tform @ scale
+    scale = [[f.image.shape[1] / size, f.image.shape[0] / size, 1.0] for f in faces]
+    return tform @ torch.diag_embed(torch.tensor(scale, dtype=tform.dtype, device=tform.device))
 
 
 def select_sources(faces: list[Face], stems: tuple[str, ...]) -> list[Face]:

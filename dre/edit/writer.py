@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -100,11 +100,7 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
     edited_cols = plan.edited.to_columns()
     synthetic = bool(res.meta.get("synthetic"))
     # the settings every picture was made with: a column of each row and a key of the table's metadata
-    run_settings = {
-        "seed": int(settings.seed), "init": settings.init, "steps": int(settings.steps), "eta": float(settings.eta),
-        "model": str(settings.model), "source_extractor": settings.source_extractor,
-        "target_extractor": settings.target_extractor,
-    }
+    run_settings = {k: v for k, v in asdict(settings).items() if k not in ("grid_buffers", "retry_failed")}
     with owned_dir(out, "dre edit", inputs=inputs) as tmp:
         (tmp / outputs.BUFFER_DIR).mkdir()
         rows = []

@@ -21,6 +21,7 @@ Blocks are scored one by one and then averaged, so a 3-number jaw rotation count
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -91,15 +92,11 @@ def leak_ratio(d_edit_source: np.ndarray, d_source_target: np.ndarray, spread: f
     return np.where(denom > MIN_DISTANCE, r, np.nan)
 
 
-def _reduce_rows(cols: list[np.ndarray], n: int, reduce: Callable[..., np.ndarray]) -> np.ndarray:
-    """Row-wise ``reduce`` (``np.nanmean`` / ``np.nanmax``) over columns; NaN where a row has no value."""
-    if not cols:
-        return np.full(n, np.nan)
-    stack = np.stack(cols, axis=1)
-    out = np.full(n, np.nan)
-    ok = ~np.all(np.isnan(stack), axis=1)
-    out[ok] = reduce(stack[ok], axis=1)
-    return out
+def _reduce_rows(cols: list[np.ndarray], reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """Row-wise ``reduce`` (``np.nanmean`` / ``np.nanmax``) over the block columns; NaN where a row has no value."""
+    with warnings.catch_warnings():  # an all-NaN row is NaN, as it should be, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return reduce(np.stack(cols, axis=1), axis=1)
 
 
 def block_scores(
@@ -138,8 +135,8 @@ def block_scores(
         out[f"transfer_{b}"], out[f"leak_{b}"] = t_b, l_b
         t_cols.append(t_b)
         l_cols.append(l_b)
-    out["transfer"] = _reduce_rows(t_cols, n, np.nanmean)
-    out["leakage"] = _reduce_rows(l_cols, n, np.nanmax)
+    out["transfer"] = _reduce_rows(t_cols, np.nanmean)
+    out["leakage"] = _reduce_rows(l_cols, np.nanmax)
     return out
 
 
