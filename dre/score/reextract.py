@@ -10,7 +10,6 @@ an edit has no such fallback.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,23 +18,18 @@ import numpy as np
 from PIL import Image
 
 from dre.errors import DreError
+from dre.face3d.codes import CODE_DIMS
 from dre.score.config import LANDMARK_BACKENDS
-
-log = logging.getLogger(__name__)
 
 DETECT_SIZE = 256
 """Pictures smaller than this are upscaled (bicubic) for detection only; landmarks are mapped back."""
-
-CODE_KEYS = ("shape", "tex", "exp", "pose", "cam", "light")
-_CODE_WIDTH = {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
 
 
 @dataclass
 class Extracted:
     """Per-picture status and codes (rows of failed pictures are NaN)."""
 
-    status: list[str]  # ok | no_face | error
-    message: list[str]
+    status: list[str]  # ok | no_face
     landmarks_from: list[str]  # detected | aligned | ""
     codes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # extractor → code → (B, d)
 
@@ -105,26 +99,25 @@ class Reextractor:
 
         n = len(images)
         lms = detect_landmarks(self.detector, images) if n else []
-        status, message, source = [], [], []
+        source = []  # where each picture's landmarks come from ("": no face detected, no fallback)
         for k, lm in enumerate(lms):
             if lm is None and fallback is not None and fallback[k] is not None:
                 lms[k] = np.asarray(fallback[k], np.float64).reshape(68, 2)
-                status.append("ok"), message.append("no face detected; alignment landmarks used"), source.append("aligned")
-            elif lm is None:
-                status.append("no_face"), message.append("no face detected in the picture"), source.append("")
+                source.append("aligned")
             else:
-                status.append("ok"), message.append(""), source.append("detected")
-        res = Extracted(status, message, source)
+                source.append("" if lm is None else "detected")
+        status = ["ok" if s else "no_face" for s in source]
+        res = Extracted(status, source)
         ok = [k for k in range(n) if status[k] == "ok"]
         for kind in dict.fromkeys(kinds):  # keep order, drop repeats
             ext = self.extractor(kind)
-            cols = {c: np.full((n, _CODE_WIDTH[c]), np.nan, dtype=np.float64) for c in CODE_KEYS}
+            cols = {c: np.full((n, w), np.nan, dtype=np.float64) for c, w in CODE_DIMS.items()}
             for a in range(0, len(ok), self.batch_size):
                 idx = ok[a : a + self.batch_size]
                 crops, _ = ext.crop([images[k] for k in idx], [lms[k] for k in idx])
                 with torch.inference_mode():
                     codes = ext.encode(crops)
-                for c in CODE_KEYS:
+                for c in CODE_DIMS:
                     cols[c][idx] = getattr(codes, c).detach().to("cpu", torch.float64).reshape(len(idx), -1).numpy()
             res.codes[kind] = cols
         return res

@@ -58,7 +58,6 @@ class Scorer:
         if bad:
             raise DreError(f"scoring: no landmarks for reference picture(s) {bad} (sources 0..{self.n_sources - 1}, "
                            f"target {self.n_sources}) and none from alignment")
-        self.ref = ref
         self.source_landmarks_from = ref.landmarks_from[: self.n_sources]
         self.target_landmarks_from = ref.landmarks_from[self.n_sources] if self.n_targets else None
         n, t = self.n_sources, self.n_targets
