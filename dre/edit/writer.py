@@ -4,18 +4,11 @@ Why the writer takes plain values (:class:`EditSettings`) and not the command's 
 contents depend only on what was computed and on the few settings recorded in ``edit.parquet``, so the
 writer can be tested on its own and never imports the command that calls it.
 
-Layout of ``results/edits/<edit>/``::
-    <source_stem>_<mode>.png      one edited image per source × mode
-    grid.png                      rows = sources; columns = source, target, each mode (+ rendered buffers)
-    <source_stem>_<sequence>_<k>.png   frame k of a sweep or driven sequence (docs/rig.md)
-    <source_stem>_<sequence>.gif/.mp4  the sequence animated, one per source
-    <sequence>_sheet.png          contact sheet: every frame of the sequence, one row per source
-    buffers/<source_stem>_<mode>.npz   the edited buffers the model was conditioned on (float16)
-    buffers/<source_stem>_source.npz   the source's own buffers
-    edit.parquet                  one row per edited image (source, target, mode, seed, model, extractors, file,
-                                  which draw it is, and its scores: docs/scores.md)
-    attempts.parquet              every draw of every picture (first draws and re-draws), its seed and scores
-    summary.json                  flagged count and per-mode means of the scores
+Layout of ``results/edits/<edit>/`` (each file is described in docs/edits.md, Outputs):
+``<source_stem>_<mode>.png`` per source × mode, ``grid.png``, ``buffers/<source_stem>_<mode>.npz`` and
+``buffers/<source_stem>_source.npz``, ``edit.parquet``, ``attempts.parquet``, ``summary.json``, and for sweeps
+and driven sequences ``<source_stem>_<sequence>_<k>.png``, ``<source_stem>_<sequence>.gif/.mp4``,
+``<sequence>_sheet.png`` and ``sequences.json``.
 """
 
 from __future__ import annotations

@@ -6,16 +6,8 @@ photo. Comparing re-extracted codes with re-extracted codes (never with the code
 from) cancels the extractor's own bias: a picture that *is* the source scores exactly 0 transfer and 0
 leakage, a picture that *is* the target scores exactly 1 transfer.
 
-The codes are split into *blocks*, the units a mode swaps (see :mod:`dre.edit.modes`):
-
-| block   | codes                    | swapped by |
-|---------|--------------------------|------------|
-| ``exp`` | expression (50)          | ``exp``    |
-| ``jaw`` | ``pose[3:]`` (axis-angle)| ``exp``    |
-| ``pose``| ``pose[:3]`` global      | ``pose``   |
-| ``light``| SH 9×3                  | ``light``  |
-
-Blocks are scored one by one and then averaged, so a 3-number jaw rotation counts as much as the
+The codes are split into *blocks*, the units a mode swaps (:data:`BLOCKS`; :func:`code_blocks` says which
+codes each holds and :data:`COMPONENT_BLOCKS` which mode swaps it, docs/scores.md has the table). Blocks are scored one by one and then averaged, so a 3-number jaw rotation counts as much as the
 50 expression coefficients (their units differ; a concatenated distance would be the expression's alone).
 """
 

@@ -2,11 +2,9 @@
 
 Reads the folder (:mod:`dre.score.inputs`), re-extracts the sources, the target and every edited picture
 (:mod:`dre.score.reextract`), scores them (:mod:`dre.score.scorer`) and writes, into a *new* folder
-(the edit folder itself belongs to ``dre edit`` and is never touched):
-
-    scores.parquet   one row per edited picture: source, source_stem, target, mode, file, synthetic + the scores
-    summary.json     flagged count, per-mode means, settings, how the references were found
-    grid.png         rows = sources, columns = source, target, each mode; flagged cells framed in red
+(the edit folder itself belongs to ``dre edit`` and is never touched): ``scores.parquet`` (one row per
+edited picture: ``dre.tables.SCORES``), ``summary.json`` and ``grid.png`` (flagged cells framed in red);
+docs/scores.md describes them.
 """
 
 from __future__ import annotations
