@@ -29,7 +29,7 @@ from dre.edit.inputs import (
 from dre.edit.modes import drive
 from dre.edit.rig import REF_TARGET
 from dre.edit.scoring import score_edits
-from dre.edit.writer import EditResult, EditSettings, write_edit_folder
+from dre.edit.writer import EditResult, write_edit_folder
 from dre.errors import DreError
 from dre.face3d.face_model import FaceModel
 from dre.model import load_model_file, resolve_precision, to_channels_last
@@ -168,13 +168,8 @@ def run(cfg: EditConfig) -> Path:
                              synthetic=synthetic, draw=draw)
         images_np = scored.images
 
-    settings = EditSettings(
-        model=str(cfg.model), seed=int(cfg.seed), init=cfg.init, steps=int(cfg.steps), eta=float(cfg.eta),
-        source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor, grid_buffers=cfg.grid_buffers,
-        retry_failed=int(cfg.retry_failed),
-    )
     result = EditResult(
-        settings=settings,
+        settings=cfg,
         plan=plan,
         faces=faces,
         targets=frames,

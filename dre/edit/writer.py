@@ -1,8 +1,8 @@
 """Assemble an edit folder from an engine result (see :mod:`dre.edit.outputs` for the file formats).
 
-Why the writer takes plain values (:class:`EditSettings`) and not the command's config: the folder's
-contents depend only on what was computed and on the few settings recorded in ``edit.parquet``, so the
-writer can be tested on its own and never imports the command that calls it.
+The folder's contents depend only on what was computed and on the few settings of the run's
+:class:`~dre.edit.config.EditConfig` that ``edit.parquet`` records (and ``--grid-buffers``), never on the
+runner: the writer does not import the command that calls it.
 
 Layout of ``results/edits/<edit>/`` (each file is described in docs/edits.md, Outputs):
 ``<source_stem>_<mode>.png`` per source × mode, ``grid.png``, ``buffers/<source_stem>_<mode>.npz`` and
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dre.edit import animate, outputs
+from dre.edit.config import EditConfig
 from dre.edit.engine import EditPlan, as_condition
 from dre.edit.flicker import sequence_flicker
 from dre.edit.modes import sequence_label, sequences
@@ -38,24 +39,9 @@ log = logging.getLogger(__name__)
 SEQUENCES_NAME = "sequences.json"  # per sequence and source: frames, animations, flicker (also in edit.parquet)
 
 
-@dataclass(frozen=True)
-class EditSettings:
-    """The run settings an edit folder records (every row and the table metadata) or obeys (the grid)."""
-
-    model: str
-    seed: int
-    init: str
-    steps: int
-    eta: float
-    source_extractor: str
-    target_extractor: str
-    grid_buffers: bool  # the rendered buffers also in grid.png
-    retry_failed: int = 0  # recorded with the draws
-
-
 @dataclass
 class EditResult:
-    settings: EditSettings
+    settings: EditConfig  # the run's settings: recorded in every row and the table metadata, obeyed by the grid
     plan: "EditPlan"
     faces: list["Face"]
     targets: list["Face"]  # the target's frames (one for a photo; none when every mode is parametric)
@@ -93,7 +79,11 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
     edited_cols = plan.edited.to_columns()
     synthetic = bool(res.meta.get("synthetic"))
     # the settings every picture was made with: a column of each row and a key of the table's metadata
-    run_settings = {k: v for k, v in asdict(settings).items() if k not in ("grid_buffers", "retry_failed")}
+    run_settings = {
+        "seed": int(settings.seed), "init": settings.init, "steps": int(settings.steps), "eta": float(settings.eta),
+        "model": str(settings.model), "source_extractor": settings.source_extractor,
+        "target_extractor": settings.target_extractor,
+    }
     with owned_dir(out, "dre edit", inputs=inputs) as tmp:
         (tmp / outputs.BUFFER_DIR).mkdir()
         rows = []
