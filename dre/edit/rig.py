@@ -100,9 +100,6 @@ class RigTerm:
     component: str
     params: tuple[tuple[str, object], ...]  # in canonical (declared) order
 
-    def get(self, name: str, default=None):
-        return dict(self.params).get(name, default)
-
     @property
     def sweep(self) -> tuple[str, Sweep] | None:
         for k, v in self.params:
