@@ -8,6 +8,7 @@ in the file, one encoding thread), so a rerun of an edit writes the same bytes.
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from dre.errors import DreError
