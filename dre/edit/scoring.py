@@ -16,8 +16,7 @@ import numpy as np
 
 from dre.edit import outputs
 from dre.edit.retry import ScoredEdits, retry_failed
-from dre.score.runner import build_scorer, references_info, scored_rows
-from dre.score.scorer import Item
+from dre.score.runner import build_scorer, references_info
 from dre.score.summary import one_line, summarise
 
 log = logging.getLogger(__name__)
@@ -42,13 +41,9 @@ def score_edits(
                           batch_size=cfg.batch_size)
     job_src = plan.job_sources()
     job_modes = [plan.modes[plan.job(k)[1]] for k in range(plan.n_jobs)]
-    comps = [m.score_components() for m in job_modes]
 
     def score(jobs: list[int], pics: np.ndarray) -> list[dict]:
-        u8 = outputs.to_uint8(pics)
-        cols = scorer.score([Item(job_src[k], comps[k][0], u8[i], target=job_modes[k].target_frame, moved=comps[k][1])
-                             for i, k in enumerate(jobs)])
-        return scored_rows([{}] * len(jobs), cols)
+        return scorer.score([job_src[k] for k in jobs], [job_modes[k] for k in jobs], list(outputs.to_uint8(pics)))
 
     rows = score(list(range(plan.n_jobs)), images)
     names = [(plan.stems[job_src[k]], job_modes[k].name) for k in range(plan.n_jobs)]

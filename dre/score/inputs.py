@@ -15,7 +15,7 @@ landmarks (the fallback when detection on the re-sized reference fails).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,6 @@ class EditFolder:
     source_extractor: str
     target_extractor: str
     synthetic: bool
-    row_target: list[int] = field(default_factory=list)  # index into targets per row (0 without frames)
 
 
 def _rows_from_names(folder: Path) -> list[dict]:
@@ -113,7 +112,7 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
             raise DreError(f"--edits {folder}: pass --source (the aligned album folder); the rows do not name their sources")
         faces = [list_sources(Path(p))[0] for p in paths]
     by_stem = {f.stem: k for k, f in enumerate(faces)}
-    row_source, row_target, modes = [], [], []
+    row_source, modes = [], []
     for r in rows:
         stem = str(r.get("source_stem") or Path(str(r.get("source"))).stem)
         if stem not in by_stem:
@@ -129,10 +128,9 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
         if mode.reads_target and not targets:
             raise DreError(f"--edits {folder}: {r.get('file')} ({mode.name}) read a target, but {EDIT_FILE} names none: "
                            "pass --target (the aligned target) and --source")
-        row_target.append(k)
         modes.append(mode)
     synthetic = bool(meta.get("synthetic")) or any(bool(r.get("synthetic")) for r in rows)
-    return EditFolder(folder, rows, faces, targets, row_source, modes, s_kind, t_kind, synthetic, row_target)
+    return EditFolder(folder, rows, faces, targets, row_source, modes, s_kind, t_kind, synthetic)
 
 
 def read_pictures(ef: EditFolder) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from dre.score.config import ScoreConfig, ScoreSettings
 from dre.score.grid import marked_grid
 from dre.score.inputs import read_edit_folder, read_pictures
 from dre.score.reextract import Reextractor
-from dre.score.scorer import Item, Scorer
+from dre.score.scorer import Scorer
 from dre.score.summary import one_line, summarise
 from dre.tables import SCORES, SCORES_FILE
 from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
@@ -53,18 +53,6 @@ def references_info(scorer) -> dict:
     }
 
 
-def scored_rows(rows: list[dict], columns: dict[str, np.ndarray]) -> list[dict]:
-    """``rows`` with the score columns added (plain Python values, so any table writer takes them)."""
-    out = []
-    for k, row in enumerate(rows):
-        r = dict(row)
-        for name, values in columns.items():
-            v = values[k]
-            r[name] = v.item() if isinstance(v, np.generic) else v
-        out.append(r)
-    return out
-
-
 def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     """Score ``cfg.edits`` into ``cfg.out``; returns the output folder (``reextractor``: networks already loaded)."""
     cfg.validate()
@@ -78,15 +66,11 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     scorer = build_scorer(Path(cfg.assets), ef.source_extractor, ef.target_extractor, cfg.scoring,
                           sources=ef.sources, targets=ef.targets, size=size, device=cfg.device,
                           emoca_model=cfg.emoca_model, batch_size=cfg.batch_size, reextractor=reextractor)
-    comps = [m.score_components() for m in ef.modes]
-    items = [Item(s, c[0], p, target=t, moved=c[1])
-             for s, c, p, t in zip(ef.row_source, comps, pictures, ef.row_target)]
-    cols = scorer.score(items)
-    base = [{"source": str(ef.sources[s].path), "source_stem": ef.sources[s].stem,
-             "target": str(ef.targets[t].path) if m.reads_target else None,
-             "mode": m.name, "file": str(r["file"]), "synthetic": bool(synthetic)}
-            for r, s, m, t in zip(ef.rows, ef.row_source, ef.modes, ef.row_target)]
-    rows = scored_rows(base, cols)
+    scores = scorer.score(ef.row_source, ef.modes, pictures)
+    rows = [{"source": str(ef.sources[s].path), "source_stem": ef.sources[s].stem,
+             "target": str(ef.targets[m.target_frame].path) if m.reads_target else None,
+             "mode": m.name, "file": str(r["file"]), "synthetic": bool(synthetic), **sc}
+            for r, s, m, sc in zip(ef.rows, ef.row_source, ef.modes, scores)]
     settings = asdict(cfg.scoring)
     refs = references_info(scorer)
     summary = summarise(rows, settings=settings, references=refs, synthetic=synthetic)

@@ -8,7 +8,6 @@ same object on a folder of pictures. Columns it returns are listed in :data:`SCO
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -22,20 +21,10 @@ from dre.score.reextract import Extracted, Reextractor
 
 if TYPE_CHECKING:
     from dre.edit.inputs import Face
+    from dre.edit.modes import Mode
 
 SCORE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in tables.SCORE_COLUMNS)
 """Every column a score adds to an edit row (see docs/scores.md for their meaning)."""
-
-
-@dataclass
-class Item:
-    """One edited picture: which source it edits, which mode components, its RGB uint8 pixels."""
-
-    source: int
-    components: frozenset[str]
-    image: np.ndarray
-    target: int = 0  # which target picture (a frame of a driving sequence)
-    moved: frozenset[str] = frozenset()  # blocks (exp, jaw, pose, light) changed by numbers towards no target
 
 
 class Scorer:
@@ -68,21 +57,23 @@ class Scorer:
         self._block_spread = {b: metrics.album_stats(v)[1] for b, v in self._src_blocks.items() if b in metrics.BLOCKS}
         self._src_noise = quality.noise_sigma(np.stack(imgs[:n]))
 
-    def score(self, items: Sequence[Item]) -> dict[str, np.ndarray]:
-        """Score columns (:data:`SCORE_COLUMNS`) for edited pictures, one row per item, in order."""
-        n = len(items)
-        if n == 0:
-            return {c: np.array([]) for c in SCORE_COLUMNS}
-        for it in items:
-            if it.image.shape != (self.size, self.size, 3):
-                raise DreError(f"edited pictures must all be {self.size}×{self.size} RGB (got {it.image.shape})")
-            if not 0 <= it.source < self.n_sources:
-                raise ValueError(f"item source {it.source} outside 0..{self.n_sources - 1}")
-        ext: Extracted = self.rx.run([it.image for it in items], self.kinds)
-        src = np.array([it.source for it in items])
+    def score(self, sources: Sequence[int], modes: Sequence["Mode"], pictures: Sequence[np.ndarray]) -> list[dict]:
+        """Score rows (:data:`SCORE_COLUMNS`, plain Python values) of edited RGB uint8 pictures, in order: picture
+        k edits source ``sources[k]`` in mode ``modes[k]``, which says what it transfers from the target (and
+        from which of its frames) and which blocks it moves by numbers towards no target."""
+        if not pictures:
+            return []
+        for s, p in zip(sources, pictures):
+            if p.shape != (self.size, self.size, 3):
+                raise DreError(f"edited pictures must all be {self.size}×{self.size} RGB (got {p.shape})")
+            if not 0 <= s < self.n_sources:
+                raise ValueError(f"picture source {s} outside 0..{self.n_sources - 1}")
+        comps = [m.score_components() for m in modes]  # (transferred components, moved blocks) per picture
+        ext: Extracted = self.rx.run(list(pictures), self.kinds)
+        src = np.array(sources)
         edit_b = metrics.code_blocks(ext.codes[self.target_kind])
         src_b = {b: v[src] for b, v in self._src_blocks.items()}
-        tgt = np.array([it.target for it in items])
+        tgt = np.array([m.target_frame for m in modes])
         if self.n_targets == 0:  # parametric edits without a target: nothing to transfer (NaN), leaks vs source
             tgt_b = src_b
         elif tgt.min() < 0 or tgt.max() >= self.n_targets:
@@ -90,12 +81,12 @@ class Scorer:
         else:
             tgt_b = {b: v[tgt] for b, v in self._tgt_blocks.items()}
         cols: dict[str, np.ndarray] = metrics.block_scores(
-            edit_b, src_b, tgt_b, [metrics.mode_blocks(it.components) for it in items], self._block_spread,
-            moved=[tuple(b for b in metrics.BLOCKS if b in it.moved) for it in items],
+            edit_b, src_b, tgt_b, [metrics.mode_blocks(c[0]) for c in comps], self._block_spread,
+            moved=[tuple(b for b in metrics.BLOCKS if b in c[1]) for c in comps],
         )
         cols.update(metrics.identity_scores(ext.codes[self.source_kind]["shape"], self._src_shape[src],
                                             self.album_mean, self.album_spread))
-        sigma = quality.noise_sigma(np.stack([it.image for it in items]))
+        sigma = quality.noise_sigma(np.stack(pictures))
         cols["noise"], cols["noise_source"] = sigma, self._src_noise[src]
         cols["noise_excess"] = quality.noise_excess(sigma, self._src_noise[src])
         no_face = ~ext.ok
@@ -107,7 +98,8 @@ class Scorer:
                                     for a, b in zip(no_face, noisy)], dtype=object)
         cols["landmarks_status"] = np.array(ext.status, dtype=object)
         cols["source_landmarks"] = np.array([self.source_landmarks_from[s] for s in src], dtype=object)
-        return {c: cols[c] for c in SCORE_COLUMNS}
+        return [{c: (cols[c][k].item() if isinstance(cols[c][k], np.generic) else cols[c][k]) for c in SCORE_COLUMNS}
+                for k in range(len(pictures))]
 
 
 def rank_key(row: dict) -> tuple:
