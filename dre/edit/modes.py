@@ -155,21 +155,18 @@ def is_sweep(mode: Mode) -> bool:
     return any(t.sweep is not None for t in mode.rig)
 
 
-def parse_modes(text: str | list[str], *, flag: str = "--modes") -> list[Mode]:
+def parse_modes(text: str, *, flag: str = "--modes") -> list[Mode]:
     """Parse ``exp,pose,exp+pose`` into modes, keeping the user's order and rejecting duplicates.
 
     ``pose+exp`` and ``exp+pose`` are the same edit; naming both is an error rather than a silent
     duplicate, because both would write the same output file. Ranges expand into sweep frames.
     """
-    items = split_modes(text) if isinstance(text, str) else list(text)
     modes: list[Mode] = []
-    for item in items:
+    for item in split_modes(text):  # at least one item: "" parses to an empty mode, an error
         mode = parse_mode(item, flag=flag)
-        if mode in modes or (mode.sequence is None and is_sweep(mode) and any(m.sequence == mode.name for m in modes)):
+        if mode in modes or (is_sweep(mode) and any(m.sequence == mode.name for m in modes)):
             raise DreError(f"{flag}: mode {mode.name!r} is listed twice in {text!r}")
         modes.extend(expand_sweep(mode))
-    if not modes:
-        raise DreError(f"{flag}: no mode given")
     return modes
 
 

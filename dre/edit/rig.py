@@ -102,10 +102,8 @@ class RigTerm:
 
     @property
     def sweep(self) -> tuple[str, Sweep] | None:
-        for k, v in self.params:
-            if isinstance(v, Sweep):
-                return k, v
-        return None
+        """(parameter, range) of the term's range, None for plain numbers."""
+        return next(((k, v) for k, v in self.params if isinstance(v, Sweep)), None)
 
     def with_value(self, name: str, value: float) -> "RigTerm":
         return RigTerm(self.component, tuple((k, value if k == name else v) for k, v in self.params))
