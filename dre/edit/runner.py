@@ -174,8 +174,6 @@ def run(cfg: EditConfig) -> Path:
         faces=faces,
         targets=frames,
         images=images_np,
-        source_images=x0.float().cpu().numpy(),
-        target_images=None if tgt_img is None else tgt_img.float().cpu().numpy(),
         source_buffers=src_buf,
         edit_buffers=edit_buf,
         noise_seeds=noise_seeds,

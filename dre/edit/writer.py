@@ -46,8 +46,6 @@ class EditResult:
     faces: list["Face"]
     targets: list["Face"]  # the target's frames (one for a photo; none when every mode is parametric)
     images: np.ndarray  # (N·M, 3, H, W) in [-1, 1], source-major
-    source_images: np.ndarray  # (N, 3, H, W) in [-1, 1]
-    target_images: np.ndarray | None  # (F, 3, H, W) in [-1, 1]
     source_buffers: "Buffers"
     edit_buffers: "Buffers"
     noise_seeds: list[int | None]
@@ -71,9 +69,9 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
     settings, plan = res.settings, res.plan
     n, m = plan.n_sources, len(plan.modes)
     edited_u8 = outputs.to_uint8(res.images)
-    sources_u8 = outputs.to_uint8(res.source_images)
-    size = int(res.images.shape[-1])
-    targets_u8 = (outputs.to_uint8(res.target_images) if res.target_images is not None
+    size = int(res.images.shape[-1])  # the sources and the target as the model saw them: resized to its size
+    sources_u8 = np.stack([outputs.resize_square(f.image, size) for f in res.faces])
+    targets_u8 = (np.stack([outputs.resize_square(f.image, size) for f in res.targets]) if res.targets
                   else np.full((1, size, size, 3), 200, np.uint8))  # a grey cell: no target
     target_path = str(res.targets[0].path) if res.targets else None
     edited_cols = plan.edited.to_columns()
@@ -122,7 +120,6 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
         for i, stem in enumerate(plan.stems):
             outputs.write_npz(tmp / outputs.BUFFER_DIR / f"{stem}_source.npz", _buffer_arrays(res.source_buffers, i))
 
-        cell = int(res.images.shape[-1])
         labels = ["source", "target"] + [_column_label(md) for md in plan.modes]
         if settings.grid_buffers:
             labels += ["source render"] + [f"{md.name if md.sequence is None else f'#{md.frame}'} render"
@@ -138,7 +135,7 @@ def write_edit_folder(out: Path, res: EditResult, *, inputs: Iterable = ()) -> N
         marks, notes = {}, {}
         if res.scored is not None:
             marks, notes = cell_marks(res.scored.rows, [(k // m, 2 + k % m) for k in range(plan.n_jobs)])
-        grid = outputs.make_grid(grid_rows, labels, plan.stems, cell=max(cell, 96), banner=banner, marks=marks,
+        grid = outputs.make_grid(grid_rows, labels, plan.stems, cell=max(size, 96), banner=banner, marks=marks,
                                  notes=notes)
         outputs.save_png(tmp / outputs.GRID_NAME, grid)
 
