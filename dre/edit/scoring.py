@@ -8,7 +8,6 @@ through landmarks → extraction and gets transfer / leakage / identity / noise 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from dre.edit import outputs
 from dre.edit.retry import ScoredEdits, retry_failed
-from dre.score.runner import build_scorer, references_info
+from dre.score.runner import build_scorer
 from dre.score.summary import one_line, summarise
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,7 @@ def score_edits(
     draw: Callable[[list[int], list[int]], np.ndarray],
 ) -> ScoredEdits:
     """Score every job's picture and re-draw the failed ones (``cfg.retry_failed`` times at most)."""
-    settings = cfg.scoring
-    scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, settings, sources=faces,
+    scorer = build_scorer(Path(cfg.assets), cfg.source_extractor, cfg.target_extractor, cfg.scoring, sources=faces,
                           targets=list(targets), size=image_size, device=cfg.device, emoca_model=cfg.emoca_model,
                           batch_size=cfg.batch_size)
     job_src = plan.job_sources()
@@ -51,7 +49,7 @@ def score_edits(
                        seed=cfg.seed, draw=draw, score=score, retryable=[m.sequence is None for m in job_modes])
     summary_rows = [{**r, "mode": names[k][1], "file": f"{names[k][0]}_{job_modes[k].file_label}.png",
                      "attempts": sum(d.job == k for d in res.draws)} for k, r in enumerate(res.rows)]
-    summary = summarise(summary_rows, settings=asdict(settings), references=references_info(scorer), synthetic=synthetic)
+    summary = summarise(summary_rows, scorer, synthetic=synthetic)
     summary["retry_failed"] = int(cfg.retry_failed)
     log.info("scores: %s", one_line(summary))
     res.summary = summary

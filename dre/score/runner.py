@@ -10,10 +10,7 @@ docs/scores.md describes them.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 from dre.edit import outputs
 from dre.safety.ownership import owned_dir
@@ -28,6 +25,7 @@ from dre.utils.synthetic import is_synthetic_assets, warn_synthetic
 
 log = logging.getLogger(__name__)
 
+
 def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: ScoreSettings, *, sources, targets,
                  size: int, device: str, emoca_model: str | None, batch_size: int = 16, reextractor=None):
     """A :class:`~dre.score.scorer.Scorer` for aligned source and target faces (``dre.edit.inputs.Face``;
@@ -38,19 +36,6 @@ def build_scorer(assets: Path, source_kind: str, target_kind: str, settings: Sco
     rx = reextractor or Reextractor(assets, landmarks=settings.landmarks, device=device, emoca_model=emoca_model,
                                     batch_size=batch_size)
     return Scorer(rx, source_kind, target_kind, settings, sources, targets, size)
-
-
-def references_info(scorer) -> dict:
-    """How the references got their landmarks, and the album's shape spread (for summary.json)."""
-    src = scorer.source_landmarks_from
-    return {
-        "sources": len(src),
-        "sources_detected": sum(s == "detected" for s in src),
-        "sources_alignment_landmarks": sum(s == "aligned" for s in src),
-        "target_landmarks": scorer.target_landmarks_from,
-        "album_shape_spread": None if not np.isfinite(scorer.album_spread) else round(float(scorer.album_spread), 6),
-        "size": scorer.size,
-    }
 
 
 def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
@@ -71,10 +56,8 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
              "target": str(ef.targets[m.target_frame].path) if m.reads_target else None,
              "mode": m.name, "file": str(r["file"]), "synthetic": bool(synthetic), **sc}
             for r, s, m, sc in zip(ef.rows, ef.row_source, ef.modes, scores)]
-    settings = asdict(cfg.scoring)
-    refs = references_info(scorer)
-    summary = summarise(rows, settings=settings, references=refs, synthetic=synthetic)
-    meta = {"settings": settings, "references": refs, "edits": str(cfg.edits), "source_extractor": ef.source_extractor,
+    summary = summarise(rows, scorer, synthetic=synthetic)
+    meta = {"settings": summary["settings"], "references": summary["references"], "edits": str(cfg.edits), "source_extractor": ef.source_extractor,
             "target_extractor": ef.target_extractor, "synthetic": bool(synthetic), "summary": one_line(summary)}
     grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
     with owned_dir(cfg.out, "dre score", inputs=[cfg.edits, cfg.source, cfg.target, cfg.assets]) as tmp:

@@ -101,6 +101,18 @@ class Scorer:
         return [{c: (cols[c][k].item() if isinstance(cols[c][k], np.generic) else cols[c][k]) for c in SCORE_COLUMNS}
                 for k in range(len(pictures))]
 
+    def references(self) -> dict:
+        """How the references got their landmarks, and the album's shape spread (for summary.json)."""
+        src = self.source_landmarks_from
+        return {
+            "sources": len(src),
+            "sources_detected": sum(s == "detected" for s in src),
+            "sources_alignment_landmarks": sum(s == "aligned" for s in src),
+            "target_landmarks": self.target_landmarks_from,
+            "album_shape_spread": None if not np.isfinite(self.album_spread) else round(float(self.album_spread), 6),
+            "size": self.size,
+        }
+
 
 def rank_key(row: dict) -> tuple:
     """Sort key of one scored attempt, best first: not failed, then more transfer, then less noise."""

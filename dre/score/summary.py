@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dre.score.scorer import Scorer
 
 SCHEMA = 1
 
@@ -27,8 +31,9 @@ def _agg(values: Iterable[Any], fn) -> float | None:
     return _num(fn(arr)) if arr.size else None
 
 
-def summarise(rows: list[dict], *, settings: dict, references: dict, synthetic: bool) -> dict:
-    """Counts of flagged pictures and per-mode means of the headline scores."""
+def summarise(rows: list[dict], scorer: "Scorer", *, synthetic: bool) -> dict:
+    """Counts of flagged pictures and per-mode means of the headline scores, with the scorer's settings and
+    how it found its references."""
     by_mode: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_mode[str(r["mode"])].append(r)
@@ -54,8 +59,8 @@ def summarise(rows: list[dict], *, settings: dict, references: dict, synthetic: 
         "n_edits": len(rows),
         "n_flagged": sum(bool(r["failed"]) for r in rows),
         "flagged": [str(r["file"]) for r in rows if r["failed"]],
-        "settings": settings,
-        "references": references,
+        "settings": asdict(scorer.settings),
+        "references": scorer.references(),
         "by_mode": modes,
     }
     if rows and "attempts" in rows[0]:
