@@ -50,7 +50,7 @@ def read_scored(folder: str | Path) -> tuple[list[dict], bool]:
 
 
 def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:  # read_scored has turned NaN into None
         return ""
     if isinstance(v, float):
         return f"{v:.3f}"
@@ -82,19 +82,18 @@ def plot_scatter(folder: str | Path, out: str | Path, *, title: str = "") -> Non
     ax = fig.subplots()
     modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
     colours = colormaps["tab10"]
-    finite = lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))  # noqa: E731
-    ys = [r["shape_drift"] for r in rows if finite(r.get("shape_drift"))]
+    ys = [r["shape_drift"] for r in rows if r.get("shape_drift") is not None]  # read_scored: None, never NaN
     y_nf = (max(ys) if ys else 1.0) * 0.5
     for i, mode in enumerate(modes):
         ok = [r for r in rows if str(r["mode"]) == mode and not r["failed"]]
-        pts = [(r["transfer"] if finite(r["transfer"]) else 0.0, r["shape_drift"] if finite(r["shape_drift"]) else 0.0)
+        pts = [(0.0 if r["transfer"] is None else r["transfer"], 0.0 if r["shape_drift"] is None else r["shape_drift"])
                for r in ok]
         if pts:
             ax.scatter(*zip(*pts), s=36, color=colours(i % 10), label=f"{mode} ({len(pts)})", edgecolor="k", lw=0.4)
     bad = [r for r in rows if r["failed"]]
     if bad:
-        pts = [(r["transfer"] if finite(r["transfer"]) else -0.08,
-                r["shape_drift"] if finite(r["shape_drift"]) else y_nf) for r in bad]
+        pts = [(-0.08 if r["transfer"] is None else r["transfer"],
+                y_nf if r["shape_drift"] is None else r["shape_drift"]) for r in bad]
         ax.scatter(*zip(*pts), s=60, marker="x", color="red", lw=2, label=f"flagged ({len(bad)})")
     ax.axvline(0.0, color="grey", lw=0.5)
     ax.set_xlim(-0.15, 1.05)
