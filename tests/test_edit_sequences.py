@@ -134,3 +134,23 @@ def test_cli_rejects_a_bad_sweep_before_any_work(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--sweep" in err and "azimuth=-200 is out of range; allowed [-180, 180] degrees" in err, err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_a_rig_term_reads_another_photo_exactly_as_it_reads_the_target(case, tmp_path):
+    """`light:from=PATH` (what the workflow's align_reference feeds an edits.tsv row) gives the picture that
+    `light:from=target` gives with that photo as the target, and needs no target of its own."""
+    lamp = case["root"] / "lamp"
+    if not lamp.exists():
+        write_aligned(lamp, ["l0"], seed=61)
+    by_path = edit.run(_cfg(case, tmp_path / "path", modes=parse_modes(f"light:from={lamp}")))
+    by_target = edit.run(_cfg(case, tmp_path / "target", target=lamp, modes=parse_modes("light:from=target")))
+    rows_path, rows_target = EDIT.read(by_path / EDIT_FILE)[0], EDIT.read(by_target / EDIT_FILE)[0]
+    assert len(rows_path) == len(rows_target) == 2
+    for a, b in zip(rows_path["file"], rows_target["file"]):
+        assert (by_path / a).read_bytes() == (by_target / b).read_bytes()
+    np.testing.assert_array_equal(np.stack(rows_path["light"].map(np.asarray)),
+                                  np.stack(rows_target["light"].map(np.asarray)))
+    own = EDIT.read(edit.run(_cfg(case, tmp_path / "own", modes=parse_modes("pose:yaw=0"))) / EDIT_FILE)[0]
+    assert not np.allclose(np.stack(own["light"].map(np.asarray)), np.stack(rows_path["light"].map(np.asarray)))
+    with pytest.raises(DreError, match="does not exist"):
+        edit.run(_cfg(case, tmp_path / "missing", modes=parse_modes(f"light:from={case['root'] / 'nowhere.png'}")))
