@@ -65,8 +65,8 @@ def test_sweep_frames_equal_single_edits_and_need_no_target(case, tmp_path):
         assert frame == (single / f"{stem}_pose_yaw20.png").read_bytes()
         assert (out / f"{stem}_pose_yaw-20..20x3.gif").stat().st_size > 0
         assert (out / f"{stem}_pose_yaw-20..20x3.mp4").stat().st_size > 0
-    gif = Image.open(out / "p1_pose_yaw-20..20x3.gif")
-    assert gif.n_frames == 3
+    with Image.open(out / "p1_pose_yaw-20..20x3.gif") as gif:
+        assert gif.n_frames == 3
     assert (out / "pose_yaw-20..20x3_sheet.png").is_file()
     seqs = json.loads((out / "sequences.json").read_text())["sequences"]
     assert [s["source_stem"] for s in seqs] == ["p1", "p2"]
@@ -102,7 +102,8 @@ def test_frames_folder_target_drives_one_picture_per_frame_with_scores(case, tmp
     assert still["transfer"].isna().all()  # a yaw has no target to transfer from
     seqs = json.loads((out / "sequences.json").read_text())["sequences"]
     assert {s["driven"] for s in seqs} == {True} and len(seqs) == 2
-    sheet = np.asarray(Image.open(out / "exp+light_sheet.png"))
+    with Image.open(out / "exp+light_sheet.png") as img:
+        sheet = np.asarray(img)
     assert sheet.shape[0] > 3 * 96  # target row + two sources
     # `dre score` on the folder scores each driven frame against its own target frame, as the edit did
     from dre.score import Config as ScoreConfig, run as score_run
