@@ -88,7 +88,8 @@ def _reduce_rows(cols: list[np.ndarray], reduce: Callable[..., np.ndarray]) -> n
     """Row-wise ``reduce`` (``np.nanmean`` / ``np.nanmax``) over the block columns; NaN where a row has no value."""
     with warnings.catch_warnings():  # an all-NaN row is NaN, as it should be, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        return reduce(np.stack(cols, axis=1), axis=1)
+        out = reduce(np.stack(cols, axis=1), axis=1)
+    return np.where(np.isnan(out), np.nan, out)  # the plain NaN (nanmean's 0/0 sets the sign bit): stable bytes
 
 
 def block_scores(
