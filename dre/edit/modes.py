@@ -1,10 +1,11 @@
 """Edit modes and the FLAME code swaps they stand for.
 
-A mode names which parts of the *target* face replace the *source* face's, as in DiffusionRig's
-inference (docs/reference.md; the table of what each component takes and which buffers change is in
-docs/edits.md): ``exp`` the expression and the jaw, ``pose`` the head rotation, ``light`` the SH light
-(:func:`swap_codes`), ``latent`` the global latent (swapped at sampling time). ``shape``, ``tex`` and ``cam`` are never swapped: identity, skin and framing stay the source's.
-Components combine with ``+`` (``exp+pose``); ``--modes`` is a comma list of such modes.
+A mode names which parts of the *target* face replace the *source* face's, as in DiffusionRig's inference
+(docs/reference.md; the table of what each component takes and which buffers change is in docs/edits.md):
+``exp`` the expression and the jaw, ``pose`` the head rotation, ``light`` the SH light (:func:`swap_codes`),
+``latent`` the global latent (swapped at sampling time). ``shape``, ``tex`` and ``cam`` are never swapped:
+identity, skin and framing stay the source's. Components combine with ``+`` (``exp+pose``); ``--modes`` is a
+comma list of such modes.
 
 A mode may also hold *rig terms* (:mod:`dre.edit.rig`): numbers set on the rig without a target photo,
 e.g. ``pose:yaw=20`` or ``exp+light:azimuth=-60,elevation=20``. A term with a range (``yaw=-30..30:7``)

@@ -1,11 +1,12 @@
 """Rig specs: parse and validate parametric edit terms such as ``pose:yaw=+20`` or ``light:azimuth=-60``.
 
 A *term* names one part of the FLAME rig (``pose:``, ``jaw:``, ``exp:``, ``light:``) and the numbers to set
-on it: :data:`NUMERIC` and :data:`REFERENCES` below hold each term's parameters, units and ranges (the
-table for users is in docs/rig.md). ``REF`` is ``target`` (the edit's target, or each frame of a frames-folder target) or the path of an
-aligned image or ``dre align`` folder. A number may be a range ``A..B:N`` (N evenly spaced values from A
-to B, both included): the mode then expands into a *sweep* of N frames. This module only parses (no
-torch): the CLI and the workflow's sheet checks use it; :mod:`dre.edit.rigcodes` applies the terms.
+on it: :data:`NUMERIC` and :data:`REFERENCES` below hold each term's parameters, units and ranges (the table
+for users is in docs/rig.md). ``REF`` is ``target`` (the edit's target, or each frame of a frames-folder
+target) or the path of an aligned image or ``dre align`` folder. A number may be a range ``A..B:N`` (N
+evenly spaced values from A to B, both included): the mode then expands into a *sweep* of N frames. This
+module only parses (no torch): the CLI and the workflow's sheet checks use it; :mod:`dre.edit.rigcodes`
+applies the terms.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ from) cancels the extractor's own bias: a picture that *is* the source scores ex
 leakage, a picture that *is* the target scores exactly 1 transfer.
 
 The codes are split into *blocks*, the units a mode swaps (:data:`BLOCKS`; :func:`code_blocks` says which
-codes each holds and :data:`COMPONENT_BLOCKS` which mode swaps it, docs/scores.md has the table). Blocks are scored one by one and then averaged, so a 3-number jaw rotation counts as much as the
-50 expression coefficients (their units differ; a concatenated distance would be the expression's alone).
+codes each holds and :data:`COMPONENT_BLOCKS` which mode swaps it, docs/scores.md has the table). Blocks
+are scored one by one and then averaged, so a 3-number jaw rotation counts as much as the 50 expression
+coefficients (their units differ; a concatenated distance would be the expression's alone).
 """
 
 from __future__ import annotations

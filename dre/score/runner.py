@@ -57,8 +57,9 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
              "mode": m.name, "file": str(r["file"]), "synthetic": bool(synthetic), **sc}
             for r, s, m, sc in zip(ef.rows, ef.row_source, ef.modes, scores)]
     summary = summarise(rows, scorer, synthetic=synthetic)
-    meta = {"settings": summary["settings"], "references": summary["references"], "edits": str(cfg.edits), "source_extractor": ef.source_extractor,
-            "target_extractor": ef.target_extractor, "synthetic": bool(synthetic), "summary": one_line(summary)}
+    meta = {"settings": summary["settings"], "references": summary["references"], "edits": str(cfg.edits),
+            "source_extractor": ef.source_extractor, "target_extractor": ef.target_extractor,
+            "synthetic": bool(synthetic), "summary": one_line(summary)}
     grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
     with owned_dir(cfg.out, "dre score", inputs=[cfg.edits, cfg.source, cfg.target, cfg.assets]) as tmp:
         SCORES.write(tmp / SCORES_FILE, rows, meta)
