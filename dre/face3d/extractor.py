@@ -2,7 +2,7 @@
 
 The crop is DECA's (``dre.face3d.crop``) run on the accelerator for the whole batch; the encoders come
 from the user's DECA/EMOCA files (``dre.face3d.encoders``). By default every aligned image first goes
-through DiffusionRig's resize-and-truncate quantisation (``requantize_like_diffusionrig``) so the encoder
+through DiffusionRig's resize-and-truncate quantisation (``dre.face3d.crop._diffusionrig_lut``) so the encoder
 sees the exact pixels the published buffers were made from.
 """
 
