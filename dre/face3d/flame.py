@@ -73,13 +73,8 @@ def load_flame(path: str | Path, *, official: bool | None = None) -> FlameModel:
     missing = [k for k in need if k not in raw]
     expect(not missing, path, FLAME_FILE, f"has no {', '.join(missing)} (keys: {sorted(raw)})")
     try:
-        v = np.asarray(raw["v_template"], dtype=np.float32)
-        sd = np.asarray(raw["shapedirs"], dtype=np.float32)
-        pd = np.asarray(raw["posedirs"], dtype=np.float32)
-        jr = np.asarray(raw["J_regressor"], dtype=np.float32)
-        w = np.asarray(raw["weights"], dtype=np.float32)
-        kt = np.asarray(raw["kintree_table"]).astype(np.int64)
-        f = np.asarray(raw["f"]).astype(np.int64)
+        v, sd, pd, jr, w = (np.asarray(raw[k], dtype=np.float32) for k in need[:5])
+        kt, f = (np.asarray(raw[k]).astype(np.int64) for k in need[5:])
     except (TypeError, ValueError) as exc:
         raise DreError(f"{path}: an array has an unexpected type ({exc})") from exc
     V = v.shape[0] if v.ndim == 2 else -1
@@ -132,37 +127,33 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+_EMBEDDING: dict[str, tuple[str, type, tuple[int, ...]]] = {
+    "static_lmk_faces_idx": ("static_faces", np.int64, (51,)),
+    "static_lmk_bary_coords": ("static_bary", np.float32, (51, 3)),
+    "dynamic_lmk_faces_idx": ("dynamic_faces", np.int64, (79, 17)),
+    "dynamic_lmk_bary_coords": ("dynamic_bary", np.float32, (79, 17, 3)),
+    "full_lmk_faces_idx": ("full_faces", np.int64, (68,)),
+    "full_lmk_bary_coords": ("full_bary", np.float32, (68, 3)),
+}
+"""File key → (:class:`LandmarkEmbedding` field, dtype, expected shape)."""
+
+
 def load_landmark_embedding(path: str | Path, *, n_faces: int | None = None) -> LandmarkEmbedding:
     """Load ``landmark_embedding.npy`` (a pickled dict, two entries torch tensors) safely."""
     path = Path(path)
     require_file(path, LANDMARK_FILE, "DECA landmark embedding")
     d = load_npy(path)
     expect(isinstance(d, dict), path, LANDMARK_FILE, f"holds a {type(d).__name__}, not DECA's dict")
-    keys = (
-        "static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
-        "dynamic_lmk_bary_coords", "full_lmk_faces_idx", "full_lmk_bary_coords",
-    )
-    missing = [k for k in keys if k not in d]
+    missing = [k for k in _EMBEDDING if k not in d]
     expect(not missing, path, LANDMARK_FILE, f"has no {', '.join(missing)}")
-    a = {k: _as_numpy(d[k]) for k in keys}
-    emb = LandmarkEmbedding(
-        static_faces=a["static_lmk_faces_idx"].astype(np.int64).reshape(-1),
-        static_bary=a["static_lmk_bary_coords"].astype(np.float32).reshape(-1, 3),
-        dynamic_faces=a["dynamic_lmk_faces_idx"].astype(np.int64),
-        dynamic_bary=a["dynamic_lmk_bary_coords"].astype(np.float32),
-        full_faces=a["full_lmk_faces_idx"].astype(np.int64).reshape(-1),
-        full_bary=a["full_lmk_bary_coords"].astype(np.float32).reshape(-1, 3),
-    )
-    shapes = {
-        "static_lmk_faces_idx": (emb.static_faces.shape, (51,)),
-        "static_lmk_bary_coords": (emb.static_bary.shape, (51, 3)),
-        "dynamic_lmk_faces_idx": (emb.dynamic_faces.shape, (79, 17)),
-        "dynamic_lmk_bary_coords": (emb.dynamic_bary.shape, (79, 17, 3)),
-        "full_lmk_faces_idx": (emb.full_faces.shape, (68,)),
-        "full_lmk_bary_coords": (emb.full_bary.shape, (68, 3)),
-    }
-    for k, (got, want) in shapes.items():
-        expect(got == want, path, LANDMARK_FILE, f"{k} has shape {got}, expected {want}")
+    arrays = {}
+    for key, (name, dtype, want) in _EMBEDDING.items():
+        a = _as_numpy(d[key]).astype(dtype)
+        if not name.startswith("dynamic"):  # the static and full tables may carry a leading batch axis
+            a = a.reshape(-1, *want[1:])
+        expect(a.shape == want, path, LANDMARK_FILE, f"{key} has shape {a.shape}, expected {want}")
+        arrays[name] = a
+    emb = LandmarkEmbedding(**arrays)
     for name, bary in (("static", emb.static_bary), ("dynamic", emb.dynamic_bary), ("full", emb.full_bary)):
         expect(
             np.allclose(bary.sum(-1), 1.0, atol=1e-3), path, LANDMARK_FILE,
