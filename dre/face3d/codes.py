@@ -63,9 +63,6 @@ class FlameCodes:
             idx = slice(idx, idx + 1)
         return self._map(lambda t: t[idx])
 
-    def repeat_interleave(self, n: int) -> "FlameCodes":
-        return self._map(lambda t: t.repeat_interleave(n, dim=0))
-
     @classmethod
     def cat(cls, items: Iterable["FlameCodes"]) -> "FlameCodes":
         import torch  # lazy: see the note above FlameCodes

@@ -162,8 +162,6 @@ class FaceEncoder(nn.Module):
         exp_out = self.E_expression(crops) if self.E_expression is not None else None
         return codes_from_outputs(deca_out.float(), None if exp_out is None else exp_out.float(), self.flags)
 
-    encode = forward
-
 
 def build_deca_encoder(state: Mapping[str, torch.Tensor], what: str = "E_flame") -> FaceEncoder:
     """DECA encoder from an ``E_flame`` state dict (see :func:`dre.face3d.encoder_files.load_deca_checkpoint`)."""

@@ -56,8 +56,6 @@ class Extractor:
     ) -> "Extractor":
         """Load the ``kind`` encoder from an assets folder (checksums of every file it depends on kept)."""
         root = Path(assets_dir)
-        if kind not in KINDS:
-            raise DreError(f"unknown extractor {kind!r}: use deca or emoca")
         if not root.is_dir():
             raise DreError(f"--assets {root} is not a folder (see `dre assets check --assets {root}`)")
         model = emoca_model or DEFAULT_EMOCA_MODEL
