@@ -205,18 +205,13 @@ def _umask_mode(mode: int) -> int:
     return mode & ~mask
 
 
-def _save_jpeg(img: np.ndarray, dest: Path) -> None:
-    _publish(dest, lambda tmp: Image.fromarray(img).save(tmp, format="JPEG", quality=92))
-
-
-def _write_text(dest: Path, text: str) -> None:
-    _publish(dest, lambda tmp: tmp.write_text(text))
-
-
-def _publish(dest: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)``, then ``tmp`` replaces ``dest`` with the permissions a plain file would get."""
+def _publish(dest: Path, content: np.ndarray | str) -> None:
+    """Write a photo (JPEG) or a manifest (text) atomically, with the permissions a plain file would get."""
     with atomic_path(dest) as tmp:
-        write(tmp)
+        if isinstance(content, str):
+            tmp.write_text(content)
+        else:
+            Image.fromarray(content).save(tmp, format="JPEG", quality=92)
         os.chmod(tmp, _umask_mode(0o666))
 
 
@@ -256,8 +251,8 @@ def _write_variants(out: Path, manifest: dict, variants: list[Variant]) -> bool:
         return False
     with owned_dir(out, "dre demo-album", evidence=_is_demo_album) as tmp:
         for v in variants:
-            _save_jpeg(render_variant(v), tmp / v.file)
-        _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+            _publish(tmp / v.file, render_variant(v))
+        _publish(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
         os.chmod(tmp, _umask_mode(0o777))
     return True
 
@@ -274,8 +269,8 @@ def build_target(out: str | Path, seed: int = 0, source: str = "grace_hopper") -
         raise DreError(f"demo target {out} must be a .jpg file name")
     claim_file(out, evidence=_is_demo_target, what=f"a demo target written by dre (with {side.name})", flag="--target")
     claim_file(side, evidence=lambda p: _is_demo_target(out), what="a demo target's manifest", flag="--target")
-    _save_jpeg(render_variant(v), out)
-    _write_text(side, json.dumps(manifest, indent=1) + "\n")
+    _publish(out, render_variant(v))
+    _publish(side, json.dumps(manifest, indent=1) + "\n")
     return True
 
 

@@ -56,12 +56,8 @@ class AlignResult:
 
     def map_points(self, points: np.ndarray) -> np.ndarray:
         """Map (N, 2) source points into the aligned image (e.g. the landmarks)."""
-        return apply_affine(self.matrix, points)
-
-
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float64)
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return pts @ self.matrix[:, :2].T + self.matrix[:, 2]
 
 
 def ffhq_quad(landmarks: np.ndarray) -> Quad:

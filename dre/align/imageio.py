@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dre.align.backends import NoLandmarks
 from dre.errors import DreError
 from dre.utils.images import is_image_name
 
@@ -31,13 +32,8 @@ class LoadedImage:
         return np.asarray(self.image)
 
 
-class ImageLoadError(Exception):
-    """A file that cannot become an RGB image; ``status`` is the align.parquet status."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class ImageLoadError(NoLandmarks):
+    """A file that cannot become an RGB image (so it has no landmarks); ``status`` is the align.parquet status."""
 
 
 def load_rgb(path: str | Path) -> LoadedImage:

@@ -52,11 +52,6 @@ WORK_SIZE = 384  # face crops are scaled to this side before the mesh (its model
 CONTEXT = 1.8  # crop side / detector box side
 
 
-def mesh_to_ibug(mesh_xy: np.ndarray) -> np.ndarray:
-    """(478 or 468, 2) mesh points → (68, 2) iBUG points."""
-    return np.asarray(mesh_xy)[list(MESH_TO_IBUG)]
-
-
 def _import_mediapipe():
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging is noisy on stderr
     try:
@@ -146,7 +141,7 @@ class MediaPipeBackend(SequentialBatch):
                 if again is None:
                     break
                 mesh = again
-            faces.append(Face(mesh_to_ibug(mesh), score))
+            faces.append(Face(mesh[list(MESH_TO_IBUG)], score))  # 478 mesh points → 68 iBUG points
         return _dedupe(faces)
 
 

@@ -101,7 +101,6 @@ def load_deca_checkpoint(path: str | Path) -> dict[str, Any]:
 class EmocaModel:
     """What extraction needs from an EMOCA model folder (both encoders, prefixes stripped)."""
 
-    folder: Path
     checkpoint: Path
     flags: EmocaFlags
     e_flame: dict[str, Any] = field(repr=False)
@@ -175,4 +174,4 @@ def load_emoca(folder: str | Path) -> EmocaModel:
             f"(exp_deca_global_pose={flags.global_pose}, exp_deca_jaw_pose={flags.jaw_pose}) implies "
             f"{flags.out_size} (50 + 3 per pose flag); the config and checkpoint do not belong together"
         )
-    return EmocaModel(folder=folder, checkpoint=ckpt_path, flags=flags, e_flame=e_flame, e_expression=e_exp)
+    return EmocaModel(checkpoint=ckpt_path, flags=flags, e_flame=e_flame, e_expression=e_exp)

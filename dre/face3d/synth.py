@@ -50,7 +50,6 @@ from dre.safety.ownership import owned_dir
 from dre.utils.synthetic import MARKER_NAME
 
 SYNTH_VERSION = 1
-EMOCA_MODEL = DEFAULT_EMOCA_MODEL
 EMOCA_CKPT = "detail/checkpoints/deca-epoch=03-val_loss/dataloader_idx_0=9.44489288.ckpt"
 
 
@@ -230,7 +229,7 @@ def write_synthetic_assets(out: str | Path, seed: int = 0) -> Path:
         code_mean, code_std = code_statistics()
         e_flame = _random_encoder_state(236, code_mean, code_std, gen, base)
         torch.save({"E_flame": e_flame}, tmp / DECA_FILE)
-        write_emoca_model(tmp / EMOCA_DIR / EMOCA_MODEL, e_flame, base=base, seed=seed)
+        write_emoca_model(tmp / EMOCA_DIR / DEFAULT_EMOCA_MODEL, e_flame, base=base, seed=seed)
         info = {
             "synthetic": True,
             "writer": "dre assets synth",
