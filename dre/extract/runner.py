@@ -33,8 +33,6 @@ from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "missing", "unreadable", "no_landmarks", "bad_landmarks")
-
 
 @dataclass
 class Item:
