@@ -114,7 +114,6 @@ def align_face(
     *,
     transform_size: int | None = None,
     pre_shrink: bool = True,
-    enable_padding: bool = True,
 ) -> AlignResult:
     """Apply the FFHQ recipe to one face of ``image`` (RGB) given its 68 landmarks.
 
@@ -169,7 +168,7 @@ def align_face(
             max(hi[1] - img.size[1] + border, 0),
         ]
     )
-    if enable_padding and pad.max() > border - 4:
+    if pad.max() > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
         img = Image.fromarray(_pad_and_blur(np.asarray(img), pad, qsize))
         quad = quad + pad[:2]

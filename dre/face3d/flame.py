@@ -13,7 +13,7 @@ dynamic-contour lookup (un-negated yaw). Batched, any device; buffers move with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -242,12 +242,9 @@ class Flame(nn.Module):
         self.parents: list[int] = [int(p) for p in model.parents]
         self.has_landmarks = landmarks is not None
         if landmarks is not None:
-            self.register_buffer("static_faces", torch.as_tensor(landmarks.static_faces, dtype=torch.long))
-            self.register_buffer("static_bary", torch.as_tensor(landmarks.static_bary, dtype=f32))
-            self.register_buffer("dynamic_faces", torch.as_tensor(landmarks.dynamic_faces, dtype=torch.long))
-            self.register_buffer("dynamic_bary", torch.as_tensor(landmarks.dynamic_bary, dtype=f32))
-            self.register_buffer("full_faces", torch.as_tensor(landmarks.full_faces, dtype=torch.long))
-            self.register_buffer("full_bary", torch.as_tensor(landmarks.full_bary, dtype=f32))
+            for f in fields(landmarks):  # static / dynamic / full: face ids (long) and barycentric coordinates
+                dtype = torch.long if f.name.endswith("_faces") else f32
+                self.register_buffer(f.name, torch.as_tensor(getattr(landmarks, f.name), dtype=dtype))
 
     @classmethod
     def from_assets(cls, assets_dir: str | Path, device: torch.device | str = "cpu") -> "Flame":
