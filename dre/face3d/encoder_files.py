@@ -114,15 +114,8 @@ def read_emoca_flags(cfg_path: Path) -> EmocaFlags:
         cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DreError(f"{cfg_path}: not readable YAML ({exc})") from exc
-    model = None
-    if isinstance(cfg, dict):
-        for section in ("detail", "coarse"):
-            sec = cfg.get(section)
-            if isinstance(sec, dict) and isinstance(sec.get("model"), dict):
-                model = sec["model"]
-                break
-        if model is None and isinstance(cfg.get("model"), dict):
-            model = cfg["model"]
+    places = [cfg.get("detail"), cfg.get("coarse"), cfg] if isinstance(cfg, dict) else []
+    model = next((p["model"] for p in places if isinstance(p, dict) and isinstance(p.get("model"), dict)), None)
     if model is None:
         raise DreError(f"{cfg_path}: has no detail.model / coarse.model section; is this an EMOCA cfg.yaml?")
     deca_class = model.get("deca_class", "ExpDECA")
