@@ -129,9 +129,3 @@ class Buffers:
         import torch  # lazy: see the note above FlameCodes
 
         return torch.cat([self.rendered, self.normal, self.albedo], dim=1)
-
-    @classmethod
-    def from_condition(cls, cond: "torch.Tensor") -> "Buffers":
-        """Inverse of :meth:`condition`; alpha is recovered as 'any buffer channel non-zero'."""
-        alpha = (cond.abs().sum(dim=1, keepdim=True) > 0).to(cond.dtype)
-        return cls(rendered=cond[:, 0:3], normal=cond[:, 3:6], albedo=cond[:, 6:9], alpha=alpha)
