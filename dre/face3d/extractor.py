@@ -45,7 +45,6 @@ class Extractor:
         self.kind = kind
         self.checksums: dict[str, str] = dict(checksums or {})
         self.synthetic = bool(synthetic)
-        self.requantize = requantize
         # uint8 level → float in [0, 1], with DiffusionRig's requantisation folded in when asked
         levels = _diffusionrig_lut() if requantize else np.arange(256)
         self._to_float = torch.from_numpy(levels.astype(np.float32) / 255.0).to(self.device)
