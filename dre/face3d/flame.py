@@ -174,8 +174,8 @@ def load_landmark_embedding(path: str | Path, *, n_faces: int | None = None) -> 
 
 class FlameOutput(NamedTuple):
     vertices: torch.Tensor  # (B, V, 3) world space (metres)
-    landmarks2d: torch.Tensor | None  # (B, 68, 3): 17 dynamic contour + 51 static points
-    landmarks3d: torch.Tensor | None  # (B, 68, 3): the "full" embedding (no dynamic contour)
+    landmarks2d: torch.Tensor  # (B, 68, 3): 17 dynamic contour + 51 static points
+    landmarks3d: torch.Tensor  # (B, 68, 3): the "full" embedding (no dynamic contour)
     joints: torch.Tensor  # (B, 5, 3) posed joints
 
 
@@ -221,7 +221,7 @@ class Flame(nn.Module):
     """FLAME with DECA's 100 shape / 50 expression / 6 pose parameters."""
 
     def __init__(
-        self, model: FlameModel, landmarks: LandmarkEmbedding | None = None, n_shape: int = 100, n_exp: int = 50
+        self, model: FlameModel, landmarks: LandmarkEmbedding, n_shape: int = 100, n_exp: int = 50
     ) -> None:
         super().__init__()
         f32 = torch.float32
@@ -240,11 +240,9 @@ class Flame(nn.Module):
         self.register_buffer("lbs_weights", torch.as_tensor(model.weights, dtype=f32))
         self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long))
         self.parents: list[int] = [int(p) for p in model.parents]
-        self.has_landmarks = landmarks is not None
-        if landmarks is not None:
-            for f in fields(landmarks):  # static / dynamic / full: face ids (long) and barycentric coordinates
-                dtype = torch.long if f.name.endswith("_faces") else f32
-                self.register_buffer(f.name, torch.as_tensor(getattr(landmarks, f.name), dtype=dtype))
+        for f in fields(landmarks):  # static / dynamic / full: face ids (long) and barycentric coordinates
+            dtype = torch.long if f.name.endswith("_faces") else f32
+            self.register_buffer(f.name, torch.as_tensor(getattr(landmarks, f.name), dtype=dtype))
 
     @classmethod
     def from_assets(cls, assets_dir: str | Path, device: torch.device | str = "cpu") -> "Flame":
@@ -294,8 +292,6 @@ class Flame(nn.Module):
         betas = torch.cat([shape[:, : self.n_shape], exp[:, : self.n_exp]], dim=1).to(self.v_template.dtype)
         full = self.full_pose(pose.to(self.v_template.dtype))
         verts, joints, rots = self.lbs(betas, full)
-        if not self.has_landmarks:
-            return FlameOutput(verts, None, None, joints)
         b = verts.shape[0]
         # dynamic contour from the head's yaw (root ∘ neck rotation; neck is zero here but kept general)
         rel = torch.eye(3, dtype=rots.dtype, device=rots.device).expand(b, 3, 3)
