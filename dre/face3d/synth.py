@@ -176,10 +176,9 @@ def write_emoca_model(
         "n_light": 27,
         "use_texture": False,
     }
-    cfg = {
-        "coarse": {"model": dict(model_cfg), "inout": {"name": f"{folder.name} (synthetic)"}},
-        "detail": {"model": dict(model_cfg), "inout": {"name": f"{folder.name} (synthetic)"}},
-    }
+    inout = {"name": f"{folder.name} (synthetic)"}
+    # each stage gets its own copies: shared objects would become YAML aliases
+    cfg = {stage: {"model": dict(model_cfg), "inout": dict(inout)} for stage in ("coarse", "detail")}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cfg.yaml").write_text(
         "# synthetic EMOCA configuration written by `dre assets synth`\n" + yaml.safe_dump(cfg, sort_keys=True),
