@@ -24,6 +24,7 @@ their numpy payload and scipy csc/csr matrices become dense arrays, so neither l
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
 from collections import OrderedDict
@@ -356,9 +357,7 @@ class _Builder:
         return plain_dtype(a[0] if endian in ("=", "|") else endian + a[0], f"{self.where} at {path}")
 
     def shape(self, shape: Any, path: str) -> tuple[int, ...]:
-        if type(shape) is not tuple or len(shape) > 32 or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
-            raise self.fail(path, f"array shape {_short(shape)} is not a tuple of sizes")
-        return shape
+        return checked_shape(shape, f"{self.where} at {path}" if path else self.where)
 
     def array_parts(self, node: _Node, path: str, *, allow_object: bool) -> tuple[tuple, Any, bool, Any]:
         a, st = node.args, node.state
@@ -446,14 +445,18 @@ class _Builder:
             import torch
         except ImportError:
             raise self.fail(path, "the pickle holds torch tensors and torch is not installed here") from None
-        count = 1
-        for n in size:
-            count *= n
-        self.charge(count * elsize + len(raw), path)
+        self.charge(math.prod(size) * elsize + len(raw), path)
         base_dtype = torch.uint8 if tname == "bool" else getattr(torch, tname)
         base = torch.frombuffer(bytearray(raw), dtype=base_dtype) if raw else torch.empty(0, dtype=base_dtype)
         out = torch.as_strided(base, size, stride, offset).clone()
         return out != 0 if tname == "bool" else out
+
+
+def checked_shape(shape: Any, where: str) -> tuple[int, ...]:
+    """``shape`` when it is a tuple of at most 32 sizes, each in ``0..MAX_DIM``; refused otherwise."""
+    if type(shape) is not tuple or len(shape) > 32 or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+        raise UnsafePickleError(f"{where}: refused: array shape {_short(shape)} is not a tuple of sizes")
+    return shape
 
 
 def plain_dtype(text: str, where: str) -> np.dtype:
@@ -467,9 +470,7 @@ def plain_dtype(text: str, where: str) -> np.dtype:
 
 def array_from_bytes(raw: bytes, dt: np.dtype, shape: tuple, fortran: bool, where: str) -> np.ndarray:
     """A writable array owning a copy of ``raw``, whose length must be exactly shape × itemsize."""
-    count = 1
-    for n in shape:
-        count *= n
+    count = math.prod(shape)
     if count * dt.itemsize != len(raw):
         raise UnsafePickleError(f"{where}: refused: an array of shape {shape} and dtype {dt.str} needs "
                                 f"{count * dt.itemsize} bytes; the file holds {len(raw)}")  # fmt: skip
@@ -551,21 +552,17 @@ def load_npy_bytes(data: bytes, where: str) -> Any:
     fh = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise ValueError(f"format version {version} is not supported")
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(fh)
     except Exception as exc:  # numpy's header parser raises several types for a garbled header
         raise DreError(f"{where}: not a .npy file ({str(exc).splitlines()[0][:200] if str(exc) else exc!r})") from None
     body = data[fh.tell():]
     if dtype == np.dtype(object):
         return loads(body, where, FAMILIES_NPY, object_root=True)
     dt = plain_dtype(dtype.str, where)
-    if type(shape) is not tuple or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
-        raise UnsafePickleError(f"{where}: refused: array shape {_short(shape)}")
-    return array_from_bytes(body, dt, shape, bool(fortran), where)
+    return array_from_bytes(body, dt, checked_shape(shape, where), bool(fortran), where)
 
 
 def load_tensor_pickle(data: bytes | memoryview, where: str) -> Any:
