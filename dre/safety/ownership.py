@@ -55,11 +55,8 @@ def check_apart(dest: str | os.PathLike[str], inputs: Iterable[str | os.PathLike
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _files(folder: Path) -> list[Path]:
@@ -170,7 +167,6 @@ def claim_file(dest: str | os.PathLike[str], *, evidence: Callable[[Path], bool]
 def owned_dir(dest: str | os.PathLike[str], command: str, *, flag: str = "--out", inputs: Iterable = (),
               hashes: bool = False, evidence: Callable[[Path], bool] | None = None) -> Iterator[Path]:  # fmt: skip
     """:func:`claim_dir`, then a temporary folder to fill; on success it gets our marker and replaces ``dest``."""
-    inputs = list(inputs)
     claim_dir(dest, flag=flag, inputs=inputs, evidence=evidence)
     with atomic_dir(dest) as tmp:
         yield tmp
