@@ -109,11 +109,8 @@ def best_checkpoint(paths: Iterable[P]) -> P | None:
 
 
 def locate_emoca_checkpoint(folder: str | Path) -> Path:
-    """The checkpoint EMOCA itself loads from a model folder (its "best" mode).
-
-    Among ``*.ckpt`` under ``detail/checkpoints`` (sorted paths; stems ``last`` skipped), the smallest
-    number after the last ``=`` of the stem (the validation loss); on ties the later path wins.
-    """
+    """The checkpoint EMOCA itself loads from a model folder (its "best" mode): :func:`best_checkpoint`
+    of the sorted ``*.ckpt`` under ``detail/checkpoints`` (the number after ``=`` is the validation loss)."""
     folder = Path(folder)
     root = folder / "detail" / "checkpoints"
     if not root.is_dir():

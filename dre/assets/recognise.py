@@ -11,6 +11,7 @@ holds three FLAME models of identical structure, of which DECA/EMOCA use ``gener
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +23,8 @@ from dre.face3d.encoder_files import torch_load_weights
 
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 """How a pre-1.6 ``torch.save`` file starts: the pickled magic number 0x1950a86a20f9469cfc6c."""
+SINGLE_FILES = {"pickle": FLAME_FILE, "npy": LANDMARK_FILE, "obj": TEMPLATE_FILE}
+"""Containers that hold one asset file each (its loader, e.g. the restricted unpickler, confirms it)."""
 
 
 def sniff(head: bytes) -> str:
@@ -94,11 +97,6 @@ def zip_kind(names: list[str]) -> str:
     return "archive"
 
 
-def tar_is_torch(names: list[str]) -> bool:
-    """A tar written by ``torch.save`` before 1.6 (members ``pickle``, ``storages``, ``tensors``)."""
-    return {"pickle", "storages", "tensors"} <= set(names)
-
-
 def torch_role(path: Path) -> str:
     """The asset a ``torch.save`` file is: ``deca_model.tar`` or a face-alignment weight file (relative
     destination), or DreError saying what it is instead."""
@@ -149,12 +147,8 @@ def file_role(path: Path) -> str | None:
         raise DreError(f"{path}: a {kind}-compressed file that is not a tar archive; decompress it yourself first")
     if kind == "torch-legacy":
         return torch_role(path)
-    if kind == "pickle":
-        return FLAME_FILE  # the FLAME loader (restricted unpickler) confirms it
-    if kind == "npy":
-        return LANDMARK_FILE
-    if kind == "obj":
-        return TEMPLATE_FILE
+    if kind in SINGLE_FILES:
+        return SINGLE_FILES[kind]
     if kind == "html":
         raise DreError(
             f"{path}: an HTML page, not an asset: a failed download (a login or 'cannot scan for viruses' page) "
@@ -164,11 +158,10 @@ def file_role(path: Path) -> str | None:
 
 
 def _tar_names_are_torch(path: Path) -> bool:
-    import tarfile
-
+    """An uncompressed tar written by ``torch.save`` before 1.6 (members ``pickle``, ``storages``, ``tensors``)."""
     try:
         with tarfile.open(path, "r:") as t:
-            return tar_is_torch([m.name for m in t.getmembers()])
+            return {"pickle", "storages", "tensors"} <= set(t.getnames())
     except (tarfile.TarError, OSError):
         return False
 
@@ -180,12 +173,8 @@ def member_role(name: str, head: bytes) -> str | None:
     kind = sniff(head)
     if kind in ("zip", "torch-legacy", "tar"):
         return "probe"
-    if kind == "pickle":
-        return FLAME_FILE
-    if kind == "npy":
-        return LANDMARK_FILE
-    if kind == "obj":
-        return TEMPLATE_FILE
+    if kind in SINGLE_FILES:
+        return SINGLE_FILES[kind]
     if kind == "yaml" and PurePosixPath(name).suffix in (".yaml", ".yml"):
         return "cfg"
     return None
