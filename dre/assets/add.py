@@ -25,9 +25,9 @@ import yaml
 from dre.assets.archive import Archive, Limits, Member
 from dre.assets.config import AddConfig
 from dre.assets.catalog import EMOCA_DIR, FLAME_FILE, best_checkpoint
-from dre.assets.placement import folder_lock, inspect, record
+from dre.assets.placement import folder_lock, record, valid_in_place
 from dre.assets.recognise import file_role, member_role
-from dre.assets.validate import file_validator, problem, validate_emoca
+from dre.assets.validate import file_validator, problem
 from dre.errors import DreError
 from dre.safety.atomic import publish_dir, publish_file, sweep
 from dre.utils.synthetic import is_synthetic_assets
@@ -44,10 +44,6 @@ class Placed:
     source: str
 
 
-def _say(out: Any, text: str) -> None:
-    print(text, file=out, flush=True)
-
-
 class _Stager:
     """Stages the assets of one input inside ``staging``; :meth:`publish` moves them into ``root``."""
 
@@ -60,17 +56,13 @@ class _Stager:
         """False when a valid file is already in place (or staged from this input)."""
         if rel in self.staged or rel in self.present:
             return False
-        emoca = rel.startswith(EMOCA_DIR + "/")
-        validate = validate_emoca if emoca else file_validator(rel, self.official)
-        if inspect(self.root, rel, validate).state == "valid":
+        if valid_in_place(self.root, rel, file_validator(rel, self.official)):
             self.present.append(rel)
             return False
         return True
 
     def check(self, rel: str) -> str | None:
         """Validate the staged ``rel``; the problem, or None."""
-        if rel.startswith(EMOCA_DIR + "/"):
-            return problem(validate_emoca, self.staging / rel)
         return problem(file_validator(rel, self.official), self.staging / rel)
 
     def publish(self) -> list[Placed]:
@@ -239,24 +231,21 @@ def run(cfg: AddConfig, stream: Any = None) -> list[Placed]:
     root = Path(cfg.assets)
     if not cfg.inputs:
         raise DreError("give at least one downloaded archive or file")
-    if root.exists() and not root.is_dir():
-        raise DreError(f"--assets {root} is a file, not a folder")
-    root.mkdir(parents=True, exist_ok=True)
-    official = not is_synthetic_assets(root)
     placed: list[Placed] = []
     errors: list[str] = []
     with folder_lock(root, "dre assets add"):
+        official = not is_synthetic_assets(root)
         sweep(root / STAGING)  # staging folders an interrupted run left behind
         for src in cfg.inputs:
             try:
                 got = add_one(root, Path(src), limits=cfg.limits, official=official)
             except DreError as exc:
                 errors.append(str(exc))
-                _say(out, f"{src}: not added: {exc}")
+                print(f"{src}: not added: {exc}", file=out, flush=True)
                 continue
             for p in got:
                 what = f"added from {p.source}" if p.action == "added" else "already present and valid, left untouched"
-                _say(out, f"{p.rel}: {what}")
+                print(f"{p.rel}: {what}", file=out, flush=True)
             placed += got
     model = cfg.emoca_model or next(
         (p.rel.split("/", 1)[1] for p in placed if p.rel.startswith(EMOCA_DIR + "/")), None

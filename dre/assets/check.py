@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -29,8 +29,8 @@ from dre.assets.catalog import (
     emoca_path,
     where_to_get,
 )
+from dre.assets.validate import problem, validate_deca, validate_emoca, validate_fan
 from dre.errors import DreError
-from dre.assets.validate import validate_deca, validate_emoca, validate_fan
 from dre.face3d.face_model import load_head_template
 from dre.face3d.flame import FlameModel, load_flame, load_landmark_embedding
 from dre.face3d.texture import load_flame_texture
@@ -53,16 +53,13 @@ class AssetStatus:
         return self.found and self.valid
 
 
-def _status(name: str, path: Path, required: bool, source: str, validate: Callable[[], object]) -> AssetStatus:
-    found = path.exists()
-    if not found:
+def _status(name: str, path: Path, required: bool, validate: Callable[[Path], Any], source: str = "") -> AssetStatus:
+    """The row of ``path``; ``source`` defaults to where the file ``name`` is obtained."""
+    source = source or where_to_get(name)
+    if not path.exists():
         return AssetStatus(name, path, False, False, "missing", source, required)
-    try:
-        validate()
-    except DreError as exc:
-        msg = str(exc).split(". Expected the file from:")[0].split(". Get it:")[0]
-        return AssetStatus(name, path, True, False, msg, source, required)
-    return AssetStatus(name, path, True, True, "", source, required)
+    why = problem(validate, path)
+    return AssetStatus(name, path, True, why is None, why or "", source, required)
 
 
 def check_assets(
@@ -79,39 +76,36 @@ def check_assets(
         raise DreError(f"--require: unknown item(s) {sorted(unknown)}; use deca, emoca, fan")
     flame_box: dict[str, FlameModel] = {}
 
-    def v_flame() -> None:
-        flame_box["m"] = load_flame(root / FLAME_FILE)
+    def v_flame(path: Path) -> None:
+        flame_box["m"] = load_flame(path)
 
-    def v_template() -> None:
-        t = load_head_template(root / TEMPLATE_FILE)
+    def v_template(path: Path) -> None:
+        t = load_head_template(path)
         m = flame_box.get("m")
         if m is not None and not (t.faces.shape == m.faces.shape and np.array_equal(t.faces, m.faces)):
-            raise DreError(f"{root / TEMPLATE_FILE}: its faces differ from generic_model.pkl's (not the same topology)")
+            raise DreError(f"{path}: its faces differ from generic_model.pkl's (not the same topology)")
 
-    def v_landmarks() -> None:
+    def v_landmarks(path: Path) -> None:
         m = flame_box.get("m")
-        load_landmark_embedding(root / LANDMARK_FILE, n_faces=None if m is None else len(m.faces))
+        load_landmark_embedding(path, n_faces=None if m is None else len(m.faces))
 
-    def v_fan() -> None:
+    def v_fan(folder: Path) -> None:
         for f in FAN_FILES:
-            p = root / FAN_DIR / f
+            p = folder / f
             if not p.is_file():
                 raise DreError(f"{p} missing")
             validate_fan(p, expected=f)
 
-    rows = [
-        _status(FLAME_FILE, root / FLAME_FILE, True, where_to_get(FLAME_FILE), v_flame),
-        _status(TEXTURE_FILE, root / TEXTURE_FILE, True, where_to_get(TEXTURE_FILE), lambda: load_flame_texture(root / TEXTURE_FILE)),
-        _status(TEMPLATE_FILE, root / TEMPLATE_FILE, True, where_to_get(TEMPLATE_FILE), v_template),
-        _status(LANDMARK_FILE, root / LANDMARK_FILE, True, where_to_get(LANDMARK_FILE), v_landmarks),
-        _status(DECA_FILE, root / DECA_FILE, "deca" in require, where_to_get(DECA_FILE), lambda: validate_deca(root / DECA_FILE)),
-        _status(
-            f"{EMOCA_DIR}/{emoca_model}", emoca_path(root, emoca_model), "emoca" in require,
-            where_to_get(EMOCA_DIR, emoca_model), lambda: validate_emoca(emoca_path(root, emoca_model)),
-        ),
-        _status(FAN_DIR, root / FAN_DIR, "fan" in require, where_to_get(FAN_DIR), v_fan),
+    return [  # in this order: the template and landmark rows cross-check against the FLAME row's model
+        _status(FLAME_FILE, root / FLAME_FILE, True, v_flame),
+        _status(TEXTURE_FILE, root / TEXTURE_FILE, True, load_flame_texture),
+        _status(TEMPLATE_FILE, root / TEMPLATE_FILE, True, v_template),
+        _status(LANDMARK_FILE, root / LANDMARK_FILE, True, v_landmarks),
+        _status(DECA_FILE, root / DECA_FILE, "deca" in require, validate_deca),
+        _status(f"{EMOCA_DIR}/{emoca_model}", emoca_path(root, emoca_model), "emoca" in require, validate_emoca,
+                where_to_get(EMOCA_DIR, emoca_model)),
+        _status(FAN_DIR, root / FAN_DIR, "fan" in require, v_fan),
     ]
-    return rows
 
 
 def format_table(rows: list[AssetStatus]) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from dre.assets.config import FetchConfig
 from dre.assets.downloads import DOWNLOADS, Download
 from dre.assets.http import describe_proxy, discard_part, download, part_path
-from dre.assets.placement import folder_lock, inspect, record
+from dre.assets.placement import folder_lock, record, valid_in_place
 from dre.assets.validate import file_validator, problem
 from dre.errors import DreError
 from dre.safety.atomic import publish_file
@@ -48,8 +48,7 @@ def fetch_one(root: Path, item: Download, url: str, *, timeout: float, retries: 
               validate: Callable[[Path], Any], stream: Any = None) -> str:  # fmt: skip
     """Download, check and place one file; returns "present" or "downloaded"."""
     dest = root / item.rel
-    state = inspect(root, item.rel, validate)  # raises for an invalid file we did not place
-    if state.state == "valid":
+    if valid_in_place(root, item.rel, validate):  # raises for an invalid file we did not place
         return "present"
     part = download(url, dest, timeout=timeout, retries=retries, label=item.rel, stream=stream)
     if item.sha256 is not None and sha256_file(part) != item.sha256:
@@ -82,12 +81,9 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
             state = "present" if dest.exists() else "missing"
             print(f"{item.rel}: {state}; would fetch {url} ({describe_proxy(url)}){note}", file=out)
         return [Outcome(i.rel, "would download", u) for i, u in items]
-    if root.exists() and not root.is_dir():
-        raise DreError(f"--assets {root} is a file, not a folder")
-    root.mkdir(parents=True, exist_ok=True)
-    official = not is_synthetic_assets(root)
     outcomes, errors = [], []
     with folder_lock(root, "dre assets fetch"):
+        official = not is_synthetic_assets(root)
         for item, url in items:
             try:
                 action = fetch_one(root, item, url, timeout=cfg.timeout, retries=cfg.retries,

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from dre.assets.catalog import (
     DECA_FILE,
+    EMOCA_DIR,
     FAN4_FILE,
     FAN_DIR,
     FLAME_FILE,
@@ -68,7 +69,9 @@ def validate_emoca(folder: Path) -> None:
 
 
 def file_validator(rel: str, official: bool) -> Callable[[Path], Any]:
-    """The validator of the asset at relative path ``rel`` (a single file of the layout)."""
+    """The validator of the asset at relative path ``rel`` (a file of the layout or an EMOCA model folder)."""
+    if rel.startswith(EMOCA_DIR + "/"):
+        return validate_emoca
     table: dict[str, Callable[[Path], Any]] = {
         FLAME_FILE: lambda p: load_flame(p, official=official),
         TEXTURE_FILE: lambda p: load_flame_texture(p, official=official),
@@ -78,8 +81,6 @@ def file_validator(rel: str, official: bool) -> Callable[[Path], Any]:
         f"{FAN_DIR}/{S3FD_FILE}": lambda p: validate_fan(p, S3FD_FILE),
         f"{FAN_DIR}/{FAN4_FILE}": lambda p: validate_fan(p, FAN4_FILE),
     }
-    if rel not in table:
-        raise KeyError(rel)
     return table[rel]
 
 
