@@ -225,37 +225,32 @@ def loads(data: bytes, where: str, families: frozenset[str], *, object_root: boo
     budget = [4 * len(data) + (64 << 20)]
     up = _Unpickler(data, where, families, budget)
     raw = up.load_one()
-    return Builder(where, budget, _storage_parser(where, budget)).root(raw, object_root=object_root)
+    return Builder(where, budget, _parse_storage).root(raw, object_root=object_root)
 
 
-def _storage_parser(where: str, budget: list[int]) -> Any:
+def _parse_storage(blob: bytes, here: str, budget: list[int]) -> tuple[str, bytes]:
     """Parse the bytes of ``torch.storage._load_from_bytes`` (a legacy ``torch.save`` of one storage)
     into (storage type, raw little-endian bytes), reading its pickles with the same restrictions."""
-
-    def parse(blob: bytes, path: str) -> tuple[str, bytes]:
-        here = f"{where} at {path}" if path else where
-        up = _Unpickler(blob, here, frozenset({"storage"}), budget)
-        head = [up.load_one() for _ in range(3)]
-        info = head[2]
-        if head[0] != TORCH_MAGIC or head[1] != 1001 or type(info) is not dict or info.get("little_endian") is not True:
-            raise UnsafePickleError(f"{here}: embedded tensor storage is not a little-endian legacy torch.save stream")
-        ref = up.load_one()
-        keys = up.load_one()
-        if not (isinstance(ref, Node) and ref.role == "storage_ref" and 5 <= len(ref.args) <= 6):
-            raise UnsafePickleError(f"{here}: embedded payload is {describe(ref)}, not one tensor storage")
-        tag, typ, key, _location, numel = ref.args[:5]
-        view = ref.args[5] if len(ref.args) == 6 else None
-        if (tag != "storage" or not isinstance(typ, Global) or typ.family != "storage" or type(key) is not str
-                or type(numel) is not int or not 0 <= numel <= MAX_DIM or view is not None or keys != [key]):
-            raise UnsafePickleError(f"{here}: malformed storage record in the embedded torch.save stream")
-        _dtype, size = STORAGES[typ.role]
-        rest = blob[up._bio.tell():]
-        if len(rest) < 8 or struct.unpack("<q", rest[:8])[0] != numel or len(rest) != 8 + numel * size:
-            raise UnsafePickleError(f"{here}: storage of {numel} {typ.role} elements holds {max(len(rest) - 8, 0)} "
-                                    "bytes of data")  # fmt: skip
-        return typ.role, rest[8:]
-
-    return parse
+    up = _Unpickler(blob, here, frozenset({"storage"}), budget)
+    head = [up.load_one() for _ in range(3)]
+    info = head[2]
+    if head[0] != TORCH_MAGIC or head[1] != 1001 or type(info) is not dict or info.get("little_endian") is not True:
+        raise UnsafePickleError(f"{here}: embedded tensor storage is not a little-endian legacy torch.save stream")
+    ref = up.load_one()
+    keys = up.load_one()
+    if not (isinstance(ref, Node) and ref.role == "storage_ref" and 5 <= len(ref.args) <= 6):
+        raise UnsafePickleError(f"{here}: embedded payload is {describe(ref)}, not one tensor storage")
+    tag, typ, key, _location, numel = ref.args[:5]
+    view = ref.args[5] if len(ref.args) == 6 else None
+    if (tag != "storage" or not isinstance(typ, Global) or typ.family != "storage" or type(key) is not str
+            or type(numel) is not int or not 0 <= numel <= MAX_DIM or view is not None or keys != [key]):
+        raise UnsafePickleError(f"{here}: malformed storage record in the embedded torch.save stream")
+    _dtype, size = STORAGES[typ.role]
+    rest = blob[up._bio.tell():]
+    if len(rest) < 8 or struct.unpack("<q", rest[:8])[0] != numel or len(rest) != 8 + numel * size:
+        raise UnsafePickleError(f"{here}: storage of {numel} {typ.role} elements holds {max(len(rest) - 8, 0)} "
+                                "bytes of data")  # fmt: skip
+    return typ.role, rest[8:]
 
 
 def _read_file(path: Path) -> bytes:

@@ -1,19 +1,15 @@
-"""The checking half of the restricted unpickler (:mod:`dre.safety.unpickle`): what allowed calls received.
+"""The checking half of the restricted unpickler: what the calls :mod:`dre.safety.unpickle` recorded received.
 
-:mod:`dre.safety.unpickle` reads the opcode stream and only *records* each allowed call as a
-:class:`Node`. This module walks that record once the stream has ended and decides what may be built:
-plain numeric or bool dtypes with unforged version-3 state, shapes of bounded sizes, shape × itemsize
-equal to the data's length, tensor sizes, strides and offsets inside their storage, consistent sparse
-matrices, no recursion, bounded nesting and total size. Only then does it build the values itself from
-bytes (``np.frombuffer``, ``torch.frombuffer``). Nothing here is a public entry point: every caller goes
-through :mod:`dre.safety.unpickle`.
+Each recorded ``Node`` is validated here once the stream has ended (what is checked, and why, is in
+:mod:`dre.safety.unpickle`'s docstring), then built from bytes by this code. Nothing here is an entry
+point: every caller goes through :mod:`dre.safety.unpickle`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -72,13 +68,18 @@ def describe(obj: Any) -> str:
 class Builder:
     """Walks the recorded graph once (shared parts once, cycles refused) and builds plain values."""
 
-    def __init__(self, where: str, budget: list[int], parse_storage: Any) -> None:
+    def __init__(self, where: str, budget: list[int],
+                 parse_storage: Callable[[bytes, str, list[int]], tuple[str, bytes]]) -> None:  # fmt: skip
         self.where, self.budget, self.parse_storage = where, budget, parse_storage
         self.done: dict[int, Any] = {}
         self.active: set[int] = set()
 
+    def at(self, path: str) -> str:
+        """The file (and key) and, where known, the place inside the pickle, for messages."""
+        return f"{self.where} at {path}" if path else self.where
+
     def fail(self, path: str, what: str) -> UnsafePickleError:
-        return UnsafePickleError(f"{self.where}{' at ' + path if path else ''}: refused: {what}")
+        return UnsafePickleError(f"{self.at(path)}: refused: {what}")
 
     def charge(self, n: int, path: str) -> None:
         self.budget[0] -= n
@@ -171,10 +172,7 @@ class Builder:
             return "object"
         if (elsize, align, flags) != (-1, -1, 0) or endian not in ("<", ">", "=", "|"):
             raise self.fail(path, f"dtype {a[0][:20]!r} with forged flags/size ({describe(flags)}, {describe(elsize)})")
-        return plain_dtype(a[0] if endian in ("=", "|") else endian + a[0], f"{self.where} at {path}")
-
-    def shape(self, shape: Any, path: str) -> tuple[int, ...]:
-        return checked_shape(shape, f"{self.where} at {path}" if path else self.where)
+        return plain_dtype(a[0] if endian in ("=", "|") else endian + a[0], self.at(path))
 
     def array_parts(self, node: Node, path: str, *, allow_object: bool) -> tuple[tuple, Any, bool, Any]:
         a, st = node.args, node.state
@@ -186,7 +184,7 @@ class Builder:
         shape, dtn, fortran, raw = st[-4:]
         if not (isinstance(dtn, Node) and dtn.role == "dtype") or type(fortran) not in (bool, int) or fortran not in (0, 1):
             raise self.fail(path, "array state has no numpy dtype or a bad order flag")
-        return self.shape(shape, path), self.dtype(dtn, path, allow_object=allow_object), bool(fortran), raw
+        return checked_shape(shape, self.at(path)), self.dtype(dtn, path, allow_object=allow_object), bool(fortran), raw
 
     def array(self, raw: Any, dt: Any, shape: tuple, fortran: bool, path: str) -> np.ndarray:
         if dt == "object":
@@ -200,7 +198,7 @@ class Builder:
         if type(raw) is not bytes:
             raise self.fail(path, f"array data is {describe(raw)}, not bytes")
         self.charge(len(raw), path)
-        return array_from_bytes(raw, dt, shape, fortran, f"{self.where} at {path}")
+        return array_from_bytes(raw, dt, shape, fortran, self.at(path))
 
     def sparse(self, node: Node, path: str) -> np.ndarray:
         st = node.state if node.has_state and type(node.state) is dict else {}
@@ -244,13 +242,14 @@ class Builder:
         if not (isinstance(storage, Node) and storage.role == "from_bytes" and len(storage.args) == 1
                 and type(storage.args[0]) in (bytes, str)):  # fmt: skip
             raise self.fail(path, f"tensor storage is {describe(storage)}, not torch.storage._load_from_bytes(bytes)")
-        size, stride = self.shape(size, path), self.shape(stride, path)
+        size, stride = checked_shape(size, self.at(path)), checked_shape(stride, self.at(path))
         if len(size) != len(stride) or type(offset) is not int or offset < 0:
             raise self.fail(path, f"tensor of size {size} with stride {stride} and offset {describe(offset)}")
         sid = id(storage)
         if sid not in self.done:
             blob = storage.args[0]
-            self.done[sid] = self.parse_storage(blob.encode("latin1") if type(blob) is str else blob, path)
+            self.done[sid] = self.parse_storage(blob.encode("latin1") if type(blob) is str else blob, self.at(path),
+                                                self.budget)  # fmt: skip
         stype, raw = self.done[sid]
         tname, elsize = STORAGES[stype]
         numel = len(raw) // elsize
