@@ -35,6 +35,7 @@ from dre.utils.synthetic import is_synthetic_assets
 STAGING = "dre-add"  # staging folders are .dre-add.<random>.tmp inside the assets folder
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _CFG_BYTES = 1 << 20
+_ARCHIVE_SUFFIX = re.compile(r"\.(tar\.gz|tar\.bz2|tar\.xz|tgz|zip|tar)$", re.IGNORECASE)  # model names may have dots
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,6 @@ def _stage_file(st: _Stager, rel: str) -> None:
     st.staged[rel] = str(st.src)
 
 
-def _strip_archive_suffix(name: str) -> str:
-    """``EMOCA_v2_lr_cos_1.5.zip`` -> ``EMOCA_v2_lr_cos_1.5`` (model names may contain dots)."""
-    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _emoca_pieces(arc: Archive) -> list[tuple[str, Member, Member]]:
     """(model name, cfg.yaml member, best checkpoint member) of every EMOCA model folder in ``arc``."""
     found = []
@@ -115,7 +108,7 @@ def _emoca_pieces(arc: Archive) -> list[tuple[str, Member, Member]]:
         best = best_checkpoint(ckpts)
         if best is None:
             raise DreError(f"{arc.path}: {m.name} has no EMOCA checkpoint ('...=<val_loss>.ckpt') beside it")
-        name = folder.name if folder.name else _strip_archive_suffix(arc.path.name)
+        name = folder.name if folder.name else _ARCHIVE_SUFFIX.sub("", arc.path.name)
         if not _MODEL_NAME.match(name):
             raise DreError(f"{arc.path}: EMOCA model folder name {name!r} is not a plain name; refusing it")
         found.append((name, m, arc.by_name[best.as_posix()]))

@@ -1,15 +1,12 @@
 """``dre assets fetch``: download the freely downloadable asset files into their places.
 
-Only files their authors publish without registration are fetched: face-alignment's two weight files
-(the FAN back-end of ``dre align``) and the two DECA data files the project reads. The licensed ones
-(FLAME, DECA's model, EMOCA) need the user's registration and go through ``dre assets add``.
+Only files their authors publish without registration are fetched (:mod:`dre.assets.downloads` pins them
+and says why no checksum is recorded yet); the licensed ones go through ``dre assets add``.
 
 Each file: skipped when a valid one is already in place (whoever put it there); otherwise downloaded
 (resuming an earlier partial download), checked against a recorded sha256 where one is known, validated
 by the same loader ``dre assets check`` runs, and published by one rename. A file that fails validation
 is removed. A file at the destination that is invalid and that dre did not place is never touched.
-
-The pinned sources are in :mod:`dre.assets.downloads` (which also says why no checksum is recorded yet).
 """
 
 from __future__ import annotations

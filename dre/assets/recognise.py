@@ -20,9 +20,10 @@ from dre.assets.catalog import DECA_FILE, FAN_DIR, FLAME_FILE, LANDMARK_FILE, TE
 from dre.assets.validate import fan_kind
 from dre.errors import DreError
 from dre.face3d.encoder_files import torch_load_weights
+from dre.safety.unpickle import TORCH_MAGIC
 
-TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-"""How a pre-1.6 ``torch.save`` file starts: the pickled magic number 0x1950a86a20f9469cfc6c."""
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + TORCH_MAGIC.to_bytes(10, "little")
+"""How a pre-1.6 ``torch.save`` file starts: its magic number pickled (protocol 2, LONG1 of 10 bytes)."""
 SINGLE_FILES = {"pickle": FLAME_FILE, "npy": LANDMARK_FILE, "obj": TEMPLATE_FILE}
 """Containers that hold one asset file each (its loader, e.g. the restricted unpickler, confirms it)."""
 

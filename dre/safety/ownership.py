@@ -79,8 +79,7 @@ def read_marker(folder: str | os.PathLike[str]) -> dict | None:
     return data if isinstance(data, dict) and data.get("format") == MARKER_FORMAT else None
 
 
-def write_marker(folder: str | os.PathLike[str], command: str, *, hashes: bool = False, listing: bool = True,
-                 extra: dict | None = None) -> None:  # fmt: skip
+def write_marker(folder: str | os.PathLike[str], command: str, *, hashes: bool = False, listing: bool = True) -> None:
     """Record in ``folder`` that ``command`` made it (and what it holds); call when the folder is complete."""
     folder = Path(folder)
     files = None
@@ -91,7 +90,7 @@ def write_marker(folder: str | os.PathLike[str], command: str, *, hashes: bool =
             if hashes:
                 entry["sha256"] = _sha256(folder / rel)
             files[rel.as_posix()] = entry
-    data = {"format": MARKER_FORMAT, "command": command, "files": files, **(extra or {})}
+    data = {"format": MARKER_FORMAT, "command": command, "files": files}
     atomic_write_text(folder / MARKER, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
