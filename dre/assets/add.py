@@ -27,7 +27,7 @@ from dre.assets.config import AddConfig
 from dre.assets.catalog import EMOCA_DIR, FLAME_FILE, best_checkpoint
 from dre.assets.placement import folder_lock, record, valid_in_place
 from dre.assets.recognise import file_role, member_role
-from dre.assets.validate import file_validator, problem
+from dre.assets.check import check_assets, file_validator, format_table, problem
 from dre.errors import DreError
 from dre.safety.atomic import publish_dir, publish_file, sweep
 from dre.utils.synthetic import is_synthetic_assets
@@ -218,8 +218,6 @@ def add_one(root: Path, src: Path, *, limits: Limits = Limits(), official: bool 
 
 def run(cfg: AddConfig, stream: Any = None) -> list[Placed]:
     """Add every input (each all-or-nothing), print the ``dre assets check`` table, then report failures."""
-    from dre.assets.check import check_assets, format_table  # the heavy loaders, only when run
-
     out = sys.stderr if stream is None else stream
     root = Path(cfg.assets)
     if not cfg.inputs:

@@ -20,7 +20,7 @@ from dre.assets.config import FetchConfig
 from dre.assets.downloads import DOWNLOADS, Download
 from dre.assets.http import describe_proxy, discard_part, download, part_path
 from dre.assets.placement import folder_lock, record, valid_in_place
-from dre.assets.validate import file_validator, problem
+from dre.assets.check import file_validator, problem
 from dre.errors import DreError
 from dre.safety.atomic import publish_file
 from dre.utils.hashing import sha256_file

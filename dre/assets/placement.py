@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from dre.assets.validate import problem
+from dre.assets.check import problem
 from dre.errors import DreError
 from dre.safety.atomic import atomic_write_text
 from dre.utils.hashing import sha256_file

@@ -5,7 +5,7 @@ right place is the most common asset failure. The first bytes say the container 
 zip, tar, OBJ text, YAML, HTML); zip-based files are told apart by their member names (a ``.npz`` holds
 ``mean.npy``/``tex_dir.npy``, a ``torch.save`` file ``<name>/data.pkl``); torch files by their keys
 (``E_flame`` = DECA, S3FD/FAN layer names = face-alignment). The real loader then has the last word
-(:mod:`dre.assets.validate`). Names are used only to choose among files of the same kind: FLAME2020.zip
+(:mod:`dre.assets.check`). Names are used only to choose among files of the same kind: FLAME2020.zip
 holds three FLAME models of identical structure, of which DECA/EMOCA use ``generic_model.pkl``.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from dre.assets.archive import is_tar
 from dre.assets.catalog import DECA_FILE, FAN_DIR, FLAME_FILE, LANDMARK_FILE, TEMPLATE_FILE, TEXTURE_FILE
-from dre.assets.validate import fan_kind
+from dre.assets.check import fan_kind
 from dre.errors import DreError
 from dre.face3d.encoder_files import torch_load_weights
 from dre.safety.unpickle import TORCH_MAGIC
