@@ -1,6 +1,6 @@
 """``dre assets fetch``: download the freely downloadable asset files into their places.
 
-Only files their authors publish without registration are fetched (:mod:`dre.assets.downloads` pins them
+Only files their authors publish without registration are fetched (:mod:`dre.assets.catalog` pins them
 and says why no checksum is recorded yet); the licensed ones go through ``dre assets add``.
 
 Each file: skipped when a valid one is already in place (whoever put it there); otherwise downloaded
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from dre.assets.catalog import DOWNLOADS, Download
+from dre.assets.check import file_validator, problem
 from dre.assets.config import FetchConfig
-from dre.assets.downloads import DOWNLOADS, Download
 from dre.assets.http import describe_proxy, discard_part, download, part_path
 from dre.assets.placement import folder_lock, record, valid_in_place
-from dre.assets.check import file_validator, problem
 from dre.errors import DreError
 from dre.safety.atomic import publish_file
 from dre.utils.hashing import sha256_file
