@@ -180,11 +180,8 @@ class _Unpickler(pickle._Unpickler):  # type: ignore[name-defined]
         inst = self.stack[-1]
         if not isinstance(inst, Node) or inst.has_state:
             raise self.refuse(f"opcode BUILD on {describe(inst)}")
-        if inst.role in ("stub", "sparse") and type(state) is dict:
-            pass
-        elif inst.role in ("reconstruct", "dtype") and type(state) is tuple:
-            pass
-        else:
+        if not ((inst.role in ("stub", "sparse") and type(state) is dict)
+                or (inst.role in ("reconstruct", "dtype") and type(state) is tuple)):
             raise self.refuse(f"opcode BUILD on {describe(inst)} with {describe(state)} as state")
         inst.state, inst.has_state = state, True
 

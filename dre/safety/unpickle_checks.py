@@ -128,9 +128,8 @@ class Builder:
         return out
 
     def dict_key(self, k: Any, path: str) -> Any:
-        if k is None or type(k) in (bool, int, float, str, bytes):
-            return k
-        if type(k) is tuple and all(x is None or type(x) in (bool, int, float, str, bytes) for x in k):
+        plain = (type(None), bool, int, float, str, bytes)
+        if type(k) in plain or (type(k) is tuple and all(type(x) in plain for x in k)):
             return k
         raise self.fail(path, f"a dict key is {describe(k)}")
 
