@@ -16,7 +16,6 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,7 +24,7 @@ import yaml
 from dre.assets.archive import Archive, Limits, Member
 from dre.assets.config import AddConfig
 from dre.assets.catalog import EMOCA_DIR, FLAME_FILE, best_checkpoint
-from dre.assets.placement import folder_lock, record, valid_in_place
+from dre.assets.placement import Placed, folder_lock, record, valid_in_place
 from dre.assets.recognise import file_role, member_role
 from dre.assets.check import check_assets, file_validator, format_table, problem
 from dre.errors import DreError
@@ -36,13 +35,6 @@ STAGING = "dre-add"  # staging folders are .dre-add.<random>.tmp inside the asse
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _CFG_BYTES = 1 << 20
 _ARCHIVE_SUFFIX = re.compile(r"\.(tar\.gz|tar\.bz2|tar\.xz|tgz|zip|tar)$", re.IGNORECASE)  # model names may have dots
-
-
-@dataclass(frozen=True)
-class Placed:
-    rel: str
-    action: str  # "added" or "present" (valid already, untouched)
-    source: str
 
 
 class _Stager:

@@ -12,7 +12,6 @@ is removed. A file at the destination that is invalid and that dre did not place
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,18 +19,11 @@ from dre.assets.catalog import DOWNLOADS, Download
 from dre.assets.check import file_validator, problem
 from dre.assets.config import FetchConfig
 from dre.assets.http import describe_proxy, discard_part, download, part_path
-from dre.assets.placement import folder_lock, record, valid_in_place
+from dre.assets.placement import Placed, folder_lock, record, valid_in_place
 from dre.errors import DreError
 from dre.safety.atomic import publish_file
 from dre.utils.hashing import sha256_file
 from dre.utils.synthetic import is_synthetic_assets
-
-
-@dataclass(frozen=True)
-class Outcome:
-    rel: str
-    action: str  # "present" (valid, untouched), "downloaded", "would download"
-    url: str
 
 
 def plan(groups: tuple[str, ...], mirror: str | None = None) -> list[tuple[Download, str]]:
@@ -66,7 +58,7 @@ def fetch_one(root: Path, item: Download, url: str, *, timeout: float, retries: 
     return "downloaded"
 
 
-def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
+def run(cfg: FetchConfig, stream: Any = None) -> list[Placed]:
     """Fetch every file of ``cfg.what``; all files are tried, failures are reported together at the end."""
     out = sys.stderr if stream is None else stream
     root = Path(cfg.assets)
@@ -77,7 +69,7 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
             note = " (a partial download will be resumed)" if part_path(dest).exists() else ""
             state = "present" if dest.exists() else "missing"
             print(f"{item.rel}: {state}; would fetch {url} ({describe_proxy(url)}){note}", file=out)
-        return [Outcome(i.rel, "would download", u) for i, u in items]
+        return [Placed(i.rel, "would download", u) for i, u in items]
     outcomes, errors = [], []
     with folder_lock(root, "dre assets fetch"):
         official = not is_synthetic_assets(root)
@@ -90,7 +82,7 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
                 continue
             said = "already present and valid, left untouched" if action == "present" else "downloaded"
             print(f"{item.rel}: {said}", file=out)
-            outcomes.append(Outcome(item.rel, action, url))
+            outcomes.append(Placed(item.rel, action, url))
     if errors:
         raise DreError(f"{len(errors)} of {len(items)} file(s) not fetched:\n" + "\n".join(errors))
     return outcomes

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +27,16 @@ from dre.utils.hashing import sha256_file
 
 MANIFEST = ".dre-assets.json"
 MANIFEST_FORMAT = "dre-assets/1"
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What fetch or add did at one destination: ``action`` is ``present`` (valid already, untouched),
+    ``downloaded`` / ``would download`` (fetch) or ``added`` (add); ``source`` is the URL or input."""
+
+    rel: str
+    action: str
+    source: str
 
 
 @contextlib.contextmanager
