@@ -59,15 +59,13 @@ def fan_kind(state: Any) -> str | None:
     return None
 
 
-def validate_fan(path: Path, expected: str | None = None) -> str:
-    """A face-alignment weight file: a readable torch state dict of S3FD or 2D-FAN-4; returns which."""
-    state = torch_load_weights(path, FAN_DIR)
-    kind = fan_kind(state)
+def validate_fan(path: Path, expected: str) -> None:
+    """A face-alignment weight file: a readable torch state dict of ``expected`` (S3FD or 2D-FAN-4)."""
+    kind = fan_kind(torch_load_weights(path, FAN_DIR))
     if kind is None:
         raise DreError(f"{path}: a torch file, but not face-alignment's S3FD or 2D-FAN-4 weights (unexpected keys)")
-    if expected is not None and kind != expected:
+    if kind != expected:
         raise DreError(f"{path}: holds the weights of {kind}, not {expected}")
-    return kind
 
 
 def validate_deca(path: Path) -> None:
