@@ -71,10 +71,8 @@ class Progress:
         self.last = now
         mib = done / 2**20
         rate = mib / max(now - self.t0, 1e-6)
-        if total:
-            text = f"{self.label}: {mib:7.1f} / {total / 2**20:.1f} MiB {100 * done / total:3.0f}% {rate:6.1f} MiB/s"
-        else:
-            text = f"{self.label}: {mib:7.1f} MiB {rate:6.1f} MiB/s"
+        size = f"/ {total / 2**20:.1f} MiB {100 * done / total:3.0f}%" if total else "MiB"
+        text = f"{self.label}: {mib:7.1f} {size} {rate:6.1f} MiB/s"
         end = "\n" if final or not self.tty else ""
         self.stream.write(("\r" if self.tty else "") + text + end)
         self.stream.flush()
