@@ -145,7 +145,7 @@ def _stage_archive(st: _Stager, limits: Limits) -> None:
             if role is None or not st.wanted(role):
                 tmp.unlink()
                 continue
-            _accept(st, role, [(m, tmp)])
+            _accept(st, role, m, tmp)
         for role, members in candidates.items():
             canonical = [m for m in members if PurePosixPath(m.name).name == PurePosixPath(role).name]
             if role == FLAME_FILE and len(members) > 1:
@@ -156,30 +156,25 @@ def _stage_archive(st: _Stager, limits: Limits) -> None:
                 members = canonical + [m for m in members if m not in canonical]
             if not st.wanted(role):
                 continue
-            staged = []
             for j, m in enumerate(members):
                 tmp = st.staging / f".cand-{len(st.staged)}-{j}"
                 arc.extract(m, tmp)
-                staged.append((m, tmp))
-                if _accept(st, role, staged[-1:], quiet=j + 1 < len(members)):
+                if _accept(st, role, m, tmp, quiet=j + 1 < len(members)):
                     break
 
 
-def _accept(st: _Stager, rel: str, tries: list[tuple[Member, Path]], quiet: bool = False) -> bool:
-    """Move the first valid extracted candidate to ``staging/rel``; DreError (unless ``quiet``) if none is."""
-    problems = []
-    for m, tmp in tries:
-        dest = st.staging / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.replace(dest)
-        why = st.check(rel)
-        if why is None:
-            st.staged[rel] = f"{st.src}!{m.name}"
-            return True
-        dest.unlink()
-        problems.append(f"{m.name}: {why}")
+def _accept(st: _Stager, rel: str, m: Member, tmp: Path, quiet: bool = False) -> bool:
+    """Move ``tmp`` (extracted from ``m``) to ``staging/rel`` when valid; DreError (unless ``quiet``) if not."""
+    dest = st.staging / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(dest)
+    why = st.check(rel)
+    if why is None:
+        st.staged[rel] = f"{st.src}!{m.name}"
+        return True
+    dest.unlink()
     if not quiet:
-        raise DreError(f"{st.src}: no valid {rel} in it ({'; '.join(problems)})")
+        raise DreError(f"{st.src}: no valid {rel} in it ({m.name}: {why})")
     return False
 
 
