@@ -54,14 +54,8 @@ SOURCES: dict[str, str] = {
         "register at https://flame.is.tue.mpg.de, download 'FLAME texture space' (FLAME_texture.npz), then "
         "`dre assets add <the download> --assets <assets>`"
     ),
-    TEMPLATE_FILE: (
-        "`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
-        "https://github.com/yfeng95/DECA/tree/master/data, head_template.obj)"
-    ),
-    LANDMARK_FILE: (
-        "`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
-        "https://github.com/yfeng95/DECA/tree/master/data, landmark_embedding.npy)"
-    ),
+    **{name: ("`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
+              f"https://github.com/yfeng95/DECA/tree/master/data, {name})") for name in (TEMPLATE_FILE, LANDMARK_FILE)},
     DECA_FILE: (
         "DECA README 'DECA trained model': https://drive.google.com/file/d/1rp8kdyLPvErw2dTmqtjISRVvQLj6Yzje "
         "(a torch.save file, do not untar it), then `dre assets add deca_model.tar --assets <assets>`"
