@@ -85,7 +85,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     from dre.utils.cliconfig import from_namespace
 
     from dre.assets.config import FetchConfig
-    from dre.assets.downloads import GROUPS
+    from dre.assets.catalog import GROUPS
     from dre.assets.fetch import run
 
     words = tuple(w for arg in args.what for w in arg.split(",") if w)
