@@ -57,7 +57,7 @@ def load_init(model: nn.Module, path: str, model_cfg: Any, diff_cfg: Any) -> dic
             )
     dc = meta.get("diffusion_config")
     if isinstance(dc, dict) and not meta.get("official"):
-        mine = diff_cfg.to_dict() if hasattr(diff_cfg, "to_dict") else dict(vars(diff_cfg))
+        mine = diff_cfg.to_dict()
         bad = [f"{k}: file {dc[k]!r} vs flags {mine[k]!r}" for k in ("steps", "schedule") if k in dc and dc[k] != mine.get(k)]
         if bad:
             raise DreError(f"--init {path} was trained with another noise schedule ({'; '.join(bad)}); pass "
