@@ -2,7 +2,7 @@
 
 A stage package (``dre.align``, ``dre.extract``, ``dre.pack``, ``dre.train``, ``dre.edit``; likewise ``dre.demo``
 and ``dre.edit.video``, whose config classes have other names) exposes a ``Config`` dataclass and ``run(cfg)``.
-Its command module only names it and says what to print when the run is done; this class adds the flags
+Its entry in ``dre.commands`` only names it and says what to print when the run is done; this class adds the flags
 (``dre.utils.cliconfig``), builds the ``Config`` from the parsed namespace and calls ``run``. The stage package
 is imported only when its flags are needed, so ``dre align`` never imports the training stack.
 """
