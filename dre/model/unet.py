@@ -163,8 +163,7 @@ class UNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        cfg.validate()
-        self.cfg = cfg
+        self.cfg = cfg  # validated when it was built (ModelConfig.__post_init__)
         mc, groups = cfg.model_channels, cfg.norm_groups
         mult = cfg.resolved_channel_mult()
         attn_ds = cfg.attention_downsample_factors()
