@@ -96,10 +96,10 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     local_batch = part.stop - part.start
     precision = resolve_precision(cfg.precision, device)
 
-    model, diffusion, model_cfg, diff_cfg = build_model(cfg)
+    model, diffusion = build_model(cfg)
     init_meta: dict[str, Any] = {}
     if cfg.stage == 2:
-        init_meta = load_init(model, str(cfg.init), model_cfg, diff_cfg)
+        init_meta = load_init(model, cfg)
     synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
     if synthetic and dist.is_main:
         warn_synthetic("dre train")
@@ -292,7 +292,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
         }
         if cfg.stage == 2:
             meta["init"] = str(cfg.init)
-        save_model_file(out, model, model_cfg, diff_cfg, meta, ema_state=ema.state_dict() if ema else None)
+        save_model_file(out, model, cfg.model, cfg.diffusion, meta, ema_state=ema.state_dict() if ema else None)
         log.info("exported %s", out)
     dist.barrier()
     return out
