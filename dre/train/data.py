@@ -111,17 +111,11 @@ class LmdbData:
 
 
 class MemoryData:
-    """Stage 2 (or tests): the whole album as two tensors on the training device."""
+    """Stage 2: the whole album as two tensors on the training device."""
 
-    def __init__(self, images: torch.Tensor, cond: torch.Tensor, info: DataInfo) -> None:
-        if images.shape[0] != cond.shape[0] or images.shape[0] == 0:
-            raise DreError(f"album tensors disagree or are empty: images {tuple(images.shape)}, cond {tuple(cond.shape)}")
-        self.images, self.cond, self.info = images, cond, info
-
-    @classmethod
-    def from_lmdb(cls, info: DataInfo, device: torch.device) -> MemoryData:
-        images, cond = load_album_tensors(info.lmdbs[0])
-        return cls(images.to(device), cond.to(device), info)
+    def __init__(self, info: DataInfo, device: torch.device) -> None:
+        images, cond = load_album_tensors(info.lmdbs[0])  # as many conds as images, at least one
+        self.images, self.cond, self.info = images.to(device), cond.to(device), info
 
     def batches(self, stream: EpochStream, global_batch: int, rank: int, world: int, start: int, end: int,
                 device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

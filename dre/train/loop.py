@@ -80,7 +80,7 @@ def run(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Pa
     try:
         info = inspect_lmdbs(cfg.lmdb, cfg.model.image_size)
         data: LmdbData | MemoryData
-        data = MemoryData.from_lmdb(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
+        data = MemoryData(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
         return run_training(cfg, data, dist, device, on_step=on_step)
     finally:
         dist.close()
