@@ -65,8 +65,8 @@ def test_sweep_frames_equal_single_edits_and_need_no_target(case, tmp_path):
         assert frame == (single / f"{stem}_pose_yaw20.png").read_bytes()
         assert (out / f"{stem}_pose_yaw-20..20x3.gif").stat().st_size > 0
         assert (out / f"{stem}_pose_yaw-20..20x3.mp4").stat().st_size > 0
-    gif = Image.open(out / "p1_pose_yaw-20..20x3.gif")
-    assert gif.n_frames == 3
+    with Image.open(out / "p1_pose_yaw-20..20x3.gif") as gif:
+        assert gif.n_frames == 3
     assert (out / "pose_yaw-20..20x3_sheet.png").is_file()
     seqs = json.loads((out / "sequences.json").read_text())["sequences"]
     assert [s["source_stem"] for s in seqs] == ["p1", "p2"]
@@ -102,7 +102,8 @@ def test_frames_folder_target_drives_one_picture_per_frame_with_scores(case, tmp
     assert still["transfer"].isna().all()  # a yaw has no target to transfer from
     seqs = json.loads((out / "sequences.json").read_text())["sequences"]
     assert {s["driven"] for s in seqs} == {True} and len(seqs) == 2
-    sheet = np.asarray(Image.open(out / "exp+light_sheet.png"))
+    with Image.open(out / "exp+light_sheet.png") as img:
+        sheet = np.asarray(img)
     assert sheet.shape[0] > 3 * 96  # target row + two sources
     # `dre score` on the folder scores each driven frame against its own target frame, as the edit did
     from dre.score import Config as ScoreConfig, run as score_run
@@ -134,3 +135,23 @@ def test_cli_rejects_a_bad_sweep_before_any_work(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--sweep" in err and "azimuth=-200 is out of range; allowed [-180, 180] degrees" in err, err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_a_rig_term_reads_another_photo_exactly_as_it_reads_the_target(case, tmp_path):
+    """`light:from=PATH` (what the workflow's align_reference feeds an edits.tsv row) gives the picture that
+    `light:from=target` gives with that photo as the target, and needs no target of its own."""
+    lamp = case["root"] / "lamp"
+    if not lamp.exists():
+        write_aligned(lamp, ["l0"], seed=61)
+    by_path = edit.run(_cfg(case, tmp_path / "path", modes=parse_modes(f"light:from={lamp}")))
+    by_target = edit.run(_cfg(case, tmp_path / "target", target=lamp, modes=parse_modes("light:from=target")))
+    rows_path, rows_target = EDIT.read(by_path / EDIT_FILE)[0], EDIT.read(by_target / EDIT_FILE)[0]
+    assert len(rows_path) == len(rows_target) == 2
+    for a, b in zip(rows_path["file"], rows_target["file"]):
+        assert (by_path / a).read_bytes() == (by_target / b).read_bytes()
+    np.testing.assert_array_equal(np.stack(rows_path["light"].map(np.asarray)),
+                                  np.stack(rows_target["light"].map(np.asarray)))
+    own = EDIT.read(edit.run(_cfg(case, tmp_path / "own", modes=parse_modes("pose:yaw=0"))) / EDIT_FILE)[0]
+    assert not np.allclose(np.stack(own["light"].map(np.asarray)), np.stack(rows_path["light"].map(np.asarray)))
+    with pytest.raises(DreError, match="does not exist"):
+        edit.run(_cfg(case, tmp_path / "missing", modes=parse_modes(f"light:from={case['root'] / 'nowhere.png'}")))

@@ -41,7 +41,7 @@ PARSE = textwrap.dedent(
 LOCAL = {"report_loss_stage1", "report_loss_stage2", "report_align", "report_align_target", "report_extract",
          "report_scores"}
 # Real work: each one a cluster job.
-SUBMITTED = {"align", "align_target", "extract", "pack", "train_stage1", "train_stage2", "edit", "score",
+SUBMITTED = {"align", "align_target", "align_reference", "extract", "pack", "train_stage1", "train_stage2", "edit", "score",
              "demo_album", "demo_assets", "video_frames"}
 
 

@@ -167,6 +167,24 @@ def test_sweep_and_sequence_rows_are_ordinary_edits(layout: Layout) -> None:
     assert "--input data/clip" in result.stdout and "--target results/targets/obama_clip" in result.stdout
 
 
+def test_rig_terms_may_read_other_photos_which_are_aligned_first(layout: Layout) -> None:
+    """`light:from=PHOTO` / `towards=PHOTO` in a sheet: each distinct photo is aligned once by
+    align_reference, and the edit reads the aligned folder in its place (the target is aligned as usual)."""
+    lamp = layout.root / "data" / "lamp.jpg"
+    lamp.parent.mkdir(parents=True, exist_ok=True)
+    lamp.write_bytes(b"")
+    layout.append_row("edits.tsv", ["obama_lamp", "obama", "data/targets/obama_12.png", "false",
+                                    "exp+light:from=data/lamp.jpg,pose:towards=data/lamp.jpg,strength=0.5",
+                                    "deca", "emoca", "0", "inversion", "light and half the pose of another photo"])
+    result = layout.snakemake("-n", "-p", "results/edits/obama_lamp")
+    jobs = planned_jobs(result)
+    assert jobs["align_reference"] == 1 and jobs["align_target"] == 1 and jobs["edit"] == 1
+    assert "--input data/lamp.jpg --output results/references/obama_lamp/ref0" in result.stdout
+    folder = "results/references/obama_lamp/ref0"
+    assert f"--modes exp+light:from={folder},pose:towards={folder},strength=0.5" in result.stdout
+    assert "--target results/targets/obama_lamp" in result.stdout
+
+
 def test_a_video_target_is_decoded_into_frames_then_aligned(layout: Layout) -> None:
     """A driving clip in the target column: video_frames decodes it (with the config's `video:` settings),
     align_target aligns the frames, the edit reads them as a driving sequence."""
@@ -214,8 +232,15 @@ BAD_ROWS = [
         "edits.tsv",
         ["e2", "obama", "data/targets/obama_12.png", "false", "light:from=data/x.png", "deca", "emoca", "0", "noise",
          ""],
-        ["config/edits.tsv, row 3, column 'modes'", "in a sheet rig terms read the row's target"],
-        id="rig-reads-another-image",
+        ["config/edits.tsv, row 3, column 'modes'", "reference photo 'data/x.png' does not exist"],
+        id="rig-reads-a-missing-photo",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["e2", "obama", "data/targets/obama_12.png", "false", "light:from=data/targets", "deca", "emoca", "0",
+         "noise", ""],
+        ["config/edits.tsv, row 3, column 'modes'", "reference 'data/targets' is a folder; a rig term reads one photo"],
+        id="rig-reads-a-folder",
     ),
     pytest.param(
         "edits.tsv",

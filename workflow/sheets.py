@@ -143,27 +143,42 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
         elif Path(target) not in made_by_rules and not (Path(target).is_file() or Path(target).is_dir()):
             raise _sheet_error(esheet, row["_line"], "target",
                                f"target image or frames folder '{target}' does not exist")
+        for ref in sheet_references(modes):
+            _check_reference(esheet, row["_line"], ref)
 
 
 def _parse_modes(sheet: str | Path, row: dict) -> list:
-    """The row's modes parsed as `dre edit` parses them (rig terms validated: name, range, units).
-
-    In a sheet a rig term may read only ``target`` (the row's target, which the workflow aligns); another
-    image would reach `dre edit` unaligned.
-    """
+    """The row's modes parsed as `dre edit` parses them (rig terms validated: name, range, units)."""
     from dre.edit.modes import parse_modes  # the checkout is on sys.path (common.smk); no torch is loaded
     from dre.errors import DreError
 
     try:
-        modes = parse_modes(row["modes"], flag="modes")
+        return parse_modes(row["modes"], flag="modes")
     except DreError as exc:
         raise _sheet_error(sheet, row["_line"], "modes", str(exc)) from None
+
+
+def sheet_references(modes: list) -> list[str]:
+    """The reference photos a row's rig terms read besides its target (``light:from=lamp.jpg``), in order of
+    first use, each once. The workflow aligns each one (rule align_reference) before the edit reads it."""
+    refs: list[str] = []
     for m in modes:
-        other = [r for r in m.references if r != "target"]
-        if other:
-            raise _sheet_error(sheet, row["_line"], "modes",
-                               f"mode {m.name!r} reads {other[0]!r}; in a sheet rig terms read the row's target "
-                               "(write towards=target / from=target and put the photo in the target column)")
-    return modes
+        refs += [r for r in m.references if r != "target" and r not in refs]
+    return refs
+
+
+def _check_reference(sheet: str | Path, line: int, ref: str) -> None:
+    """A reference in a sheet is one photo: the workflow aligns it and the edit reads its single face."""
+    from dre.utils.images import is_image_name, is_video_name
+
+    path = Path(ref)
+    if path.is_dir() or is_video_name(ref):
+        raise _sheet_error(sheet, line, "modes",
+                           f"reference '{ref}' is a {'folder' if path.is_dir() else 'video'}; a rig term reads one "
+                           "photo (to drive an edit by frames, put the folder or clip in the target column)")
+    if not is_image_name(ref):
+        raise _sheet_error(sheet, line, "modes", f"reference '{ref}' is not a photo file name")
+    if not path.is_file():
+        raise _sheet_error(sheet, line, "modes", f"reference photo '{ref}' does not exist")
 
 

@@ -44,3 +44,22 @@ use rule align as align_target with:
     resources:
         mem_mb=4000,
         runtime=10,
+
+
+use rule align as align_reference with:
+    input:
+        photo=reference_photo,
+    output:
+        directory("results/references/{edit}/{ref}"),
+    log:
+        "logs/align_reference/{edit}.{ref}.log",
+    benchmark:
+        "benchmarks/align_reference/{edit}.{ref}.tsv"
+    params:
+        folder=reference_photo,
+        settings=reference_align_flags,
+        torch_home=f"{config['assets']}/torch",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,

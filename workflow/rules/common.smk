@@ -7,6 +7,7 @@ flags by name (key `batch_size` = flag `--batch-size`), so `stage_flags` passes 
 """
 
 import math
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from sheets import check_cross_references, load_sheet  # noqa: E402  (workflow/sheets.py: testable on its own)
+from sheets import check_cross_references, load_sheet, sheet_references  # noqa: E402  (workflow/sheets.py: testable on its own)
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
@@ -22,6 +23,7 @@ sys.path.insert(0, str(DRE_ROOT))
 from dre.utils.cliconfig import to_flags  # noqa: E402  (standard library only: no engine dependencies)
 from dre.launch import JobShape, keep_attempt_log, launch_command, slurm_resources  # noqa: E402  (likewise)
 from dre.utils.images import is_video_name, list_images  # noqa: E402  (the suffixes `dre` reads: one list)
+from dre.edit.modes import parse_modes  # noqa: E402  (parsing only: no torch)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
@@ -46,6 +48,13 @@ ALBUMS = load_sheet(config["albums"], SCHEMAS / "albums.schema.yaml", "album")
 EDITS = load_sheet(config["edits"], SCHEMAS / "edits.schema.yaml", "edit")
 PRIORS = config["stage1"]["priors"]
 check_cross_references(config, ALBUMS, EDITS, made_by_rules=frozenset(DEMO_PHOTOS.values()))
+
+# Reference photos a row's rig terms read besides its target (`light:from=lamp.jpg`): each is aligned by
+# align_reference into results/references/<edit>/refK, and the edit reads that folder in its place.
+REFERENCES = {
+    edit: {ref: f"results/references/{edit}/ref{k}" for k, ref in enumerate(sheet_references(parse_modes(row["modes"])))}
+    for edit, row in EDITS.items()
+}
 
 
 def _alternatives(names):
@@ -108,6 +117,28 @@ def target_align_flags(wildcards):
     )
 
 
+def reference_photo(wildcards):
+    """The photo behind results/references/<edit>/<ref>."""
+    return {folder: ref for ref, folder in REFERENCES[wildcards.edit].items()}[
+        f"results/references/{wildcards.edit}/{wildcards.ref}"
+    ]
+
+
+def reference_align_flags(wildcards):
+    """A reference photo is aligned like the edit's target (largest face), never taken as already aligned."""
+    album = EDITS[wildcards.edit]["album"]
+    return stage_flags(config["align"], backend=album_backend(album), multi_face="largest", already_aligned=False)
+
+
+def edit_modes(edit):
+    """The row's modes with each reference photo replaced by its aligned folder (what `dre edit` reads)."""
+    text = EDITS[edit]["modes"]
+    for ref, folder in REFERENCES[edit].items():
+        pattern = rf"((?:from|towards)\s*=\s*){re.escape(ref)}(?=\s*(?:$|[,+]))"
+        text = re.sub(pattern, lambda m: m.group(1) + folder, text, flags=re.IGNORECASE)
+    return text
+
+
 def prior_lmdbs(wildcards):
     return [f"results/lmdb/{a}.{wildcards.extractor}.lmdb" for a in PRIORS[wildcards.prior]["albums"]]
 
@@ -150,6 +181,8 @@ def edit_inputs(wildcards):
     }
     if row.get("target"):
         inputs["target"] = f"results/targets/{wildcards.edit}"
+    if REFERENCES[wildcards.edit]:
+        inputs["references"] = list(REFERENCES[wildcards.edit].values())
     return inputs
 
 
@@ -162,7 +195,7 @@ def edit_flags(wildcards):
     params-changed rerun check, so a changed seed in the sheet would not rerun the edit."""
     row = EDITS[wildcards.edit]
     values = dict(
-        modes=row["modes"],
+        modes=edit_modes(wildcards.edit),
         source_extractor=row["source_extractor"],
         target_extractor=row["target_extractor"],
         emoca_model=config["emoca_model"],
