@@ -81,7 +81,7 @@ def _config(name: str) -> type:
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Download what ``what`` names; exit 2 (DreError) when a file could not be fetched."""
-    from dre.assets.downloads import GROUPS
+    from dre.assets.catalog import GROUPS
     from dre.assets.fetch import run
 
     words = tuple(w for arg in args.what for w in arg.split(",") if w)
