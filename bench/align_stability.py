@@ -13,12 +13,17 @@ Run: python bench/align_stability.py
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from dre.align.ffhq import ffhq_quad
 from dre.align.mediapipe_mesh import MediaPipeBackend
-from dre.align.photos import IBUG_MIRROR, sample_photos
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _align_helpers import IBUG_MIRROR, sample_photos  # noqa: E402  (test fixtures: the demo's photos)
 
 QUAD_POINTS = [*range(36, 48), 48, 54]  # the points the FFHQ recipe uses
 

@@ -11,6 +11,7 @@ Run: python bench/bench_align.py [--reps N]
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +35,10 @@ def main() -> None:
 
     from dre import align
     from dre.align.ffhq import align_face
-    from dre.align.photos import sample_photos
     from dre.align.sidecar import write_sidecar
-    from dre.align.synthface import render_face, similarity, template_landmarks
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _align_helpers import render_face, sample_photos, similarity, template_landmarks  # noqa: E402
 
     photos = sample_photos()
     rows: list[tuple[str, str, float, float | None]] = []

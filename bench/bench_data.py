@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dre.data import FaceDataset, schema  # noqa: E402
-from dre.data.legacy import write_legacy_lmdb  # noqa: E402
+from tests._data_helpers import write_legacy_lmdb  # noqa: E402  (the original layout: a test fixture)
 from dre.data.store import build_lmdb  # noqa: E402
 
 

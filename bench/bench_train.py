@@ -46,7 +46,7 @@ def _cfg(args: argparse.Namespace):
 
 def _setup(args: argparse.Namespace, recipe: str, device: torch.device):
     cfg = _cfg(args)
-    model, diffusion, _, _ = build_model(cfg)
+    model, diffusion = build_model(cfg)
     model.to(device)
     if recipe != "ours":
         use_original_recipe(model)

@@ -119,7 +119,7 @@ def train_setup(sz: Sizes, device: torch.device, recipe: str, stage: int = 1):
     cfg = TrainConfig(stage=stage, lmdb=["<random>"], run_dir="-", out="-", model=model_cfg, batch_size=batch,
                       max_steps=1, device=str(device), init="-" if stage == 2 else None).resolved()
     torch.manual_seed(0)
-    model, diffusion, _, _ = build_model(cfg)
+    model, diffusion = build_model(cfg)
     model.to(device).train()
     if recipe == "original":
         use_original_recipe(model)

@@ -205,25 +205,23 @@ def _umask_mode(mode: int) -> int:
     return mode & ~mask
 
 
-def _save_jpeg(img: np.ndarray, dest: Path) -> None:
+def _publish(dest: Path, content: np.ndarray | str) -> None:
+    """Write a photo (JPEG) or a manifest (text) atomically, with the permissions a plain file would get."""
     with atomic_path(dest) as tmp:
-        Image.fromarray(img).save(tmp, format="JPEG", quality=92)
+        if isinstance(content, str):
+            tmp.write_text(content)
+        else:
+            Image.fromarray(content).save(tmp, format="JPEG", quality=92)
         os.chmod(tmp, _umask_mode(0o666))
 
 
-def _write_text(dest: Path, text: str) -> None:
-    with atomic_path(dest) as tmp:
-        tmp.write_text(text)
-        os.chmod(tmp, _umask_mode(0o666))
-
-
-def _same_manifest(folder: Path, manifest: dict) -> bool:
-    path = folder / MANIFEST_NAME
+def _up_to_date(manifest_path: Path, manifest: dict, files: list[Path]) -> bool:
+    """``manifest_path`` holds ``manifest`` (compared as JSON) and every file it describes exists."""
     try:
-        old = json.loads(path.read_text())
+        same = json.loads(manifest_path.read_text()) == json.loads(json.dumps(manifest))
     except (OSError, ValueError):
         return False
-    return old == json.loads(json.dumps(manifest)) and all((folder / v["file"]).is_file() for v in old["variants"])
+    return same and all(f.is_file() for f in files)
 
 
 def _is_demo_album(folder: Path) -> bool:
@@ -249,12 +247,12 @@ def build_album(out: str | Path, kind: str = "personal", n: int = 12, seed: int 
 def _write_variants(out: Path, manifest: dict, variants: list[Variant]) -> bool:
     """Render ``variants`` as JPEGs + ``manifest`` into folder ``out``, replaced atomically (an interrupted
     build leaves nothing partial); False, writing nothing, when ``out`` already holds this manifest."""
-    if _same_manifest(out, manifest):
+    if _up_to_date(out / MANIFEST_NAME, manifest, [out / v.file for v in variants]):
         return False
     with owned_dir(out, "dre demo-album", evidence=_is_demo_album) as tmp:
         for v in variants:
-            _save_jpeg(render_variant(v), tmp / v.file)
-        _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+            _publish(tmp / v.file, render_variant(v))
+        _publish(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
         os.chmod(tmp, _umask_mode(0o777))
     return True
 
@@ -265,17 +263,14 @@ def build_target(out: str | Path, seed: int = 0, source: str = "grace_hopper") -
     (v,) = sample_variants("target", 1, seed, sources=(source,))
     manifest = _manifest("target", 1, seed, [v])
     side = out.with_name(out.name + ".json")
-    try:
-        if out.is_file() and json.loads(side.read_text()) == json.loads(json.dumps(manifest)):
-            return False
-    except (OSError, ValueError):
-        pass
+    if _up_to_date(side, manifest, [out]):
+        return False
     if out.suffix.lower() not in (".jpg", ".jpeg"):
         raise DreError(f"demo target {out} must be a .jpg file name")
     claim_file(out, evidence=_is_demo_target, what=f"a demo target written by dre (with {side.name})", flag="--target")
     claim_file(side, evidence=lambda p: _is_demo_target(out), what="a demo target's manifest", flag="--target")
-    _save_jpeg(render_variant(v), out)
-    _write_text(side, json.dumps(manifest, indent=1) + "\n")
+    _publish(out, render_variant(v))
+    _publish(side, json.dumps(manifest, indent=1) + "\n")
     return True
 
 

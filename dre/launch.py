@@ -55,17 +55,13 @@ class JobShape:
         return self.nodes * self.processes
 
     @property
-    def multi_node(self) -> bool:
-        return self.nodes > 1
-
-    @property
     def uses_slurm_tasks(self) -> bool:
         """True when the job's ranks are SLURM tasks (srun or mpiexec inside the allocation).
 
         One rank never is: the SLURM executor refuses an MPI-style job of one task, and one process needs no
         launcher whatever ``launcher`` says.
         """
-        return self.multi_node or (self.launcher != "auto" and self.ranks > 1)
+        return self.nodes > 1 or (self.launcher != "auto" and self.ranks > 1)
 
 
 def launch_command(shape: JobShape, python: str = "python") -> str:

@@ -68,9 +68,6 @@ class Table:
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
-    def arrow_schema(self) -> "pa.Schema":
-        return pa.schema([(name, _arrow_type(spec)) for name, spec in self.columns])
-
     # ------------------------------------------------------------------------------------- write
     def write(self, path: PathLike, data: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
               meta: Mapping[str, Any]) -> None:  # fmt: skip
@@ -79,7 +76,7 @@ class Table:
         Every declared column must be given and nothing else (a typo would otherwise become a column of
         nulls). A mismatch is a bug in the writing stage, hence ``ValueError`` rather than ``DreError``.
         """
-        schema = self.arrow_schema()
+        schema = pa.schema([(name, _arrow_type(spec)) for name, spec in self.columns])
         if isinstance(data, Mapping):
             self._check_names(set(data), "columns")
             table = pa.table({name: data[name] for name in self.names}, schema=schema)

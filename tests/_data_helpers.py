@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+import pickle
 from pathlib import Path
 
+import lmdb
 import numpy as np
+import torch
 from PIL import Image
 
 from dre.data import schema
+from dre.data.legacy import BUFFER_NAMES, LEGACY_MEAN_SHAPE
 from dre.data.store import build_lmdb
 from dre.face3d.codes import CODE_DIMS, CODE_ORDER
 from dre.tables import CODES
@@ -128,3 +133,31 @@ def renderable_codes(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.n
     k = 224.0 / size
     tform = np.tile(np.diag([k, k, 1.0]).astype(np.float32), (n, 1, 1))
     return flat, tform
+
+
+def write_legacy_lmdb(path: str | os.PathLike[str], images_png: list[bytes], conds: list[np.ndarray],
+                      mean_shape: np.ndarray | None = None) -> None:  # fmt: skip
+    """Write an LMDB in the original DiffusionRig layout (for tests and the side-by-side benchmark).
+
+    ``conds`` are (9,H,W) float arrays in the order rendered, normal, albedo; each buffer is stored as
+    ``pickle.dumps`` of a float32 CPU tensor, one write transaction per sample and ``length`` last, as
+    the original writer does (but with a sized map instead of 1 TiB).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    per_sample = max((c.size * 4 + len(p) for p, c in zip(images_png, conds)), default=0)
+    env = lmdb.open(str(path), map_size=max(1 << 20, 2 * per_sample * (len(conds) + 1) + (1 << 20)), readahead=False)
+    try:
+        for i, (png, cond) in enumerate(zip(images_png, conds)):
+            with env.begin(write=True) as txn:
+                txn.put(f"image_{i:06d}".encode(), png)
+                for k, name in enumerate(BUFFER_NAMES):
+                    t = torch.from_numpy(np.ascontiguousarray(cond[3 * k : 3 * k + 3], dtype=np.float32)).clone()
+                    txn.put(f"{name}_{i:06d}".encode(), pickle.dumps(t))
+        with env.begin(write=True) as txn:
+            txn.put(b"length", str(len(conds)).encode())
+    finally:
+        env.close()
+    if mean_shape is not None:
+        t = torch.as_tensor(np.asarray(mean_shape, np.float32).reshape(1, -1))
+        (path / LEGACY_MEAN_SHAPE).write_bytes(pickle.dumps(t))

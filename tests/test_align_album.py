@@ -12,9 +12,10 @@ from PIL import Image
 
 from dre import align
 from dre.align.sidecar import write_sidecar
-from dre.align.synthface import marker_centroid, render_face, similarity, template_landmarks
 from dre.errors import DreError
 from dre.tables import ALIGN, ALIGN_FILE
+
+from _align_helpers import marker_centroid, render_face, similarity, template_landmarks
 
 EYE_R = np.array([95.5, 121.1])  # hand-computed, see test_align_ffhq.EXPECTED
 EYE_L = np.array([159.5, 121.1])

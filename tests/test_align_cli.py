@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from dre.align.sidecar import write_sidecar
-from dre.align.synthface import render_face, similarity, template_landmarks
 from dre.tables import ALIGN, ALIGN_FILE
+
+from _align_helpers import render_face, similarity, template_landmarks
 
 
 def _album(root: Path) -> None:

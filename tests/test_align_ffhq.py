@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from dre.align.ffhq import align_face, ffhq_quad
-from dre.align.synthface import marker_centroid, render_face, similarity, template_landmarks
+
+from _align_helpers import marker_centroid, render_face, similarity, template_landmarks
 
 # Hand computation for the template (eyes (∓0.5, 0), mouth corners (∓0.4, 1)), see template_landmarks:
 # quad half-side 2, centre (0, 0.1) → output scale 256 / 4 = 64 px per unit; the quad centre maps to the

@@ -14,8 +14,9 @@ pytest.importorskip("mediapipe")
 from dre import align  # noqa: E402
 from dre.align.ffhq import ffhq_quad  # noqa: E402
 from dre.align.mediapipe_mesh import MESH_TO_IBUG, MediaPipeBackend  # noqa: E402
-from dre.align.photos import IBUG_MIRROR, sample_photos  # noqa: E402
 from dre.tables import ALIGN, ALIGN_FILE  # noqa: E402
+
+from _align_helpers import IBUG_MIRROR, sample_photos  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from _data_helpers import face_like_cond, index_image, png_bytes
+from _data_helpers import face_like_cond, index_image, png_bytes, write_legacy_lmdb
 from dre.data import LmdbAlbum
-from dre.data.legacy import LegacyLmdb, write_legacy_lmdb
+from dre.data.legacy import LegacyLmdb
 from dre.safety.unpickle import UnsafePickleError, load_tensor_pickle
 from dre.cli import main as cli_main
 from dre.errors import DreError

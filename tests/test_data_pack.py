@@ -41,7 +41,8 @@ class RecordingRenderer:
             raise KeyboardInterrupt  # what SIGTERM becomes in `dre pack`
         self.calls.append((codes.shape.clone(), tform.clone(), image_size))
         cond = torch.stack([self.expected(codes.flat()[b], tform[b], image_size) for b in range(codes.batch_size)])
-        return Buffers.from_condition(cond)
+        alpha = (cond.abs().sum(dim=1, keepdim=True) > 0).to(cond.dtype)  # coverage: any buffer channel non-zero
+        return Buffers(rendered=cond[:, 0:3], normal=cond[:, 3:6], albedo=cond[:, 6:9], alpha=alpha)
 
     @staticmethod
     def expected(flat: torch.Tensor, tform: torch.Tensor, size: int) -> torch.Tensor:

@@ -199,3 +199,24 @@ def test_extract_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main([*base, "--images", str(tmp_path), "--assets", str(tmp_path), "--batch-size", "0"]) == 2
     assert "--batch-size" in capsys.readouterr().err
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_extract_reads_photos_upright_as_align_does(tmp_path: Path) -> None:
+    """An already-aligned album is indexed by `dre align` on upright pixels (EXIF orientation applied), so
+    extract must crop the same upright pixels; a square photo turned by its EXIF tag shows the difference."""
+    from PIL import Image
+
+    from dre.align.imageio import load_rgb
+    from dre.extract.runner import Item, read_image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    path = tmp_path / "turned.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    got = read_image(Item(path, None))
+    assert got is not None
+    np.testing.assert_array_equal(got, load_rgb(path).array)
+    with Image.open(path) as raw:
+        assert not np.array_equal(got, np.asarray(raw.convert("RGB")))

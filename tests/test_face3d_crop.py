@@ -1,4 +1,5 @@
-"""DECA crop: our batched torch version against skimage's estimate_transform + warp (the original's tools)."""
+"""DECA crop: the extractor's batched torch version against skimage's estimate_transform + warp (the original's
+tools)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import torch
 from skimage.transform import estimate_transform, resize, warp
 
 from dre.errors import DreError
-from dre.face3d.crop import (
-    crop_tforms,
-    deca_crop,
-    requantize_like_diffusionrig,
-)
+from dre.face3d.crop import _diffusionrig_lut, crop_tforms
+from dre.face3d.extractor import Extractor
+
+
+def deca_crop(images: list[np.ndarray], lms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops and tforms from the extractor's own crop path (no encoder, no requantisation)."""
+    return Extractor(torch.nn.Identity(), "deca", requantize=False).crop(images, lms)
 
 
 def _skimage_reference(image: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +92,6 @@ def test_requantize_matches_diffusionrig_resize_truncation() -> None:
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     ref = (resize(img, (256, 256), anti_aliasing=True) * 255).astype(np.uint8)
-    ours = requantize_like_diffusionrig(img)
+    ours = _diffusionrig_lut()[img]  # what the extractor folds into its uint8 → float table
     assert (ref != img).any()  # the quirk is real: some levels drop by one
     np.testing.assert_array_equal(ours, ref)

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _data_helpers import face_like_cond, index_image, png_bytes
-from dre.data.legacy import write_legacy_lmdb
+from _data_helpers import face_like_cond, index_image, png_bytes, write_legacy_lmdb
 from dre.errors import DreError
 from dre.safety.ownership import MARKER, check_apart, claim_dir, claim_file, claim_run_dir, owned_dir, parquet_is_ours
 

@@ -80,11 +80,11 @@ def test_the_source_itself_is_zero_transfer_and_no_leakage(scene, rx, tmp_path):
 
 
 def test_noise_is_flagged_and_clean_photos_are_not(scene, rx, tmp_path):
-    from dre.align.photos import sample_photos
+    from dre.demo import SOURCES
     from dre.edit.outputs import resize_square
 
     _, src, tgt = scene
-    photo = sample_photos()["astronaut"][:300, 100:400]  # a real photo, face in frame
+    photo = SOURCES["astronaut"].loader()[:300, 100:400]  # a real photo, face in frame
     pics = {
         "face00_exp": H.noise_picture(0),
         "face01_exp": H.half_noised(H.load_rgb(src / "face01.png"), 1),

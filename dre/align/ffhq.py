@@ -56,12 +56,8 @@ class AlignResult:
 
     def map_points(self, points: np.ndarray) -> np.ndarray:
         """Map (N, 2) source points into the aligned image (e.g. the landmarks)."""
-        return apply_affine(self.matrix, points)
-
-
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float64)
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return pts @ self.matrix[:, :2].T + self.matrix[:, 2]
 
 
 def ffhq_quad(landmarks: np.ndarray) -> Quad:
@@ -118,7 +114,6 @@ def align_face(
     *,
     transform_size: int | None = None,
     pre_shrink: bool = True,
-    enable_padding: bool = True,
 ) -> AlignResult:
     """Apply the FFHQ recipe to one face of ``image`` (RGB) given its 68 landmarks.
 
@@ -173,7 +168,7 @@ def align_face(
             max(hi[1] - img.size[1] + border, 0),
         ]
     )
-    if enable_padding and pad.max() > border - 4:
+    if pad.max() > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
         img = Image.fromarray(_pad_and_blur(np.asarray(img), pad, qsize))
         quad = quad + pad[:2]

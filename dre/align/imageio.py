@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dre.align.backends import NoLandmarks
+from dre.align.sidecar import sidecar_candidates
 from dre.errors import DreError
 from dre.utils.images import is_image_name
 
@@ -31,13 +33,8 @@ class LoadedImage:
         return np.asarray(self.image)
 
 
-class ImageLoadError(Exception):
-    """A file that cannot become an RGB image; ``status`` is the align.parquet status."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class ImageLoadError(NoLandmarks):
+    """A file that cannot become an RGB image (so it has no landmarks); ``status`` is the align.parquet status."""
 
 
 def load_rgb(path: str | Path) -> LoadedImage:
@@ -141,10 +138,6 @@ def list_album(input_path: str | Path) -> tuple[list[Path], list[Path]]:
         raise DreError(f"--input {p}: no such file or folder")
     files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
     images = [f for f in files if is_image_name(f)]
-    sidecar_names = set()
-    for f in images:
-        for ext in (".txt", ".npy"):
-            sidecar_names.add(f.with_suffix(ext).name)
-            sidecar_names.add(f.name + ext)
+    sidecar_names = {c.name for f in images for c in sidecar_candidates(f)}
     others = [f for f in files if not is_image_name(f) and f.name not in sidecar_names]
     return images, others

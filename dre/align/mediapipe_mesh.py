@@ -52,11 +52,6 @@ WORK_SIZE = 384  # face crops are scaled to this side before the mesh (its model
 CONTEXT = 1.8  # crop side / detector box side
 
 
-def mesh_to_ibug(mesh_xy: np.ndarray) -> np.ndarray:
-    """(478 or 468, 2) mesh points → (68, 2) iBUG points."""
-    return np.asarray(mesh_xy)[list(MESH_TO_IBUG)]
-
-
 def _import_mediapipe():
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging is noisy on stderr
     try:
@@ -79,7 +74,7 @@ class MediaPipeBackend(SequentialBatch):
 
     name = "mediapipe"
 
-    def __init__(self, min_detection_confidence: float = 0.5, max_faces: int = 16, refine_passes: int = 1) -> None:
+    def __init__(self, min_detection_confidence: float = 0.5, max_faces: int = 16) -> None:
         mp = _import_mediapipe()
         self._fd_full = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=min_detection_confidence
@@ -91,7 +86,6 @@ class MediaPipeBackend(SequentialBatch):
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
         )
         self.max_faces = max_faces
-        self.refine_passes = refine_passes
 
     def close(self) -> None:
         for obj in (self._fd_full, self._fd_short, self._mesh):
@@ -139,14 +133,12 @@ class MediaPipeBackend(SequentialBatch):
             if mesh is None:
                 log.debug("%s: face box %s: mesh found no face", path, np.round(box).tolist())
                 continue
-            for _ in range(self.refine_passes):
-                # Re-centre the crop on the mesh itself: the result no longer depends on where the
-                # detector's box happened to sit (measured in bench/align_stability.py).
-                again = self.mesh_in_box(image, _mesh_box(mesh))
-                if again is None:
-                    break
+            # Re-centre the crop on the mesh itself: the result no longer depends on where the
+            # detector's box happened to sit (measured in bench/align_stability.py).
+            again = self.mesh_in_box(image, _mesh_box(mesh))
+            if again is not None:
                 mesh = again
-            faces.append(Face(mesh_to_ibug(mesh), score))
+            faces.append(Face(mesh[list(MESH_TO_IBUG)], score))  # 478 mesh points → 68 iBUG points
         return _dedupe(faces)
 
 

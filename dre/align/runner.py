@@ -126,7 +126,8 @@ def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport
 
     with owned_dir(cfg.output, "dre align", flag="--output", inputs=[cfg.input]) as tmp:
         names = _Names()
-        bar = _progress(len(images), cfg.progress)
+        quiet = None if cfg.progress is None else not cfg.progress  # None: a bar only on a terminal
+        bar = tqdm(total=len(images), desc="align", unit="img", file=sys.stderr, disable=quiet)
         for start in range(0, len(images), cfg.batch_size):
             chunk = images[start : start + cfg.batch_size]
             for rows in _process_chunk(chunk, cfg, backend, tmp, names):
@@ -134,20 +135,14 @@ def run(cfg: AlignConfig, backend: LandmarkBackend | None = None) -> AlignReport
                 for r in rows:
                     if r.status != "ok":
                         log.info("%s: %s: %s", r.source, r.status, r.message)
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+            bar.update(len(chunk))
+        bar.close()
         if not report.counts["ok"]:
             details = "\n".join(f"  {Path(r.source).name}: {r.status}: {r.message}" for r in report.rows[:20])
             more = f"\n  ... and {len(report.rows) - 20} more" if len(report.rows) > 20 else ""
             raise DreError(f"no usable face in --input {cfg.input}: {report.summary()}\n{details}{more}")
         write_parquet(tmp / ALIGN_FILE, report.rows, cfg, backend.name)
     return report
-
-
-def _progress(total: int, enabled: bool | None):
-    return tqdm(total=total, desc="align", unit="img", file=sys.stderr, disable=None if enabled is None else not enabled)
 
 
 def _process_chunk(

@@ -16,7 +16,6 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,9 +24,9 @@ import yaml
 from dre.assets.archive import Archive, Limits, Member
 from dre.assets.config import AddConfig
 from dre.assets.catalog import EMOCA_DIR, FLAME_FILE, best_checkpoint
-from dre.assets.placement import folder_lock, inspect, record
+from dre.assets.placement import Placed, folder_lock, record, valid_in_place
 from dre.assets.recognise import file_role, member_role
-from dre.assets.validate import file_validator, problem, validate_emoca
+from dre.assets.check import check_assets, file_validator, format_table, problem
 from dre.errors import DreError
 from dre.safety.atomic import publish_dir, publish_file, sweep
 from dre.utils.synthetic import is_synthetic_assets
@@ -35,17 +34,7 @@ from dre.utils.synthetic import is_synthetic_assets
 STAGING = "dre-add"  # staging folders are .dre-add.<random>.tmp inside the assets folder
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _CFG_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Placed:
-    rel: str
-    action: str  # "added" or "present" (valid already, untouched)
-    source: str
-
-
-def _say(out: Any, text: str) -> None:
-    print(text, file=out, flush=True)
+_ARCHIVE_SUFFIX = re.compile(r"\.(tar\.gz|tar\.bz2|tar\.xz|tgz|zip|tar)$", re.IGNORECASE)  # model names may have dots
 
 
 class _Stager:
@@ -60,17 +49,13 @@ class _Stager:
         """False when a valid file is already in place (or staged from this input)."""
         if rel in self.staged or rel in self.present:
             return False
-        emoca = rel.startswith(EMOCA_DIR + "/")
-        validate = validate_emoca if emoca else file_validator(rel, self.official)
-        if inspect(self.root, rel, validate).state == "valid":
+        if valid_in_place(self.root, rel, file_validator(rel, self.official)):
             self.present.append(rel)
             return False
         return True
 
     def check(self, rel: str) -> str | None:
         """Validate the staged ``rel``; the problem, or None."""
-        if rel.startswith(EMOCA_DIR + "/"):
-            return problem(validate_emoca, self.staging / rel)
         return problem(file_validator(rel, self.official), self.staging / rel)
 
     def publish(self) -> list[Placed]:
@@ -96,14 +81,6 @@ def _stage_file(st: _Stager, rel: str) -> None:
     st.staged[rel] = str(st.src)
 
 
-def _strip_archive_suffix(name: str) -> str:
-    """``EMOCA_v2_lr_cos_1.5.zip`` -> ``EMOCA_v2_lr_cos_1.5`` (model names may contain dots)."""
-    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _emoca_pieces(arc: Archive) -> list[tuple[str, Member, Member]]:
     """(model name, cfg.yaml member, best checkpoint member) of every EMOCA model folder in ``arc``."""
     found = []
@@ -123,7 +100,7 @@ def _emoca_pieces(arc: Archive) -> list[tuple[str, Member, Member]]:
         best = best_checkpoint(ckpts)
         if best is None:
             raise DreError(f"{arc.path}: {m.name} has no EMOCA checkpoint ('...=<val_loss>.ckpt') beside it")
-        name = folder.name if folder.name else _strip_archive_suffix(arc.path.name)
+        name = folder.name if folder.name else _ARCHIVE_SUFFIX.sub("", arc.path.name)
         if not _MODEL_NAME.match(name):
             raise DreError(f"{arc.path}: EMOCA model folder name {name!r} is not a plain name; refusing it")
         found.append((name, m, arc.by_name[best.as_posix()]))
@@ -168,7 +145,7 @@ def _stage_archive(st: _Stager, limits: Limits) -> None:
             if role is None or not st.wanted(role):
                 tmp.unlink()
                 continue
-            _accept(st, role, [(m, tmp)])
+            _accept(st, role, m, tmp)
         for role, members in candidates.items():
             canonical = [m for m in members if PurePosixPath(m.name).name == PurePosixPath(role).name]
             if role == FLAME_FILE and len(members) > 1:
@@ -179,30 +156,25 @@ def _stage_archive(st: _Stager, limits: Limits) -> None:
                 members = canonical + [m for m in members if m not in canonical]
             if not st.wanted(role):
                 continue
-            staged = []
             for j, m in enumerate(members):
                 tmp = st.staging / f".cand-{len(st.staged)}-{j}"
                 arc.extract(m, tmp)
-                staged.append((m, tmp))
-                if _accept(st, role, staged[-1:], quiet=j + 1 < len(members)):
+                if _accept(st, role, m, tmp, quiet=j + 1 < len(members)):
                     break
 
 
-def _accept(st: _Stager, rel: str, tries: list[tuple[Member, Path]], quiet: bool = False) -> bool:
-    """Move the first valid extracted candidate to ``staging/rel``; DreError (unless ``quiet``) if none is."""
-    problems = []
-    for m, tmp in tries:
-        dest = st.staging / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.replace(dest)
-        why = st.check(rel)
-        if why is None:
-            st.staged[rel] = f"{st.src}!{m.name}"
-            return True
-        dest.unlink()
-        problems.append(f"{m.name}: {why}")
+def _accept(st: _Stager, rel: str, m: Member, tmp: Path, quiet: bool = False) -> bool:
+    """Move ``tmp`` (extracted from ``m``) to ``staging/rel`` when valid; DreError (unless ``quiet``) if not."""
+    dest = st.staging / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(dest)
+    why = st.check(rel)
+    if why is None:
+        st.staged[rel] = f"{st.src}!{m.name}"
+        return True
+    dest.unlink()
     if not quiet:
-        raise DreError(f"{st.src}: no valid {rel} in it ({'; '.join(problems)})")
+        raise DreError(f"{st.src}: no valid {rel} in it ({m.name}: {why})")
     return False
 
 
@@ -233,30 +205,25 @@ def add_one(root: Path, src: Path, *, limits: Limits = Limits(), official: bool 
 
 def run(cfg: AddConfig, stream: Any = None) -> list[Placed]:
     """Add every input (each all-or-nothing), print the ``dre assets check`` table, then report failures."""
-    from dre.assets.check import check_assets, format_table  # the heavy loaders, only when run
-
     out = sys.stderr if stream is None else stream
     root = Path(cfg.assets)
     if not cfg.inputs:
         raise DreError("give at least one downloaded archive or file")
-    if root.exists() and not root.is_dir():
-        raise DreError(f"--assets {root} is a file, not a folder")
-    root.mkdir(parents=True, exist_ok=True)
-    official = not is_synthetic_assets(root)
     placed: list[Placed] = []
     errors: list[str] = []
     with folder_lock(root, "dre assets add"):
+        official = not is_synthetic_assets(root)
         sweep(root / STAGING)  # staging folders an interrupted run left behind
         for src in cfg.inputs:
             try:
                 got = add_one(root, Path(src), limits=cfg.limits, official=official)
             except DreError as exc:
                 errors.append(str(exc))
-                _say(out, f"{src}: not added: {exc}")
+                print(f"{src}: not added: {exc}", file=out, flush=True)
                 continue
             for p in got:
                 what = f"added from {p.source}" if p.action == "added" else "already present and valid, left untouched"
-                _say(out, f"{p.rel}: {what}")
+                print(f"{p.rel}: {what}", file=out, flush=True)
             placed += got
     model = cfg.emoca_model or next(
         (p.rel.split("/", 1)[1] for p in placed if p.rel.startswith(EMOCA_DIR + "/")), None

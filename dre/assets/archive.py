@@ -56,10 +56,6 @@ def safe_name(raw: str, archive: Path) -> str:
     return p.as_posix()
 
 
-def is_zip(path: Path) -> bool:
-    return zipfile.is_zipfile(path)
-
-
 def is_tar(path: Path) -> bool:
     try:
         return tarfile.is_tarfile(path)
@@ -77,7 +73,7 @@ class Archive:
         self._zip: zipfile.ZipFile | None = None
         self._tar: tarfile.TarFile | None = None
         try:
-            if is_zip(path):
+            if zipfile.is_zipfile(path):
                 self._zip = zipfile.ZipFile(path)
                 self.members = self._zip_members()
             elif is_tar(path):
@@ -85,26 +81,13 @@ class Archive:
                 self.members = self._tar_members()
             else:
                 raise DreError(f"{path}: neither a zip nor a tar archive")
+            self._check_total()
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
             self.close()
             raise DreError(f"{path}: a damaged archive ({exc}); download it again") from None
         except BaseException:
             self.close()
             raise
-        total = sum(m.size for m in self.members)
-        packed = path.stat().st_size
-        if self._tar is not None and total > limits.ratio_floor and total > limits.ratio * max(packed, 1):
-            self.close()  # a compressed tar: its members have no compressed sizes, the whole stream has one
-            raise DreError(
-                f"{path}: expands {total / max(packed, 1):.0f}-fold ({packed} → {total} bytes), above the "
-                f"{limits.ratio:g}:1 cap; refusing the archive (a compression bomb?)"
-            )
-        if total > limits.total_bytes:
-            self.close()
-            raise DreError(
-                f"{path}: its members declare {total} bytes in all, above the {limits.total_bytes}-byte cap; "
-                "refusing the archive (a compression bomb, or not one of the asset archives)"
-            )
         self.by_name = {m.name: m for m in self.members}
 
     def __enter__(self) -> "Archive":
@@ -117,6 +100,20 @@ class Archive:
         for h in (self._zip, self._tar):
             if h is not None:
                 h.close()
+
+    def _check_total(self) -> None:
+        total, lim = sum(m.size for m in self.members), self.limits
+        packed = self.path.stat().st_size
+        if self._tar is not None and total > lim.ratio_floor and total > lim.ratio * max(packed, 1):
+            raise DreError(  # a compressed tar: its members have no compressed sizes, the whole stream has one
+                f"{self.path}: expands {total / max(packed, 1):.0f}-fold ({packed} → {total} bytes), above the "
+                f"{lim.ratio:g}:1 cap; refusing the archive (a compression bomb?)"
+            )
+        if total > lim.total_bytes:
+            raise DreError(
+                f"{self.path}: its members declare {total} bytes in all, above the {lim.total_bytes}-byte cap; "
+                "refusing the archive (a compression bomb, or not one of the asset archives)"
+            )
 
     def _check_size(self, name: str, size: int, compressed: int | None) -> None:
         lim = self.limits

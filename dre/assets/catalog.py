@@ -1,4 +1,4 @@
-"""Names, places and sources of the files in an assets folder, and their checksums.
+"""Names, places and sources of the files in an assets folder, their checksums, and what ``fetch`` downloads.
 
 Why one catalogue: the licensed files (FLAME, DECA, EMOCA, face-alignment weights) come from
 registration-gated sites and are never in the repository, so every loader that rejects a file, and
@@ -19,6 +19,7 @@ Layout of an assets folder::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Iterable, TypeVar
 
@@ -53,14 +54,8 @@ SOURCES: dict[str, str] = {
         "register at https://flame.is.tue.mpg.de, download 'FLAME texture space' (FLAME_texture.npz), then "
         "`dre assets add <the download> --assets <assets>`"
     ),
-    TEMPLATE_FILE: (
-        "`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
-        "https://github.com/yfeng95/DECA/tree/master/data, head_template.obj)"
-    ),
-    LANDMARK_FILE: (
-        "`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
-        "https://github.com/yfeng95/DECA/tree/master/data, landmark_embedding.npy)"
-    ),
+    **{name: ("`dre assets fetch deca-data --assets <assets>` (from DECA's data folder: "
+              f"https://github.com/yfeng95/DECA/tree/master/data, {name})") for name in (TEMPLATE_FILE, LANDMARK_FILE)},
     DECA_FILE: (
         "DECA README 'DECA trained model': https://drive.google.com/file/d/1rp8kdyLPvErw2dTmqtjISRVvQLj6Yzje "
         "(a torch.save file, do not untar it), then `dre assets add deca_model.tar --assets <assets>`"
@@ -109,11 +104,8 @@ def best_checkpoint(paths: Iterable[P]) -> P | None:
 
 
 def locate_emoca_checkpoint(folder: str | Path) -> Path:
-    """The checkpoint EMOCA itself loads from a model folder (its "best" mode).
-
-    Among ``*.ckpt`` under ``detail/checkpoints`` (sorted paths; stems ``last`` skipped), the smallest
-    number after the last ``=`` of the stem (the validation loss); on ties the later path wins.
-    """
+    """The checkpoint EMOCA itself loads from a model folder (its "best" mode): :func:`best_checkpoint`
+    of the sorted ``*.ckpt`` under ``detail/checkpoints`` (the number after ``=`` is the validation loss)."""
     folder = Path(folder)
     root = folder / "detail" / "checkpoints"
     if not root.is_dir():
@@ -169,3 +161,40 @@ def asset_checksums(
         files.append(str((folder / "cfg.yaml").relative_to(root)))
         files.append(str(locate_emoca_checkpoint(folder).relative_to(root)))
     return {f: sha256_file(root / f) for f in files if (root / f).is_file()}
+
+
+# --- what `dre assets fetch` downloads ----------------------------------------------------------
+# Only files published without registration: face-alignment's two weight files (the URLs face-alignment
+# 1.5 itself downloads; their basenames are the names it looks for in the torch hub cache) and DECA's two
+# data files, from a fixed commit of DECA's repository (``master`` may move).
+# Checksums: none is recorded yet, because none could be verified from an authoritative source here (the
+# hexadecimal part of face-alignment's file names is not checked by face-alignment itself, so it is not
+# treated as a hash). Files are validated by content instead: each must load through the loader
+# ``dre assets check`` runs. Add a sha256 to an entry once it is known; ``fetch`` then checks it too.
+
+DECA_DATA_COMMIT = "bde12c91025d68014e63254103a98fae6d77ef48"
+"""A commit of github.com/yfeng95/DECA whose ``data/`` holds both files."""
+DECA_DATA_URL = f"https://raw.githubusercontent.com/yfeng95/DECA/{DECA_DATA_COMMIT}/data/{{name}}"
+
+
+@dataclass(frozen=True)
+class Download:
+    """One pinned file: where it goes (relative to the assets folder) and where it comes from."""
+
+    rel: str
+    url: str
+    group: str  # the word of `dre assets fetch` that selects it
+    sha256: str | None = None  # only where known from an authoritative source
+
+    @property
+    def name(self) -> str:
+        return self.rel.rsplit("/", 1)[-1]
+
+
+DOWNLOADS: tuple[Download, ...] = (
+    Download(f"{FAN_DIR}/{S3FD_FILE}", FAN_FILES[S3FD_FILE], "fan"),
+    Download(f"{FAN_DIR}/{FAN4_FILE}", FAN_FILES[FAN4_FILE], "fan"),
+    Download(TEMPLATE_FILE, DECA_DATA_URL.format(name=TEMPLATE_FILE), "deca-data"),
+    Download(LANDMARK_FILE, DECA_DATA_URL.format(name=LANDMARK_FILE), "deca-data"),
+)
+GROUPS = ("fan", "deca-data", "all")

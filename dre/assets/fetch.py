@@ -1,40 +1,29 @@
 """``dre assets fetch``: download the freely downloadable asset files into their places.
 
-Only files their authors publish without registration are fetched: face-alignment's two weight files
-(the FAN back-end of ``dre align``) and the two DECA data files the project reads. The licensed ones
-(FLAME, DECA's model, EMOCA) need the user's registration and go through ``dre assets add``.
+Only files their authors publish without registration are fetched (:mod:`dre.assets.catalog` pins them
+and says why no checksum is recorded yet); the licensed ones go through ``dre assets add``.
 
 Each file: skipped when a valid one is already in place (whoever put it there); otherwise downloaded
 (resuming an earlier partial download), checked against a recorded sha256 where one is known, validated
 by the same loader ``dre assets check`` runs, and published by one rename. A file that fails validation
 is removed. A file at the destination that is invalid and that dre did not place is never touched.
-
-The pinned sources are in :mod:`dre.assets.downloads` (which also says why no checksum is recorded yet).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from dre.assets.catalog import DOWNLOADS, Download
+from dre.assets.check import file_validator, problem
 from dre.assets.config import FetchConfig
-from dre.assets.downloads import DOWNLOADS, Download
 from dre.assets.http import describe_proxy, discard_part, download, part_path
-from dre.assets.placement import folder_lock, inspect, record
-from dre.assets.validate import file_validator, problem
+from dre.assets.placement import Placed, folder_lock, record, valid_in_place
 from dre.errors import DreError
 from dre.safety.atomic import publish_file
 from dre.utils.hashing import sha256_file
 from dre.utils.synthetic import is_synthetic_assets
-
-
-@dataclass(frozen=True)
-class Outcome:
-    rel: str
-    action: str  # "present" (valid, untouched), "downloaded", "would download"
-    url: str
 
 
 def plan(groups: tuple[str, ...], mirror: str | None = None) -> list[tuple[Download, str]]:
@@ -48,8 +37,7 @@ def fetch_one(root: Path, item: Download, url: str, *, timeout: float, retries: 
               validate: Callable[[Path], Any], stream: Any = None) -> str:  # fmt: skip
     """Download, check and place one file; returns "present" or "downloaded"."""
     dest = root / item.rel
-    state = inspect(root, item.rel, validate)  # raises for an invalid file we did not place
-    if state.state == "valid":
+    if valid_in_place(root, item.rel, validate):  # raises for an invalid file we did not place
         return "present"
     part = download(url, dest, timeout=timeout, retries=retries, label=item.rel, stream=stream)
     if item.sha256 is not None and sha256_file(part) != item.sha256:
@@ -70,7 +58,7 @@ def fetch_one(root: Path, item: Download, url: str, *, timeout: float, retries: 
     return "downloaded"
 
 
-def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
+def run(cfg: FetchConfig, stream: Any = None) -> list[Placed]:
     """Fetch every file of ``cfg.what``; all files are tried, failures are reported together at the end."""
     out = sys.stderr if stream is None else stream
     root = Path(cfg.assets)
@@ -81,13 +69,10 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
             note = " (a partial download will be resumed)" if part_path(dest).exists() else ""
             state = "present" if dest.exists() else "missing"
             print(f"{item.rel}: {state}; would fetch {url} ({describe_proxy(url)}){note}", file=out)
-        return [Outcome(i.rel, "would download", u) for i, u in items]
-    if root.exists() and not root.is_dir():
-        raise DreError(f"--assets {root} is a file, not a folder")
-    root.mkdir(parents=True, exist_ok=True)
-    official = not is_synthetic_assets(root)
+        return [Placed(i.rel, "would download", u) for i, u in items]
     outcomes, errors = [], []
     with folder_lock(root, "dre assets fetch"):
+        official = not is_synthetic_assets(root)
         for item, url in items:
             try:
                 action = fetch_one(root, item, url, timeout=cfg.timeout, retries=cfg.retries,
@@ -97,7 +82,7 @@ def run(cfg: FetchConfig, stream: Any = None) -> list[Outcome]:
                 continue
             said = "already present and valid, left untouched" if action == "present" else "downloaded"
             print(f"{item.rel}: {said}", file=out)
-            outcomes.append(Outcome(item.rel, action, url))
+            outcomes.append(Placed(item.rel, action, url))
     if errors:
         raise DreError(f"{len(errors)} of {len(items)} file(s) not fetched:\n" + "\n".join(errors))
     return outcomes

@@ -71,10 +71,8 @@ class Progress:
         self.last = now
         mib = done / 2**20
         rate = mib / max(now - self.t0, 1e-6)
-        if total:
-            text = f"{self.label}: {mib:7.1f} / {total / 2**20:.1f} MiB {100 * done / total:3.0f}% {rate:6.1f} MiB/s"
-        else:
-            text = f"{self.label}: {mib:7.1f} MiB {rate:6.1f} MiB/s"
+        size = f"/ {total / 2**20:.1f} MiB {100 * done / total:3.0f}%" if total else "MiB"
+        text = f"{self.label}: {mib:7.1f} {size} {rate:6.1f} MiB/s"
         end = "\n" if final or not self.tty else ""
         self.stream.write(("\r" if self.tty else "") + text + end)
         self.stream.flush()
@@ -111,11 +109,6 @@ def _load_state(part: Path, url: str) -> _State:
     return _State(url=url, total=data.get("total"), validator=data.get("validator"))
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """urllib with the proxies of the environment (``*_proxy``; ``no_proxy`` is checked per request)."""
-    return urllib.request.build_opener(urllib.request.ProxyHandler())
-
-
 class _Retry(Exception):
     """A transient failure (cut connection, timeout, server error): try again from where it stopped."""
 
@@ -136,8 +129,8 @@ def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Prog
         if state.validator:
             headers["If-Range"] = state.validator
     req = urllib.request.Request(url, headers=headers)
-    try:
-        resp = _opener().open(req, timeout=timeout)
+    try:  # with the proxies of the environment (``*_proxy``; ``no_proxy`` is checked per request)
+        resp = urllib.request.build_opener(urllib.request.ProxyHandler()).open(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:
             discard_part(part)  # our partial file does not fit the remote one: start over
@@ -155,11 +148,16 @@ def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Prog
         if isinstance(exc.reason, (TimeoutError, socket.timeout)):
             raise _Retry(f"no answer within {timeout:g} s") from None
         if isinstance(exc.reason, (ConnectionRefusedError, socket.gaierror)) or not isinstance(exc.reason, OSError):
-            raise _Offline(str(exc.reason)) from None  # nobody there (or no such host): retrying will not help
+            raise DreError(  # nobody there (or no such host): retrying will not help
+                f"cannot reach {url} ({exc.reason}). If this machine is offline or behind a proxy: set https_proxy / "
+                f"http_proxy, or download {url} on a machine with network access and run "
+                f"`dre assets add <downloaded file> --assets <assets folder>`"
+            ) from None
         raise _Retry(f"connection failed ({exc.reason})") from None  # reset, closed early: transient
     except (http.client.HTTPException, ConnectionError) as exc:
         raise _Retry(f"bad answer ({type(exc).__name__}: {exc})") from None
     with resp:
+        length = resp.headers.get("Content-Length")
         if resp.status == 206:
             start = _content_range_start(resp.headers.get("Content-Range"))
             if start != have:
@@ -167,11 +165,9 @@ def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Prog
                 state.total = state.validator = None
                 raise _Retry(f"server resumed at byte {start}, not {have}")
             mode = "ab"
-            length = resp.headers.get("Content-Length")
             total = have + int(length) if length else state.total
         else:
             mode, have = "wb", 0  # a full answer: the server ignored the range or the file changed
-            length = resp.headers.get("Content-Length")
             total = int(length) if length else None
         if total is not None and total > max_bytes:
             raise _TooLarge(total)
@@ -197,10 +193,6 @@ def _attempt(url: str, part: Path, state: _State, timeout: float, progress: Prog
     if total is not None and done != total:
         raise _Retry(f"connection cut after {done} of {total} bytes")
     progress.update(done, total, final=True)
-
-
-class _Offline(Exception):
-    """The server could not be reached at all (no network, DNS failure, connection refused)."""
 
 
 def _content_range_start(value: str | None) -> int:
@@ -241,13 +233,6 @@ def download(url: str, dest: Path, *, timeout: float = 30.0, retries: int = 3, l
             raise DreError(
                 f"{url}: the server sends {exc.args[0]} bytes or more, above the {max_bytes}-byte cap for an asset "
                 "file; nothing was kept. Check the URL (or --mirror)"
-            ) from None
-        except _Offline as exc:
-            _drop_if_empty(part)
-            raise DreError(
-                f"cannot reach {url} ({exc}). If this machine is offline or behind a proxy: set https_proxy / "
-                f"http_proxy, or download {url} on a machine with network access and run "
-                f"`dre assets add <downloaded file> --assets <assets folder>`"
             ) from None
     _drop_if_empty(part)
     kept = part.stat().st_size if part.exists() else 0

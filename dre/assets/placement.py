@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from dre.assets.validate import problem
+from dre.assets.check import problem
 from dre.errors import DreError
 from dre.safety.atomic import atomic_write_text
 from dre.utils.hashing import sha256_file
@@ -29,10 +29,24 @@ MANIFEST = ".dre-assets.json"
 MANIFEST_FORMAT = "dre-assets/1"
 
 
+@dataclass(frozen=True)
+class Placed:
+    """What fetch or add did at one destination: ``action`` is ``present`` (valid already, untouched),
+    ``downloaded`` / ``would download`` (fetch) or ``added`` (add); ``source`` is the URL or input."""
+
+    rel: str
+    action: str
+    source: str
+
+
 @contextlib.contextmanager
 def folder_lock(root: Path, command: str) -> Iterator[None]:
-    """Hold an exclusive lock on the assets folder itself (``flock`` on its descriptor: no lock file is
-    added), so two fetch/add runs cannot interleave their manifest updates or sweep each other's staging."""
+    """Create the assets folder if absent and hold an exclusive lock on it (``flock`` on its descriptor: no
+    lock file is added), so two fetch/add runs cannot interleave their manifest updates or sweep each other's
+    staging."""
+    if root.exists() and not root.is_dir():
+        raise DreError(f"--assets {root} is a file, not a folder")
+    root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
@@ -60,12 +74,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 def _listing(path: Path) -> dict[str, dict[str, Any]]:
     """Size and sha256 of a file (key ``""``) or of every file below a folder (relative keys)."""
-    if path.is_file():
-        return {"": {"size": path.stat().st_size, "sha256": sha256_file(path)}}
-    out = {}
-    for p in sorted(q for q in path.rglob("*") if q.is_file() and not q.is_symlink()):
-        out[p.relative_to(path).as_posix()] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
-    return out
+    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file() and not q.is_symlink())
+    return {("" if p == path else p.relative_to(path).as_posix()): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in files}  # fmt: skip
 
 
 def record(root: Path, rel: str, source: str) -> None:
@@ -85,20 +96,12 @@ def placed_by_us(root: Path, rel: str) -> bool:
     return entry.get("content") == _listing(path)
 
 
-@dataclass(frozen=True)
-class Destination:
-    """What is at a destination now: ``state`` is ``absent``, ``valid`` or ``ours`` (ours and invalid)."""
-
-    rel: str
-    state: str
-    problem: str = ""
-
-
-def inspect(root: Path, rel: str, validate: Callable[[Path], Any]) -> Destination:
-    """Classify ``root/rel``; raise :class:`DreError` when it is invalid and not ours (never touched)."""
+def valid_in_place(root: Path, rel: str, validate: Callable[[Path], Any]) -> bool:
+    """True when a valid ``root/rel`` is in place (left untouched, whoever wrote it); False when it is absent
+    or ours and invalid (it may be written); :class:`DreError` when it is invalid and not ours (never touched)."""
     path = root / rel
     if not os.path.lexists(path):
-        return Destination(rel, "absent")
+        return False
     if path.is_symlink():
         raise DreError(
             f"{path} is a symbolic link; dre does not replace links it did not make: remove it or point it at a "
@@ -106,9 +109,9 @@ def inspect(root: Path, rel: str, validate: Callable[[Path], Any]) -> Destinatio
         )
     why = problem(validate, path)
     if why is None:
-        return Destination(rel, "valid")
+        return True
     if placed_by_us(root, rel):
-        return Destination(rel, "ours", why)
+        return False  # ours and invalid: it may be replaced
     raise DreError(
         f"{path} exists but is not valid ({why}), and dre did not place it; it is left untouched. Move it away or "
         "delete it yourself, then run the command again"

@@ -5,23 +5,27 @@ right place is the most common asset failure. The first bytes say the container 
 zip, tar, OBJ text, YAML, HTML); zip-based files are told apart by their member names (a ``.npz`` holds
 ``mean.npy``/``tex_dir.npy``, a ``torch.save`` file ``<name>/data.pkl``); torch files by their keys
 (``E_flame`` = DECA, S3FD/FAN layer names = face-alignment). The real loader then has the last word
-(:mod:`dre.assets.validate`). Names are used only to choose among files of the same kind: FLAME2020.zip
+(:mod:`dre.assets.check`). Names are used only to choose among files of the same kind: FLAME2020.zip
 holds three FLAME models of identical structure, of which DECA/EMOCA use ``generic_model.pkl``.
 """
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from dre.assets.archive import is_tar
 from dre.assets.catalog import DECA_FILE, FAN_DIR, FLAME_FILE, LANDMARK_FILE, TEMPLATE_FILE, TEXTURE_FILE
-from dre.assets.validate import fan_kind
+from dre.assets.check import fan_kind
 from dre.errors import DreError
 from dre.face3d.encoder_files import torch_load_weights
+from dre.safety.unpickle import TORCH_MAGIC
 
-TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-"""How a pre-1.6 ``torch.save`` file starts: the pickled magic number 0x1950a86a20f9469cfc6c."""
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + TORCH_MAGIC.to_bytes(10, "little")
+"""How a pre-1.6 ``torch.save`` file starts: its magic number pickled (protocol 2, LONG1 of 10 bytes)."""
+SINGLE_FILES = {"pickle": FLAME_FILE, "npy": LANDMARK_FILE, "obj": TEMPLATE_FILE}
+"""Containers that hold one asset file each (its loader, e.g. the restricted unpickler, confirms it)."""
 
 
 def sniff(head: bytes) -> str:
@@ -94,11 +98,6 @@ def zip_kind(names: list[str]) -> str:
     return "archive"
 
 
-def tar_is_torch(names: list[str]) -> bool:
-    """A tar written by ``torch.save`` before 1.6 (members ``pickle``, ``storages``, ``tensors``)."""
-    return {"pickle", "storages", "tensors"} <= set(names)
-
-
 def torch_role(path: Path) -> str:
     """The asset a ``torch.save`` file is: ``deca_model.tar`` or a face-alignment weight file (relative
     destination), or DreError saying what it is instead."""
@@ -149,12 +148,8 @@ def file_role(path: Path) -> str | None:
         raise DreError(f"{path}: a {kind}-compressed file that is not a tar archive; decompress it yourself first")
     if kind == "torch-legacy":
         return torch_role(path)
-    if kind == "pickle":
-        return FLAME_FILE  # the FLAME loader (restricted unpickler) confirms it
-    if kind == "npy":
-        return LANDMARK_FILE
-    if kind == "obj":
-        return TEMPLATE_FILE
+    if kind in SINGLE_FILES:
+        return SINGLE_FILES[kind]
     if kind == "html":
         raise DreError(
             f"{path}: an HTML page, not an asset: a failed download (a login or 'cannot scan for viruses' page) "
@@ -164,11 +159,10 @@ def file_role(path: Path) -> str | None:
 
 
 def _tar_names_are_torch(path: Path) -> bool:
-    import tarfile
-
+    """An uncompressed tar written by ``torch.save`` before 1.6 (members ``pickle``, ``storages``, ``tensors``)."""
     try:
         with tarfile.open(path, "r:") as t:
-            return tar_is_torch([m.name for m in t.getmembers()])
+            return {"pickle", "storages", "tensors"} <= set(t.getnames())
     except (tarfile.TarError, OSError):
         return False
 
@@ -180,12 +174,8 @@ def member_role(name: str, head: bytes) -> str | None:
     kind = sniff(head)
     if kind in ("zip", "torch-legacy", "tar"):
         return "probe"
-    if kind == "pickle":
-        return FLAME_FILE
-    if kind == "npy":
-        return LANDMARK_FILE
-    if kind == "obj":
-        return TEMPLATE_FILE
+    if kind in SINGLE_FILES:
+        return SINGLE_FILES[kind]
     if kind == "yaml" and PurePosixPath(name).suffix in (".yaml", ".yml"):
         return "cfg"
     return None

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 from pathlib import Path
 
 from dre.assets.catalog import DEFAULT_EMOCA_MODEL  # standard library only: cheap at start-up
 from dre.errors import DreError
+from dre.utils.cliconfig import add_flags, from_namespace
 
 
 NAME = "assets"
@@ -55,11 +57,7 @@ def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
     f.add_argument("what", nargs="*", default=["all"], metavar="{fan,deca-data,all}",
                    help="what to fetch (default all)")
     if flags:
-        from dre.utils.cliconfig import add_flags
-
-        from dre.assets.config import FetchConfig
-
-        add_flags(f, FetchConfig)
+        add_flags(f, _config("FetchConfig"))
     f.set_defaults(func=run_fetch)
     a = asub.add_parser(
         "add",
@@ -72,38 +70,33 @@ def register(sub: argparse._SubParsersAction, *, flags: bool = True) -> None:
     )
     a.add_argument("inputs", nargs="+", metavar="ARCHIVE_OR_FILE", help="downloaded archives or asset files")
     if flags:
-        from dre.utils.cliconfig import add_flags
-
-        from dre.assets.config import AddConfig
-
-        add_flags(a, AddConfig)
+        add_flags(a, _config("AddConfig"))
     a.set_defaults(func=run_add)
+
+
+def _config(name: str) -> type:
+    """``dre.assets.config.<name>``, imported only when its flags are built or it runs."""
+    return getattr(importlib.import_module("dre.assets.config"), name)
 
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Download what ``what`` names; exit 2 (DreError) when a file could not be fetched."""
-    from dre.utils.cliconfig import from_namespace
-
-    from dre.assets.config import FetchConfig
-    from dre.assets.downloads import GROUPS
+    from dre.assets.catalog import GROUPS
     from dre.assets.fetch import run
 
     words = tuple(w for arg in args.what for w in arg.split(",") if w)
     bad = [w for w in words if w not in GROUPS]
     if bad:
         raise DreError(f"unknown {', '.join(bad)}; use {', '.join(GROUPS)}")
-    run(dataclasses.replace(from_namespace(FetchConfig, args), what=words or ("all",)))
+    run(dataclasses.replace(from_namespace(_config("FetchConfig"), args), what=words or ("all",)))
     return 0
 
 
 def run_add(args: argparse.Namespace) -> int:
     """Add every input, then print the check table (exit 2 when an input was refused)."""
-    from dre.utils.cliconfig import from_namespace
-
     from dre.assets.add import run
-    from dre.assets.config import AddConfig
 
-    run(dataclasses.replace(from_namespace(AddConfig, args), inputs=tuple(Path(p) for p in args.inputs)))
+    run(dataclasses.replace(from_namespace(_config("AddConfig"), args), inputs=tuple(Path(p) for p in args.inputs)))
     return 0
 
 

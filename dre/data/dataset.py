@@ -22,12 +22,6 @@ from dre.data.store import LmdbAlbum
 from dre.errors import DreError
 
 
-def _as_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str | os.PathLike[str]]:
-    if isinstance(paths, (str, os.PathLike)):
-        return [paths]
-    return list(paths)
-
-
 class FaceDataset(Dataset):
     """Samples ``{"image": (3,H,W) float32 in [-1,1], "cond": (9,H,W) float32}`` from one or more LMDBs.
 
@@ -38,7 +32,7 @@ class FaceDataset(Dataset):
     """
 
     def __init__(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, flip: bool = False) -> None:
-        plist = _as_paths(paths)
+        plist = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if not plist:
             raise DreError("FaceDataset needs at least one LMDB path")
         self.albums = [LmdbAlbum(p) for p in plist]

@@ -1,4 +1,5 @@
-"""Original DiffusionRig LMDBs: a safe reader and a writer of that layout (for tests and benchmarks).
+"""Original DiffusionRig LMDBs: a safe reader (the tests and benchmarks write that layout with
+``tests/_data_helpers.write_legacy_lmdb``).
 
 The original ``scripts/create_data.py`` stores, per sample ``i``: ``image_%06d`` (PNG bytes),
 ``albedo_%06d`` / ``normal_%06d`` / ``rendered_%06d`` (``pickle.dumps`` of a float32 CPU tensor
@@ -13,23 +14,14 @@ bytes, sizes and strides, comes out; anything else is refused with a :class:`Dre
 
 from __future__ import annotations
 
-import logging
 import os
-import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from dre.errors import DreError
-from dre.safety.unpickle import UnsafePickleError, load_tensor_pickle
-
-__all__ = ["LegacyLmdb", "UnsafePickleError", "write_legacy_lmdb"]
-
-if TYPE_CHECKING:
-    import torch
-
-log = logging.getLogger(__name__)
+from dre.safety.unpickle import load_tensor_pickle
 
 BUFFER_NAMES: tuple[str, ...] = ("rendered", "normal", "albedo")  # the condition channel order
 LEGACY_MEAN_SHAPE = "mean_shape.pkl"
@@ -82,10 +74,6 @@ class LegacyLmdb:
             raise DreError(f"{self.path} sample {i}: buffers have different shapes {sorted(shapes)}")
         return png, np.concatenate(parts, axis=0)
 
-    def __iter__(self) -> Iterator[tuple[bytes, np.ndarray]]:
-        for i in range(self.length):
-            yield self.sample(i)
-
     def mean_shape(self) -> np.ndarray | None:
         """The album mean shape from ``mean_shape.pkl`` (safely unpickled), or None."""
         p = self.path / LEGACY_MEAN_SHAPE
@@ -96,34 +84,3 @@ class LegacyLmdb:
         if arr.size != 100:
             raise DreError(f"{p}: mean shape has {arr.size} values, expected 100")
         return arr
-
-
-def write_legacy_lmdb(path: str | os.PathLike[str], images_png: list[bytes], conds: list[np.ndarray],
-                      mean_shape: np.ndarray | None = None) -> None:  # fmt: skip
-    """Write an LMDB in the original DiffusionRig layout (for tests and the side-by-side benchmark).
-
-    ``conds`` are (9,H,W) float arrays in the order rendered, normal, albedo; each buffer is stored as
-    ``pickle.dumps`` of a float32 CPU tensor, one write transaction per sample and ``length`` last, as
-    the original writer does (but with a sized map instead of 1 TiB).
-    """
-    import lmdb
-    import torch
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    per_sample = max((c.size * 4 + len(p) for p, c in zip(images_png, conds)), default=0)
-    env = lmdb.open(str(path), map_size=max(1 << 20, 2 * per_sample * (len(conds) + 1) + (1 << 20)), readahead=False)
-    try:
-        for i, (png, cond) in enumerate(zip(images_png, conds)):
-            with env.begin(write=True) as txn:
-                txn.put(f"image_{i:06d}".encode(), png)
-                for k, name in enumerate(BUFFER_NAMES):
-                    t = torch.from_numpy(np.ascontiguousarray(cond[3 * k : 3 * k + 3], dtype=np.float32)).clone()
-                    txn.put(f"{name}_{i:06d}".encode(), pickle.dumps(t))
-        with env.begin(write=True) as txn:
-            txn.put(b"length", str(len(conds)).encode())
-    finally:
-        env.close()
-    if mean_shape is not None:
-        t = torch.as_tensor(np.asarray(mean_shape, np.float32).reshape(1, -1))
-        (path / LEGACY_MEAN_SHAPE).write_bytes(pickle.dumps(t))

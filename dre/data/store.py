@@ -43,7 +43,6 @@ class LmdbBuilder:
 
     def __init__(self, folder: Path, initial_map_size: int) -> None:
         self.folder = folder
-        self._lmdb = lmdb
         self.map_size = int(initial_map_size)
         self.env = lmdb.open(
             str(folder), map_size=self.map_size, subdir=True, readahead=False, meminit=False,
@@ -61,7 +60,7 @@ class LmdbBuilder:
                     for key, value in records:
                         txn.put(key, value)
                 return
-            except self._lmdb.MapFullError:
+            except lmdb.MapFullError:
                 need = sum(len(k) + len(v) for k, v in records)
                 self.map_size = max(2 * self.map_size, self.map_size + 2 * need)
                 self.grow_count += 1

@@ -7,14 +7,9 @@ from dre.utils.lazy import lazy_exports
 _EXPORTS = {
     "DiffusionConfig": "config",
     "GaussianDiffusion": "schedule",
-    "SpacedSchedule": "respace",
-    "cosine_betas": "schedule",
     "ddim_invert": "samplers",
     "ddim_sample": "samplers",
     "ddpm_sample": "samplers",
-    "linear_betas": "schedule",
-    "make_betas": "schedule",
-    "p2_weights": "schedule",
     "space_timesteps": "respace",
 }
 __all__ = sorted(_EXPORTS)

@@ -33,11 +33,9 @@ def space_timesteps(num_timesteps: int, spec: str | Sequence[int]) -> list[int]:
                 want = int(s[len("ddim"):])
             except ValueError:
                 raise DreError(f"respacing {spec!r}: expected ddimN with an integer N") from None
-            for stride in range(1, num_timesteps):
+            for stride in range(1, max(num_timesteps, 2)):  # stride 1 is tried even when T == 1
                 if len(range(0, num_timesteps, stride)) == want:
                     return list(range(0, num_timesteps, stride))
-            if want == num_timesteps:  # stride 1 is not tried by the loop above when T == 1
-                return list(range(num_timesteps))
             raise DreError(f"respacing {spec!r}: no integer stride gives exactly {want} of {num_timesteps} steps")
         try:
             counts = [int(x) for x in s.split(",")]
@@ -76,7 +74,6 @@ class SpacedSchedule:
 
     def __init__(self, alphas_cumprod: Tensor, spec: str | Sequence[int]) -> None:
         steps = space_timesteps(int(alphas_cumprod.shape[0]), spec)
-        self.spec = spec
         self.timesteps = torch.tensor(steps, dtype=torch.long)
         self.num_steps = len(steps)
         ac = alphas_cumprod[self.timesteps]

@@ -16,15 +16,20 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from dre.diffusion.respace import SpacedSchedule
 from dre.diffusion.schedule import GaussianDiffusion
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 Respacing = str | Sequence[int]
 
 
-def _batched_timesteps(ts: Tensor, batch: int) -> Tensor:
-    """(N, B) contiguous copy of the visited timesteps, made once: row i is step i's ``t`` for the batch."""
-    return ts[:, None].expand(ts.shape[0], batch).contiguous()
+def _schedule(diffusion: GaussianDiffusion, respacing: Respacing,
+              x: Tensor) -> tuple[SpacedSchedule, Tensor, list[float]]:
+    """The sub-schedule, its visited timesteps as an (N, B) tensor on x's device made once (row i is step i's
+    ``t`` for the batch), and its ᾱ as Python floats."""
+    sched = diffusion.spaced(respacing)
+    ts = sched.timesteps_on(x.device)
+    return sched, ts[:, None].expand(ts.shape[0], x.shape[0]).contiguous(), sched.alphas_cumprod.tolist()
 
 
 def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -56,9 +61,7 @@ def ddim_sample(
     Per step i (ᾱ = ᾱ_{t_i}, ᾱ' = ᾱ_{t_{i−1}}, ᾱ' = 1 after the last): σ = η·√((1−ᾱ')/(1−ᾱ))·√(1−ᾱ/ᾱ'),
     x ← √ᾱ'·x̂₀ + √(1−ᾱ'−σ²)·ε + σ·z. η = 0 is deterministic (the published inference setting).
     """
-    sched = diffusion.spaced(respacing)
-    ts = _batched_timesteps(sched.timesteps_on(noise.device), noise.shape[0])
-    ac = sched.alphas_cumprod.tolist()
+    sched, ts, ac = _schedule(diffusion, respacing, noise)
     ac_prev = sched.alphas_cumprod_prev.tolist()
     x = noise.float()
     for i in reversed(range(sched.num_steps)):
@@ -86,9 +89,7 @@ def ddpm_sample(
     x ← coef1·x̂₀ + coef2·x + √var·z (no noise after the last step), var_i = β'_i except
     var_0 = posterior variance at index 1.
     """
-    sched = diffusion.spaced(respacing)
-    ts = _batched_timesteps(sched.timesteps_on(noise.device), noise.shape[0])
-    ac = sched.alphas_cumprod.tolist()
+    sched, ts, ac = _schedule(diffusion, respacing, noise)
     c1 = sched.posterior_mean_coef1.tolist()
     c2 = sched.posterior_mean_coef2.tolist()
     std = sched.fixed_large_variance.sqrt().tolist()
@@ -120,9 +121,7 @@ def ddim_invert(
     ``noise``. Clipping is off by default: it would bias the inversion of images whose x̂₀ estimates
     leave [−1, 1].
     """
-    sched = diffusion.spaced(respacing)
-    ts = _batched_timesteps(sched.timesteps_on(x0.device), x0.shape[0])
-    ac = sched.alphas_cumprod.tolist()
+    sched, ts, ac = _schedule(diffusion, respacing, x0)
     x = x0.float()
     a_cur = 1.0
     for i in range(sched.num_steps):

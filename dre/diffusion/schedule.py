@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dre.diffusion.config import SCHEDULES, DiffusionConfig
+from dre.diffusion.config import DiffusionConfig
 from dre.diffusion.respace import SpacedSchedule
 from dre.errors import DreError
 
@@ -35,32 +35,14 @@ def cosine_betas(steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tenso
     return torch.tensor(betas, dtype=torch.float64)
 
 
-def make_betas(schedule: str, steps: int) -> Tensor:
-    if schedule == "linear":
-        return linear_betas(steps)
-    if schedule == "cosine":
-        return cosine_betas(steps)
-    raise DreError(f"unknown noise schedule {schedule!r}; choose one of {SCHEDULES}")
+BETAS: dict[str, Callable[[int], Tensor]] = {"linear": linear_betas, "cosine": cosine_betas}
+"""The β table of each of :data:`~dre.diffusion.config.SCHEDULES` (a ``DiffusionConfig`` names only these)."""
 
 
 def p2_weights(alphas_cumprod: Tensor, gamma: float, k: float) -> Tensor:
     """P2 weights λ_t = 1/(k + SNR_t)^γ with SNR_t = ᾱ_t/(1−ᾱ_t) (Choi et al. 2022), float64."""
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
     return 1.0 / (k + snr) ** gamma
-
-
-class _DeviceTables:
-    """float64 tables on the CPU, with float32 copies per device made once (no per-step transfers)."""
-
-    def __init__(self, **tables: Tensor) -> None:
-        self._cpu = tables
-        self._cache: dict[tuple[str, str], Tensor] = {}
-
-    def get(self, name: str, device: torch.device) -> Tensor:
-        key = (name, str(device))
-        if key not in self._cache:
-            self._cache[key] = self._cpu[name].to(device=device, dtype=torch.float32)
-        return self._cache[key]
 
 
 def _bcast(v: Tensor, ndim: int) -> Tensor:
@@ -76,28 +58,29 @@ class GaussianDiffusion:
     def __init__(self, cfg: DiffusionConfig | None = None) -> None:
         self.cfg = cfg or DiffusionConfig()
         self.num_timesteps = self.cfg.steps
-        self.betas = make_betas(self.cfg.schedule, self.cfg.steps)
+        self.betas = BETAS[self.cfg.schedule](self.cfg.steps)
         if not bool(((self.betas > 0) & (self.betas <= 1)).all()):
             raise DreError("noise schedule produced betas outside (0, 1]")
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         self.p2 = p2_weights(self.alphas_cumprod, self.cfg.p2_gamma, self.cfg.p2_k)
-        self._tables = _DeviceTables(
-            sqrt_ac=self.alphas_cumprod.sqrt(),
-            sqrt_1m_ac=(1.0 - self.alphas_cumprod).sqrt(),
-            p2=self.p2,
-        )
+        # float64 tables on the CPU; float32 copies per device are made once (no per-step transfers)
+        self._tables = {"sqrt_ac": self.alphas_cumprod.sqrt(), "sqrt_1m_ac": (1.0 - self.alphas_cumprod).sqrt(),
+                        "p2": self.p2}
+        self._device_tables: dict[tuple[str, str], Tensor] = {}
         self._spaced: dict[str, SpacedSchedule] = {}
+
+    def _table(self, name: str, device: torch.device) -> Tensor:
+        key = (name, str(device))
+        if key not in self._device_tables:
+            self._device_tables[key] = self._tables[name].to(device=device, dtype=torch.float32)
+        return self._device_tables[key]
 
     # ------------------------------------------------------------------ forward process
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε for integer timesteps ``t`` (B,) on x0's device."""
-        a = self._tables.get("sqrt_ac", x0.device)[t]
-        b = self._tables.get("sqrt_1m_ac", x0.device)[t]
+        a = self._table("sqrt_ac", x0.device)[t]
+        b = self._table("sqrt_1m_ac", x0.device)[t]
         return _bcast(a, x0.ndim) * x0 + _bcast(b, x0.ndim) * noise
-
-    def loss_weights(self, t: Tensor) -> Tensor:
-        """P2 weights λ_t (float32, t's device)."""
-        return self._tables.get("p2", t.device)[t]
 
     def training_losses(
         self, model_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor, t: Tensor, noise: Tensor
@@ -112,7 +95,7 @@ class GaussianDiffusion:
         if eps.shape != noise.shape:
             raise ValueError(f"model output shape {tuple(eps.shape)} != noise shape {tuple(noise.shape)}")
         mse = (noise.float() - eps.float()).square().flatten(1).mean(dim=1)
-        return {"loss": self.loss_weights(t) * mse, "mse": mse}
+        return {"loss": self._table("p2", t.device)[t] * mse, "mse": mse}  # P2 weights λ_t
 
     # ------------------------------------------------------------------ respacing
     def spaced(self, respacing: str | list[int] | tuple[int, ...] = "") -> SpacedSchedule:

@@ -1,7 +1,7 @@
 """``run``: from flags (an :class:`EditConfig`) to a finished edit folder.
 
 Loads the stage-2 model, the face model and the inputs, runs the batched engine and writes the folder
-atomically. No config file is read here; the CLI (``dre/commands/edit.py``) fills the dataclass.
+atomically. No config file is read here; the CLI (``dre/commands/__init__.py``) fills the dataclass.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dre.errors import DreError
 from dre.extract.config import ExtractConfig
@@ -32,8 +32,6 @@ from dre.utils.images import list_images
 from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
-
-STATUSES = ("ok", "missing", "unreadable", "no_landmarks", "bad_landmarks")
 
 
 @dataclass
@@ -127,14 +125,15 @@ def check_landmarks(item: Item) -> None:
 
 
 def read_image(item: Item) -> np.ndarray | None:
-    """RGB uint8 (H, W, 3), or None with the item's status set."""
+    """RGB uint8 (H, W, 3), upright (EXIF orientation applied, as `dre align` reads a photo: an already
+    aligned album's landmarks are in upright pixels), or None with the item's status set."""
     if not item.image.is_file():
         item.status, item.message = "missing", f"{item.image}: file not found"
         return None
     try:
         with Image.open(item.image) as im:
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         item.status, item.message = "unreadable", f"{item.image}: {exc}"
         return None

@@ -63,9 +63,6 @@ class FlameCodes:
             idx = slice(idx, idx + 1)
         return self._map(lambda t: t[idx])
 
-    def repeat_interleave(self, n: int) -> "FlameCodes":
-        return self._map(lambda t: t.repeat_interleave(n, dim=0))
-
     @classmethod
     def cat(cls, items: Iterable["FlameCodes"]) -> "FlameCodes":
         import torch  # lazy: see the note above FlameCodes
@@ -132,9 +129,3 @@ class Buffers:
         import torch  # lazy: see the note above FlameCodes
 
         return torch.cat([self.rendered, self.normal, self.albedo], dim=1)
-
-    @classmethod
-    def from_condition(cls, cond: "torch.Tensor") -> "Buffers":
-        """Inverse of :meth:`condition`; alpha is recovered as 'any buffer channel non-zero'."""
-        alpha = (cond.abs().sum(dim=1, keepdim=True) > 0).to(cond.dtype)
-        return cls(rendered=cond[:, 0:3], normal=cond[:, 3:6], albedo=cond[:, 6:9], alpha=alpha)

@@ -101,7 +101,6 @@ def load_deca_checkpoint(path: str | Path) -> dict[str, Any]:
 class EmocaModel:
     """What extraction needs from an EMOCA model folder (both encoders, prefixes stripped)."""
 
-    folder: Path
     checkpoint: Path
     flags: EmocaFlags
     e_flame: dict[str, Any] = field(repr=False)
@@ -115,15 +114,8 @@ def read_emoca_flags(cfg_path: Path) -> EmocaFlags:
         cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DreError(f"{cfg_path}: not readable YAML ({exc})") from exc
-    model = None
-    if isinstance(cfg, dict):
-        for section in ("detail", "coarse"):
-            sec = cfg.get(section)
-            if isinstance(sec, dict) and isinstance(sec.get("model"), dict):
-                model = sec["model"]
-                break
-        if model is None and isinstance(cfg.get("model"), dict):
-            model = cfg["model"]
+    places = [cfg.get("detail"), cfg.get("coarse"), cfg] if isinstance(cfg, dict) else []
+    model = next((p["model"] for p in places if isinstance(p, dict) and isinstance(p.get("model"), dict)), None)
     if model is None:
         raise DreError(f"{cfg_path}: has no detail.model / coarse.model section; is this an EMOCA cfg.yaml?")
     deca_class = model.get("deca_class", "ExpDECA")
@@ -175,4 +167,4 @@ def load_emoca(folder: str | Path) -> EmocaModel:
             f"(exp_deca_global_pose={flags.global_pose}, exp_deca_jaw_pose={flags.jaw_pose}) implies "
             f"{flags.out_size} (50 + 3 per pose flag); the config and checkpoint do not belong together"
         )
-    return EmocaModel(folder=folder, checkpoint=ckpt_path, flags=flags, e_flame=e_flame, e_expression=e_exp)
+    return EmocaModel(checkpoint=ckpt_path, flags=flags, e_flame=e_flame, e_expression=e_exp)

@@ -15,6 +15,7 @@ Input: (B, 3, 224, 224) RGB in [0, 1] with no mean/std normalisation (DECA's con
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
@@ -120,18 +121,10 @@ def codes_from_outputs(
     flags = flags or EmocaFlags()
     if exp_out.ndim != 2 or exp_out.shape[1] != flags.out_size or exp_out.shape[0] != deca_out.shape[0]:
         raise ValueError(f"E_expression output {tuple(exp_out.shape)} does not match {flags}")
-    n = flags.n_exp
-    extra = exp_out[:, n:]
-    pose = codes.pose
-    if flags.global_pose and flags.jaw_pose:
-        pose = extra
-    elif flags.global_pose:
-        pose = torch.cat([extra, pose[:, 3:]], dim=1)
-    elif flags.jaw_pose:
-        pose = torch.cat([pose[:, :3], extra], dim=1)
-    return FlameCodes(
-        shape=codes.shape, tex=codes.tex, exp=exp_out[:, :n], pose=pose, cam=codes.cam, light=codes.light
-    )
+    extra = exp_out[:, flags.n_exp :]  # global pose, then jaw pose, each only when its flag is set
+    glob = extra[:, :3] if flags.global_pose else codes.pose[:, :3]
+    jaw = extra[:, -3:] if flags.jaw_pose else codes.pose[:, 3:]
+    return replace(codes, exp=exp_out[:, : flags.n_exp], pose=torch.cat([glob, jaw], dim=1))
 
 
 class FaceEncoder(nn.Module):
@@ -161,8 +154,6 @@ class FaceEncoder(nn.Module):
         deca_out = self.E_flame(crops)
         exp_out = self.E_expression(crops) if self.E_expression is not None else None
         return codes_from_outputs(deca_out.float(), None if exp_out is None else exp_out.float(), self.flags)
-
-    encode = forward
 
 
 def build_deca_encoder(state: Mapping[str, torch.Tensor], what: str = "E_flame") -> FaceEncoder:

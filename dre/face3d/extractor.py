@@ -2,7 +2,7 @@
 
 The crop is DECA's (``dre.face3d.crop``) run on the accelerator for the whole batch; the encoders come
 from the user's DECA/EMOCA files (``dre.face3d.encoders``). By default every aligned image first goes
-through DiffusionRig's resize-and-truncate quantisation (``requantize_like_diffusionrig``) so the encoder
+through DiffusionRig's resize-and-truncate quantisation (``dre.face3d.crop._diffusionrig_lut``) so the encoder
 sees the exact pixels the published buffers were made from.
 """
 
@@ -45,7 +45,6 @@ class Extractor:
         self.kind = kind
         self.checksums: dict[str, str] = dict(checksums or {})
         self.synthetic = bool(synthetic)
-        self.requantize = requantize
         # uint8 level → float in [0, 1], with DiffusionRig's requantisation folded in when asked
         levels = _diffusionrig_lut() if requantize else np.arange(256)
         self._to_float = torch.from_numpy(levels.astype(np.float32) / 255.0).to(self.device)
@@ -56,8 +55,6 @@ class Extractor:
     ) -> "Extractor":
         """Load the ``kind`` encoder from an assets folder (checksums of every file it depends on kept)."""
         root = Path(assets_dir)
-        if kind not in KINDS:
-            raise DreError(f"unknown extractor {kind!r}: use deca or emoca")
         if not root.is_dir():
             raise DreError(f"--assets {root} is not a folder (see `dre assets check --assets {root}`)")
         model = emoca_model or DEFAULT_EMOCA_MODEL

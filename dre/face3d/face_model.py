@@ -167,10 +167,7 @@ class FaceModel(nn.Module):
 
     def ffhq_center(self, codes: FlameCodes) -> torch.Tensor:
         """(B, 3) world-space FFHQ centre of each face (see :func:`ffhq_center_from_landmarks`)."""
-        out = self._flame(codes)
-        if out.landmarks2d is None:
-            raise DreError("the FLAME model was built without a landmark embedding; ffhq_center needs one")
-        return ffhq_center_from_landmarks(out.landmarks2d)
+        return ffhq_center_from_landmarks(self._flame(codes).landmarks2d)
 
     @torch.no_grad()
     def render(
@@ -187,8 +184,6 @@ class FaceModel(nn.Module):
         out = self.flame(c.shape, c.exp, c.pose)
         verts = out.vertices
         if center is not None:
-            if out.landmarks2d is None:
-                raise DreError("re-centring needs the FLAME landmark embedding")
             shift = center.to(verts) - ffhq_center_from_landmarks(out.landmarks2d)
             verts = verts + shift[:, None, :]
         albedo = self.texture(c.tex)

@@ -13,7 +13,7 @@ dynamic-contour lookup (un-negated yaw). Batched, any device; buffers move with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -73,13 +73,8 @@ def load_flame(path: str | Path, *, official: bool | None = None) -> FlameModel:
     missing = [k for k in need if k not in raw]
     expect(not missing, path, FLAME_FILE, f"has no {', '.join(missing)} (keys: {sorted(raw)})")
     try:
-        v = np.asarray(raw["v_template"], dtype=np.float32)
-        sd = np.asarray(raw["shapedirs"], dtype=np.float32)
-        pd = np.asarray(raw["posedirs"], dtype=np.float32)
-        jr = np.asarray(raw["J_regressor"], dtype=np.float32)
-        w = np.asarray(raw["weights"], dtype=np.float32)
-        kt = np.asarray(raw["kintree_table"]).astype(np.int64)
-        f = np.asarray(raw["f"]).astype(np.int64)
+        v, sd, pd, jr, w = (np.asarray(raw[k], dtype=np.float32) for k in need[:5])
+        kt, f = (np.asarray(raw[k]).astype(np.int64) for k in need[5:])
     except (TypeError, ValueError) as exc:
         raise DreError(f"{path}: an array has an unexpected type ({exc})") from exc
     V = v.shape[0] if v.ndim == 2 else -1
@@ -132,37 +127,33 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+_EMBEDDING: dict[str, tuple[str, type, tuple[int, ...]]] = {
+    "static_lmk_faces_idx": ("static_faces", np.int64, (51,)),
+    "static_lmk_bary_coords": ("static_bary", np.float32, (51, 3)),
+    "dynamic_lmk_faces_idx": ("dynamic_faces", np.int64, (79, 17)),
+    "dynamic_lmk_bary_coords": ("dynamic_bary", np.float32, (79, 17, 3)),
+    "full_lmk_faces_idx": ("full_faces", np.int64, (68,)),
+    "full_lmk_bary_coords": ("full_bary", np.float32, (68, 3)),
+}
+"""File key → (:class:`LandmarkEmbedding` field, dtype, expected shape)."""
+
+
 def load_landmark_embedding(path: str | Path, *, n_faces: int | None = None) -> LandmarkEmbedding:
     """Load ``landmark_embedding.npy`` (a pickled dict, two entries torch tensors) safely."""
     path = Path(path)
     require_file(path, LANDMARK_FILE, "DECA landmark embedding")
     d = load_npy(path)
     expect(isinstance(d, dict), path, LANDMARK_FILE, f"holds a {type(d).__name__}, not DECA's dict")
-    keys = (
-        "static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
-        "dynamic_lmk_bary_coords", "full_lmk_faces_idx", "full_lmk_bary_coords",
-    )
-    missing = [k for k in keys if k not in d]
+    missing = [k for k in _EMBEDDING if k not in d]
     expect(not missing, path, LANDMARK_FILE, f"has no {', '.join(missing)}")
-    a = {k: _as_numpy(d[k]) for k in keys}
-    emb = LandmarkEmbedding(
-        static_faces=a["static_lmk_faces_idx"].astype(np.int64).reshape(-1),
-        static_bary=a["static_lmk_bary_coords"].astype(np.float32).reshape(-1, 3),
-        dynamic_faces=a["dynamic_lmk_faces_idx"].astype(np.int64),
-        dynamic_bary=a["dynamic_lmk_bary_coords"].astype(np.float32),
-        full_faces=a["full_lmk_faces_idx"].astype(np.int64).reshape(-1),
-        full_bary=a["full_lmk_bary_coords"].astype(np.float32).reshape(-1, 3),
-    )
-    shapes = {
-        "static_lmk_faces_idx": (emb.static_faces.shape, (51,)),
-        "static_lmk_bary_coords": (emb.static_bary.shape, (51, 3)),
-        "dynamic_lmk_faces_idx": (emb.dynamic_faces.shape, (79, 17)),
-        "dynamic_lmk_bary_coords": (emb.dynamic_bary.shape, (79, 17, 3)),
-        "full_lmk_faces_idx": (emb.full_faces.shape, (68,)),
-        "full_lmk_bary_coords": (emb.full_bary.shape, (68, 3)),
-    }
-    for k, (got, want) in shapes.items():
-        expect(got == want, path, LANDMARK_FILE, f"{k} has shape {got}, expected {want}")
+    arrays = {}
+    for key, (name, dtype, want) in _EMBEDDING.items():
+        a = _as_numpy(d[key]).astype(dtype)
+        if not name.startswith("dynamic"):  # the static and full tables may carry a leading batch axis
+            a = a.reshape(-1, *want[1:])
+        expect(a.shape == want, path, LANDMARK_FILE, f"{key} has shape {a.shape}, expected {want}")
+        arrays[name] = a
+    emb = LandmarkEmbedding(**arrays)
     for name, bary in (("static", emb.static_bary), ("dynamic", emb.dynamic_bary), ("full", emb.full_bary)):
         expect(
             np.allclose(bary.sum(-1), 1.0, atol=1e-3), path, LANDMARK_FILE,
@@ -183,8 +174,8 @@ def load_landmark_embedding(path: str | Path, *, n_faces: int | None = None) -> 
 
 class FlameOutput(NamedTuple):
     vertices: torch.Tensor  # (B, V, 3) world space (metres)
-    landmarks2d: torch.Tensor | None  # (B, 68, 3): 17 dynamic contour + 51 static points
-    landmarks3d: torch.Tensor | None  # (B, 68, 3): the "full" embedding (no dynamic contour)
+    landmarks2d: torch.Tensor  # (B, 68, 3): 17 dynamic contour + 51 static points
+    landmarks3d: torch.Tensor  # (B, 68, 3): the "full" embedding (no dynamic contour)
     joints: torch.Tensor  # (B, 5, 3) posed joints
 
 
@@ -230,7 +221,7 @@ class Flame(nn.Module):
     """FLAME with DECA's 100 shape / 50 expression / 6 pose parameters."""
 
     def __init__(
-        self, model: FlameModel, landmarks: LandmarkEmbedding | None = None, n_shape: int = 100, n_exp: int = 50
+        self, model: FlameModel, landmarks: LandmarkEmbedding, n_shape: int = 100, n_exp: int = 50
     ) -> None:
         super().__init__()
         f32 = torch.float32
@@ -249,14 +240,9 @@ class Flame(nn.Module):
         self.register_buffer("lbs_weights", torch.as_tensor(model.weights, dtype=f32))
         self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long))
         self.parents: list[int] = [int(p) for p in model.parents]
-        self.has_landmarks = landmarks is not None
-        if landmarks is not None:
-            self.register_buffer("static_faces", torch.as_tensor(landmarks.static_faces, dtype=torch.long))
-            self.register_buffer("static_bary", torch.as_tensor(landmarks.static_bary, dtype=f32))
-            self.register_buffer("dynamic_faces", torch.as_tensor(landmarks.dynamic_faces, dtype=torch.long))
-            self.register_buffer("dynamic_bary", torch.as_tensor(landmarks.dynamic_bary, dtype=f32))
-            self.register_buffer("full_faces", torch.as_tensor(landmarks.full_faces, dtype=torch.long))
-            self.register_buffer("full_bary", torch.as_tensor(landmarks.full_bary, dtype=f32))
+        for f in fields(landmarks):  # static / dynamic / full: face ids (long) and barycentric coordinates
+            dtype = torch.long if f.name.endswith("_faces") else f32
+            self.register_buffer(f.name, torch.as_tensor(getattr(landmarks, f.name), dtype=dtype))
 
     @classmethod
     def from_assets(cls, assets_dir: str | Path, device: torch.device | str = "cpu") -> "Flame":
@@ -306,8 +292,6 @@ class Flame(nn.Module):
         betas = torch.cat([shape[:, : self.n_shape], exp[:, : self.n_exp]], dim=1).to(self.v_template.dtype)
         full = self.full_pose(pose.to(self.v_template.dtype))
         verts, joints, rots = self.lbs(betas, full)
-        if not self.has_landmarks:
-            return FlameOutput(verts, None, None, joints)
         b = verts.shape[0]
         # dynamic contour from the head's yaw (root ∘ neck rotation; neck is zero here but kept general)
         rel = torch.eye(3, dtype=rots.dtype, device=rots.device).expand(b, 3, 3)

@@ -39,12 +39,8 @@ Z_OFFSET = 10.0
 
 SH_CONSTANTS: tuple[float, ...] = (
     1 / math.sqrt(4 * math.pi),
-    (2 * math.pi / 3) * math.sqrt(3 / (4 * math.pi)),
-    (2 * math.pi / 3) * math.sqrt(3 / (4 * math.pi)),
-    (2 * math.pi / 3) * math.sqrt(3 / (4 * math.pi)),
-    (math.pi / 4) * 3 * math.sqrt(5 / (12 * math.pi)),
-    (math.pi / 4) * 3 * math.sqrt(5 / (12 * math.pi)),
-    (math.pi / 4) * 3 * math.sqrt(5 / (12 * math.pi)),
+    *[(2 * math.pi / 3) * math.sqrt(3 / (4 * math.pi))] * 3,
+    *[(math.pi / 4) * 3 * math.sqrt(5 / (12 * math.pi))] * 3,
     (math.pi / 4) * (3 / 2) * math.sqrt(5 / (12 * math.pi)),
     (math.pi / 4) * (1 / 2) * math.sqrt(5 / (4 * math.pi)),
 )

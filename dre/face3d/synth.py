@@ -50,7 +50,6 @@ from dre.safety.ownership import owned_dir
 from dre.utils.synthetic import MARKER_NAME
 
 SYNTH_VERSION = 1
-EMOCA_MODEL = DEFAULT_EMOCA_MODEL
 EMOCA_CKPT = "detail/checkpoints/deca-epoch=03-val_loss/dataloader_idx_0=9.44489288.ckpt"
 
 
@@ -177,10 +176,9 @@ def write_emoca_model(
         "n_light": 27,
         "use_texture": False,
     }
-    cfg = {
-        "coarse": {"model": dict(model_cfg), "inout": {"name": f"{folder.name} (synthetic)"}},
-        "detail": {"model": dict(model_cfg), "inout": {"name": f"{folder.name} (synthetic)"}},
-    }
+    inout = {"name": f"{folder.name} (synthetic)"}
+    # each stage gets its own copies: shared objects would become YAML aliases
+    cfg = {stage: {"model": dict(model_cfg), "inout": dict(inout)} for stage in ("coarse", "detail")}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cfg.yaml").write_text(
         "# synthetic EMOCA configuration written by `dre assets synth`\n" + yaml.safe_dump(cfg, sort_keys=True),
@@ -230,7 +228,7 @@ def write_synthetic_assets(out: str | Path, seed: int = 0) -> Path:
         code_mean, code_std = code_statistics()
         e_flame = _random_encoder_state(236, code_mean, code_std, gen, base)
         torch.save({"E_flame": e_flame}, tmp / DECA_FILE)
-        write_emoca_model(tmp / EMOCA_DIR / EMOCA_MODEL, e_flame, base=base, seed=seed)
+        write_emoca_model(tmp / EMOCA_DIR / DEFAULT_EMOCA_MODEL, e_flame, base=base, seed=seed)
         info = {
             "synthetic": True,
             "writer": "dre assets synth",

@@ -67,12 +67,9 @@ def _landmarks_xy() -> np.ndarray:
     for k in range(17):  # jaw 0..16, image-left ear → chin → image-right ear
         t = np.pi * k / 16
         pts.append((-0.066 * np.cos(t), 0.008 - 0.092 * np.sin(t) ** 1.15))
-    for k in range(5):  # brows 17..21 (image left), 22..26 (image right)
-        x = -0.054 + 0.04 * k / 4
-        pts.append((x, 0.040 + 0.006 * np.sin(np.pi * k / 4)))
-    for k in range(5):
-        x = 0.014 + 0.04 * k / 4
-        pts.append((x, 0.040 + 0.006 * np.sin(np.pi * k / 4)))
+    for x0 in (-0.054, 0.014):  # brows 17..21 (image left), 22..26 (image right)
+        for k in range(5):
+            pts.append((x0 + 0.04 * k / 4, 0.040 + 0.006 * np.sin(np.pi * k / 4)))
     for k in range(4):  # nose bridge 27..30
         pts.append((0.0, 0.030 - 0.011 * k))
     for k in range(5):  # nose base 31..35

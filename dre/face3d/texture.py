@@ -85,8 +85,6 @@ class TextureSpace(nn.Module):
         basis: np.ndarray | torch.Tensor,
         n_tex: int = N_TEX,
         uv_size: int = UV_SIZE,
-        scale: float = 1 / 255.0,
-        bgr: bool = True,
     ) -> None:
         """``mean`` (H, W, 3) and ``basis`` (H, W, 3, K≥n_tex) as in ``FLAME_texture.npz`` (0–255, BGR)."""
         super().__init__()
@@ -98,7 +96,8 @@ class TextureSpace(nn.Module):
             raise ValueError(f"texture basis must be (H, W, 3, >={n_tex}) matching the mean, got {tuple(basis_t.shape)}")
         h, w = mean_t.shape[:2]
         rows, cols = nearest_indices(h, uv_size), nearest_indices(w, uv_size)
-        chan = torch.tensor([2, 1, 0]) if bgr else torch.tensor([0, 1, 2])
+        chan = torch.tensor([2, 1, 0])  # the file is BGR ...
+        scale = 1 / 255.0  # ... with values 0–255
         # slice the components first and gather rows and columns together: only selected texels are copied
         mean_sel = mean_t[rows[:, None], cols[None, :]][:, :, chan] * scale  # (uv, uv, 3)
         basis_sel = basis_t[..., :n_tex][rows[:, None], cols[None, :]][:, :, chan].to(torch.float32) * scale

@@ -5,16 +5,9 @@ from __future__ import annotations
 from dre.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "AttentionBlock": "unet",
-    "DEFAULT_CHANNEL_MULT": "arch",
     "DiffusionRig": "rig",
-    "FORMAT": "modelfile",
     "ModelConfig": "arch",
-    "PRECISIONS": "arch",
     "Precision": "precision",
-    "ResBlock": "unet",
-    "UNet": "unet",
-    "build_encoder": "encoder",
     "eps_fn": "fast",
     "infer_official_config": "modelfile",
     "load_model_file": "modelfile",

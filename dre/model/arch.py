@@ -8,13 +8,12 @@ docs/reference.md). The dataclass is stored verbatim in every model file
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from dre.errors import DreError
 from dre.utils.cliconfig import setting
-from dre.utils.records import from_dict_strict
+from dre.utils.records import from_dict_strict, to_plain
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """``--precision`` of ``dre train`` and ``dre edit`` (resolved per device by :mod:`dre.model.precision`).
@@ -114,10 +113,7 @@ class ModelConfig:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists, not tuples), so the dict survives ``torch.load(weights_only=True)``."""
-        d = dataclasses.asdict(self)
-        d["channel_mult"] = list(self.channel_mult)
-        d["attention_resolutions"] = list(self.attention_resolutions)
-        return d
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

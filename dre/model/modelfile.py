@@ -124,12 +124,10 @@ def infer_official_config(state: Mapping[str, Tensor]) -> ModelConfig:
     def is_resblock(block: str, layer: int) -> bool:
         return f"{_UNET}{block}.{layer}.in_layers.0.weight" in state
 
-    # the first decoder block holding a second res-block (the ×2 up-sampler) closes the first level
-    first_up = next((k for k in range(n_out) if is_resblock(f"output_blocks.{k}", 1) or is_resblock(f"output_blocks.{k}", 2)), None)
-    if first_up is None:  # a single-level network has no up-sampler
-        nrb = n_out - 1
-    else:
-        nrb = first_up
+    # the first decoder block holding a second res-block (the ×2 up-sampler) closes the first level; a
+    # single-level network has no up-sampler (its n_out = nrb + 1 blocks are all plain)
+    ups = (k for k in range(n_out) if is_resblock(f"output_blocks.{k}", 1) or is_resblock(f"output_blocks.{k}", 2))
+    nrb = next(ups, n_out - 1)
     levels = n_out // (nrb + 1)
     if levels * (nrb + 1) != n_out or nrb < 1:
         raise DreError("official checkpoint: decoder block layout does not match a DiffusionRig UNet")

@@ -44,9 +44,6 @@ class Precision:
         return torch.amp.GradScaler(self.device_type)
 
 
-FP32_CPU = Precision("fp32", "cpu")
-
-
 def resolve_precision(flag: str, device: torch.device | str) -> Precision:
     """Turn ``--precision`` into a concrete mode for ``device`` (see the module docstring)."""
     if flag not in PRECISIONS:

@@ -16,8 +16,7 @@ class DiffusionRig(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        cfg.validate()
-        self.cfg = cfg
+        self.cfg = cfg  # validated when it was built (ModelConfig.__post_init__)
         self.denoisingUNet = UNet(cfg)
         self.encoder = build_encoder(cfg.encoder, cfg.latent_dim)
 

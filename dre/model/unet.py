@@ -66,7 +66,6 @@ class ResBlock(nn.Module):
         if up and down:
             raise ValueError("a ResBlock resamples up or down, not both")
         self.out_channels = out_channels
-        self.groups = groups
         self.resample = upsample if up else downsample if down else None
         self.in_layers = nn.Sequential(
             make_norm(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
@@ -83,15 +82,11 @@ class ResBlock(nn.Module):
             nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
         )
 
-    def _input(self, x: Tensor, norm: GroupNorm32) -> tuple[Tensor, Tensor]:
-        h = F.silu(norm(x))
-        if self.resample is not None:
-            h = self.resample(h)
-            x = self.resample(x)
-        return self.in_layers[2](h), x
-
     def forward(self, x: Tensor, emb: Tensor, z: Tensor) -> Tensor:  # noqa: D102
-        h, x = self._input(x, self.in_layers[0])
+        h = F.silu(self.in_layers[0](x))
+        if self.resample is not None:
+            h, x = self.resample(h), self.resample(x)
+        h = self.in_layers[2](h)
         s_t, b_t = self.emb_layers(emb).chunk(2, dim=1)
         s_z, b_z = self.cond_emb_layers(z).chunk(2, dim=1)
         norm = self.out_layers[0]
@@ -168,8 +163,7 @@ class UNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        cfg.validate()
-        self.cfg = cfg
+        self.cfg = cfg  # validated when it was built (ModelConfig.__post_init__)
         mc, groups = cfg.model_channels, cfg.norm_groups
         mult = cfg.resolved_channel_mult()
         attn_ds = cfg.attention_downsample_factors()

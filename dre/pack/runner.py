@@ -8,16 +8,14 @@ write transaction. The whole store is built in a temporary folder and renamed on
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +32,7 @@ from dre.safety.ownership import claim_dir, claim_table
 from dre.tables import CODES, MANIFEST
 from dre.utils.device import resolve_device
 from dre.utils.hashing import sha256_file
+from dre.utils.signals import handling
 from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
@@ -118,6 +117,10 @@ def _load_image(path: Path, size: int) -> tuple[bytes, float]:
 
 
 # ------------------------------------------------------------------ the stage
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
     """``dre pack``: pack from codes (:func:`pack_album`) or convert a legacy LMDB (:func:`import_legacy`).
 
@@ -125,26 +128,10 @@ def run(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
     build removes its temporary folder instead of leaving it behind.
     """
     cfg.validate()
-    with _terminate_as_interrupt():
+    with handling(_interrupt, "SIGTERM"):
         if cfg.import_legacy is not None:
             return import_legacy(cfg)
         return pack_album(cfg, face_model)
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. called from a test runner thread): nothing to install
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------ packing from codes
@@ -153,12 +140,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def pack_album(cfg: PackConfig, face_model: Renderer | None = None) -> PackResult:
     """Render every ``ok`` row of the codes table and write the LMDB + manifest (atomically)."""
     t0 = time.perf_counter()
-    if cfg.codes is None:
-        raise DreError("dre pack needs --codes (or --import-legacy OLD.lmdb)")
     claim_outputs(cfg)
-    if cfg.size <= 0 or cfg.batch_size <= 0:
-        raise DreError("--size and --batch-size must be positive")
-    codes_path = Path(cfg.codes)
+    codes_path = Path(cfg.codes)  # type: ignore[arg-type]  # run() validated cfg: codes are given
     df, codes_meta = CODES.read(codes_path, flag="--codes")
     ok = df[df["status"] == "ok"]
     skipped = len(df) - len(ok)

@@ -78,14 +78,12 @@ def fsync_tree(root: str | os.PathLike[str]) -> None:
         fsync_path(folder)
 
 
-def sweep(dest: str | os.PathLike[str]) -> list[Path]:
-    """Remove temporaries that earlier, interrupted writes of ``dest`` left beside it; returns them."""
-    dest = Path(dest)
-    pattern = re.compile(r"^\." + re.escape(dest.name) + _TMP_RE)
+def _remove_matching(folder: Path, pattern: str) -> list[Path]:
+    """Remove the entries directly inside ``folder`` whose names match ``pattern``; returns them."""
     removed = []
     with contextlib.suppress(FileNotFoundError):
-        for p in dest.parent.iterdir():
-            if pattern.match(p.name):
+        for p in folder.iterdir():
+            if re.match(pattern, p.name):
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
@@ -95,24 +93,15 @@ def sweep(dest: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def sweep(dest: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporaries that earlier, interrupted writes of ``dest`` left beside it; returns them."""
+    dest = Path(dest)
+    return _remove_matching(dest.parent, r"^\." + re.escape(dest.name) + _TMP_RE)
+
+
 def sweep_folder(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove every temporary of our naming pattern directly inside ``folder`` (a run folder at start-up)."""
-    pattern = re.compile(r"^\..+" + _TMP_RE)
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for p in Path(folder).iterdir():
-            if pattern.match(p.name):
-                (shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink())
-                removed.append(p)
-    return removed
-
-
-def _tmp_sibling(dest: Path, suffix: str = "") -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    sweep(dest)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=dest.parent)
-    os.close(fd)
-    return Path(name)
+    return _remove_matching(Path(folder), r"^\..+" + _TMP_RE)
 
 
 @contextlib.contextmanager
@@ -120,13 +109,14 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write ``dest`` to; fsync and rename it over ``dest`` on success, delete
     it on error. The temporary name keeps ``dest``'s suffix so writers that infer a format still work."""
     dest = Path(dest)
-    tmp = _tmp_sibling(dest, dest.suffix)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep(dest)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         yield tmp
-        _give_default_mode(tmp, folder=False)
-        fsync_path(tmp)
-        os.replace(tmp, dest)
-        fsync_path(dest.parent)
+        publish_file(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -179,30 +169,26 @@ def publish_file(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> N
 
 def publish_dir(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     """Move a finished folder ``src`` (on ``dest``'s file system) to ``dest`` durably, replacing ``dest``
-    in one step where the kernel allows it. Whether ``dest`` may be replaced is the caller's question."""
+    in one step where the kernel allows it: an existing ``dest`` is swapped out, then deleted. Whether
+    ``dest`` may be replaced is the caller's question."""
     src, dest = Path(src), Path(dest)
     _give_default_mode(src, folder=True)
     fsync_tree(src)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _swap_in(src, dest)
-
-
-def _swap_in(tmp: Path, dest: Path) -> None:
-    """Rename the complete folder ``tmp`` to ``dest``; an existing ``dest`` is swapped out, then deleted."""
     if os.path.lexists(dest):
-        if _exchange(tmp, dest):  # dest is now the new folder, tmp the old one
+        if _exchange(src, dest):  # dest is now the new folder, src the old one
             fsync_path(dest.parent)
-            old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
-            os.replace(tmp, old)
+            old = src.with_name(src.name.removesuffix(".tmp") + ".old")
+            os.replace(src, old)
             shutil.rmtree(old, ignore_errors=True)
         else:
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
             os.replace(dest, old / "prev")
-            os.replace(tmp, dest)
+            os.replace(src, dest)
             fsync_path(dest.parent)
             shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, dest)
+        os.replace(src, dest)
     fsync_path(dest.parent)
 
 
@@ -223,9 +209,7 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
-        _give_default_mode(tmp, folder=True)
-        fsync_tree(tmp)
-        _swap_in(tmp, dest)
+        publish_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -55,11 +55,8 @@ def check_apart(dest: str | os.PathLike[str], inputs: Iterable[str | os.PathLike
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _files(folder: Path) -> list[Path]:
@@ -82,8 +79,7 @@ def read_marker(folder: str | os.PathLike[str]) -> dict | None:
     return data if isinstance(data, dict) and data.get("format") == MARKER_FORMAT else None
 
 
-def write_marker(folder: str | os.PathLike[str], command: str, *, hashes: bool = False, listing: bool = True,
-                 extra: dict | None = None) -> None:  # fmt: skip
+def write_marker(folder: str | os.PathLike[str], command: str, *, hashes: bool = False, listing: bool = True) -> None:
     """Record in ``folder`` that ``command`` made it (and what it holds); call when the folder is complete."""
     folder = Path(folder)
     files = None
@@ -94,7 +90,7 @@ def write_marker(folder: str | os.PathLike[str], command: str, *, hashes: bool =
             if hashes:
                 entry["sha256"] = _sha256(folder / rel)
             files[rel.as_posix()] = entry
-    data = {"format": MARKER_FORMAT, "command": command, "files": files, **(extra or {})}
+    data = {"format": MARKER_FORMAT, "command": command, "files": files}
     atomic_write_text(folder / MARKER, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
@@ -170,7 +166,6 @@ def claim_file(dest: str | os.PathLike[str], *, evidence: Callable[[Path], bool]
 def owned_dir(dest: str | os.PathLike[str], command: str, *, flag: str = "--out", inputs: Iterable = (),
               hashes: bool = False, evidence: Callable[[Path], bool] | None = None) -> Iterator[Path]:  # fmt: skip
     """:func:`claim_dir`, then a temporary folder to fill; on success it gets our marker and replaces ``dest``."""
-    inputs = list(inputs)
     claim_dir(dest, flag=flag, inputs=inputs, evidence=evidence)
     with atomic_dir(dest) as tmp:
         yield tmp

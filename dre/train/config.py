@@ -17,6 +17,7 @@ from dre.errors import DreError
 from dre.launch import LAUNCHERS
 from dre.model.arch import PRECISIONS, ModelConfig
 from dre.utils.cliconfig import nested, run_arg, setting
+from dre.utils.records import to_plain
 
 STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
     1: {"lr": 1e-4, "batch_size": 32, "max_steps": 50000},
@@ -173,15 +174,7 @@ class TrainConfig:
 
         The nested configs are nested dicts (``{"model": {...}, "diffusion": {...}, "lr": ...}``).
         """
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, (ModelConfig, DiffusionConfig)):
-                value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

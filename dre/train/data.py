@@ -12,9 +12,9 @@ Either way each rank yields only its slice of the step's global batch.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -34,12 +34,11 @@ class DataInfo:
     extractor: str | None = None
     mean_shape: list[float] | None = None
     synthetic: bool = False
-    metas: list[dict[str, Any]] = field(default_factory=list)
 
 
 def inspect_lmdbs(paths: Sequence[str], image_size: int) -> DataInfo:
     """Open each LMDB's metadata and check it can feed a model of ``image_size``: clear errors if not."""
-    lengths, metas, extractors = [], [], []
+    lengths, extractors = [], []
     synthetic = False
     mean_shape = None
     for p in paths:
@@ -64,7 +63,6 @@ def inspect_lmdbs(paths: Sequence[str], image_size: int) -> DataInfo:
                 "pack the LMDB at the model's size or change --image-size"
             )
         lengths.append(n)
-        metas.append(meta)
         if meta.get("extractor"):
             extractors.append(str(meta["extractor"]))
         synthetic = synthetic or bool(meta.get("synthetic", False))
@@ -74,7 +72,7 @@ def inspect_lmdbs(paths: Sequence[str], image_size: int) -> DataInfo:
     if len(kinds) > 1:
         log.warning("mixing LMDBs made by different extractors (%s): their buffers differ in style", kinds)
     return DataInfo(list(map(str, paths)), lengths, kinds[0] if len(kinds) == 1 else ("+".join(kinds) or None),
-                    mean_shape if len(paths) == 1 else None, synthetic, metas)
+                    mean_shape if len(paths) == 1 else None, synthetic)
 
 
 class LmdbData:
@@ -82,10 +80,9 @@ class LmdbData:
 
     def __init__(self, info: DataInfo, num_workers: int, seed: int) -> None:
         self.info = info
-        self.dataset = torch.utils.data.ConcatDataset([FaceDataset([p]) for p in info.lmdbs])
-        got = [len(d) for d in self.dataset.datasets]
-        if got != info.lengths:
-            raise DreError(f"LMDB lengths changed while opening them: {info.lengths} vs {got}")
+        self.dataset = FaceDataset(info.lmdbs)  # indices are global over the LMDBs, as the stream's
+        if self.dataset.lengths != info.lengths:
+            raise DreError(f"LMDB lengths changed while opening them: {info.lengths} vs {self.dataset.lengths}")
         self.num_workers = num_workers
         self.seed = seed
 
@@ -114,17 +111,11 @@ class LmdbData:
 
 
 class MemoryData:
-    """Stage 2 (or tests): the whole album as two tensors on the training device."""
+    """Stage 2: the whole album as two tensors on the training device."""
 
-    def __init__(self, images: torch.Tensor, cond: torch.Tensor, info: DataInfo) -> None:
-        if images.shape[0] != cond.shape[0] or images.shape[0] == 0:
-            raise DreError(f"album tensors disagree or are empty: images {tuple(images.shape)}, cond {tuple(cond.shape)}")
-        self.images, self.cond, self.info = images, cond, info
-
-    @classmethod
-    def from_lmdb(cls, info: DataInfo, device: torch.device) -> MemoryData:
-        images, cond = load_album_tensors(info.lmdbs[0])
-        return cls(images.to(device), cond.to(device), info)
+    def __init__(self, info: DataInfo, device: torch.device) -> None:
+        images, cond = load_album_tensors(info.lmdbs[0])  # as many conds as images, at least one
+        self.images, self.cond, self.info = images.to(device), cond.to(device), info
 
     def batches(self, stream: EpochStream, global_batch: int, rank: int, world: int, start: int, end: int,
                 device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

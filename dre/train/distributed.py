@@ -65,34 +65,16 @@ def _int(env: Mapping[str, str], key: str) -> int | None:
 def expand_hostlist(spec: str) -> list[str]:
     """Expand a SLURM host list such as ``gpu[01-03,07],login1`` into host names (zero padding kept)."""
     hosts: list[str] = []
-    # split on commas that are not inside brackets
-    parts, depth, cur = [], 0, ""
-    for ch in spec.strip():
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur:
-        parts.append(cur)
-    for part in parts:
+    for part in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", spec.strip()):  # commas outside brackets split
         m = re.fullmatch(r"([^\[\]]*)\[([^\]]+)\](.*)", part)
         if not m:
             hosts.append(part)
             continue
         prefix, ranges, suffix = m.groups()
         for rng in ranges.split(","):
-            if "-" in rng:
-                lo, hi = rng.split("-", 1)
-                width = len(lo)
-                for i in range(int(lo), int(hi) + 1):
-                    hosts.extend(h for h in expand_hostlist(f"{prefix}{i:0{width}d}{suffix}"))
-            else:
-                hosts.extend(expand_hostlist(f"{prefix}{rng}{suffix}"))
+            lo, _, hi = rng.partition("-")
+            for i in range(int(lo), int(hi or lo) + 1):
+                hosts.extend(expand_hostlist(f"{prefix}{i:0{len(lo)}d}{suffix}"))
     return hosts
 
 
@@ -118,6 +100,13 @@ def _mpi_rendezvous(rank: int) -> tuple[str, int]:
     return str(addr), int(port)
 
 
+_MPI_VARS = (
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"),
+    ("PMIX_SIZE", "PMIX_RANK", "PMIX_LOCAL_RANK"),
+)
+
+
 def detect_env(env: Mapping[str, str] | None = None, *, use_mpi4py: bool = True) -> DistEnv:
     """Read rank, world size, local rank and the rendezvous address from the launcher's variables."""
     env = os.environ if env is None else env
@@ -132,17 +121,12 @@ def detect_env(env: Mapping[str, str] | None = None, *, use_mpi4py: bool = True)
         return DistEnv(rank, world, rank if local is None else local, addr_env or "127.0.0.1",
                        port_env or 29500, "torchrun" if world > 1 else "single")
 
-    # MPI: Open MPI, then MPICH/Intel MPI (PMI), then PMIx
+    # MPI: Open MPI, then MPICH/Intel MPI (PMI), then PMIx (size, rank and local-rank variables)
     mpi_rank = mpi_world = mpi_local = None
-    if env.get("OMPI_COMM_WORLD_SIZE") is not None:
-        mpi_rank, mpi_world = _int(env, "OMPI_COMM_WORLD_RANK"), _int(env, "OMPI_COMM_WORLD_SIZE")
-        mpi_local = _int(env, "OMPI_COMM_WORLD_LOCAL_RANK")
-    elif env.get("PMI_SIZE") is not None and env.get("PMI_RANK") is not None:
-        mpi_rank, mpi_world = _int(env, "PMI_RANK"), _int(env, "PMI_SIZE")
-        mpi_local = _int(env, "MPI_LOCALRANKID")
-    elif env.get("PMIX_RANK") is not None and env.get("PMIX_SIZE") is not None:
-        mpi_rank, mpi_world = _int(env, "PMIX_RANK"), _int(env, "PMIX_SIZE")
-        mpi_local = _int(env, "PMIX_LOCAL_RANK")
+    for size_key, rank_key, local_key in _MPI_VARS:
+        if env.get(size_key) is not None and env.get(rank_key) is not None:
+            mpi_rank, mpi_world, mpi_local = _int(env, rank_key), _int(env, size_key), _int(env, local_key)
+            break
     if mpi_world is not None and mpi_rank is not None:
         if mpi_world <= 1:
             return DistEnv(launcher="single")
@@ -187,26 +171,12 @@ class Distributed:
         self.env = env
         self.device = device
         self._initialised = False
-
-    @property
-    def rank(self) -> int:
-        return self.env.rank
-
-    @property
-    def world(self) -> int:
-        return self.env.world_size
-
-    @property
-    def is_main(self) -> bool:
-        return self.env.is_main
-
-    @property
-    def distributed(self) -> bool:
-        return self.env.distributed
+        # copies of the (frozen) env's answers, under the names the training loop reads
+        self.rank, self.world, self.is_main, self.distributed = env.rank, env.world_size, env.is_main, env.distributed
 
     def init(self, timeout_s: float = 1800.0) -> Distributed:
         """Join the group: NCCL when this process trains on CUDA, gloo otherwise."""
-        if not self.env.distributed:
+        if not self.distributed:
             return self
 
         if dist.is_initialized():  # e.g. a test harness already joined
@@ -235,12 +205,12 @@ class Distributed:
 
     # --- collectives (no-ops for one process) -------------------------------------------------
     def barrier(self) -> None:
-        if self.env.distributed:
+        if self.distributed:
             dist.barrier()
 
     def all_reduce_mean(self, tensor: Any) -> Any:
         """Mean over ranks (in place on a copy); used for logged metrics only."""
-        if not self.env.distributed:
+        if not self.distributed:
             return tensor
 
         out = tensor.detach().clone()
@@ -248,7 +218,7 @@ class Distributed:
         return out / self.env.world_size
 
     def all_gather_object(self, obj: Any) -> list[Any]:
-        if not self.env.distributed:
+        if not self.distributed:
             return [obj]
 
         out: list[Any] = [None] * self.env.world_size
@@ -257,7 +227,7 @@ class Distributed:
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (e.g. the decision to resume and from which file)."""
-        if not self.env.distributed:
+        if not self.distributed:
             return obj
 
         box = [obj if self.is_main else None]
@@ -266,7 +236,7 @@ class Distributed:
 
     def any_true(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any rank (stop requests, errors)."""
-        if not self.env.distributed:
+        if not self.distributed:
             return flag
 
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)

@@ -36,14 +36,6 @@ def grid_array(rows: Sequence[torch.Tensor], pad: int = 2) -> np.ndarray:
     return out
 
 
-def save_grid(path: str | Path, rows: Sequence[torch.Tensor]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid_array(rows)).save(tmp, format="PNG")
-    return path
-
-
 def grid_respacing(steps: int) -> str:
     """DDIM-20 (as the published inference) where the schedule allows it, else up to 20 even steps."""
     try:
@@ -84,7 +76,11 @@ def write_training_grid(cfg: TrainConfig, model: nn.Module, ema: EMA | None, dif
     finally:
         for m, flag in was_training.items():
             m.train(flag)
-    path = save_grid(run_dir / "samples" / f"step-{step:07d}.png", [x0, cond[:, :3] * 2 - 1, sample.float()])
+    grid = grid_array([x0, cond[:, :3] * 2 - 1, sample.float()])
+    path = run_dir / "samples" / f"step-{step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
     if metrics is not None:
-        metrics.add_image("samples", grid_array([x0, cond[:, :3] * 2 - 1, sample.float()]).transpose(2, 0, 1), step)
+        metrics.add_image("samples", grid.transpose(2, 0, 1), step)
     return path

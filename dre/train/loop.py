@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +36,7 @@ from dre.train.stage_model import build_model, load_init, set_train_modes, train
 from dre.safety.atomic import atomic_write_text, sweep_folder
 from dre.safety.ownership import claim_file, claim_run_dir, model_file_is_ours
 from dre.train.syncbn import convert_global_bn
+from dre.utils.signals import handling
 from dre.utils.synthetic import warn_synthetic
 
 log = logging.getLogger(__name__)
@@ -53,31 +53,6 @@ def lr_at(step: int, base_lr: float, warmup: int) -> float:
     if warmup <= 0:
         return base_lr
     return base_lr * min(1.0, (step + 1) / warmup)
-
-
-class _StopFlag:
-    """Turns SIGTERM/SIGUSR1 into a flag checked between steps (save, then exit for a retry)."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
-            if sig is None:
-                continue
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (tests): no signal handling
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.raised = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 RUN_DIR_LAYOUT = ("checkpoints", "config.json", "metrics.csv", "tensorboard", "samples")
@@ -105,7 +80,7 @@ def run(cfg: TrainConfig, *, on_step: Callable[[int], None] | None = None) -> Pa
     try:
         info = inspect_lmdbs(cfg.lmdb, cfg.model.image_size)
         data: LmdbData | MemoryData
-        data = MemoryData.from_lmdb(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
+        data = MemoryData(info, device) if cfg.stage == 2 else LmdbData(info, cfg.num_workers, cfg.seed)
         return run_training(cfg, data, dist, device, on_step=on_step)
     finally:
         dist.close()
@@ -121,10 +96,10 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     local_batch = part.stop - part.start
     precision = resolve_precision(cfg.precision, device)
 
-    model, diffusion, model_cfg, diff_cfg = build_model(cfg)
+    model, diffusion = build_model(cfg)
     init_meta: dict[str, Any] = {}
     if cfg.stage == 2:
-        init_meta = load_init(model, str(cfg.init), model_cfg, diff_cfg)
+        init_meta = load_init(model, cfg)
     synthetic = info.synthetic or bool(init_meta.get("synthetic", False))
     if synthetic and dist.is_main:
         warn_synthetic("dre train")
@@ -237,8 +212,9 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
     step = start_step
     last_saved = start_step if resume_path else -1
     grad_norm = torch.zeros((), device=device)
+    stop_requested: list[bool] = []  # SIGTERM/SIGUSR1 (e.g. a SLURM wall-time warning): save, then exit for a retry
     try:
-        with _StopFlag() as stop:
+        with handling(lambda signum, frame: stop_requested.append(True), "SIGTERM", "SIGUSR1"):
             batches = data.batches(stream, cfg.batch_size, rank, world, start_step, cfg.max_steps, device)
             for step in range(start_step, cfg.max_steps):
                 x0, cond = next(batches)
@@ -291,7 +267,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                     last_saved = done
                 if on_step is not None:
                     on_step(done)
-                if dist.any_true(stop.raised) and done < cfg.max_steps:
+                if dist.any_true(bool(stop_requested)) and done < cfg.max_steps:
                     if last_saved != done:
                         save(done)
                     raise TrainingInterrupted(
@@ -316,7 +292,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
         }
         if cfg.stage == 2:
             meta["init"] = str(cfg.init)
-        save_model_file(out, model, model_cfg, diff_cfg, meta, ema_state=ema.state_dict() if ema else None)
+        save_model_file(out, model, cfg.model, cfg.diffusion, meta, ema_state=ema.state_dict() if ema else None)
         log.info("exported %s", out)
     dist.barrier()
     return out

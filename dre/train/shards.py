@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,18 @@ def derive_seed(*parts: int | str) -> int:
         data = p.encode() if isinstance(p, str) else struct.pack("<q", int(p))
         h.update(struct.pack("<I", len(data)) + data)
     return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+def _span(start: int, count: int, size: int, block: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Items ``start .. start+count`` of the endless concatenation ``block(0), block(1), …`` of ``size`` items each."""
+    out = np.empty(count, dtype=np.int64)
+    filled = 0
+    while filled < count:
+        b, off = divmod(start + filled, size)
+        n = min(size - off, count - filled)
+        out[filled: filled + n] = block(b)[off: off + n]
+        filled += n
+    return out
 
 
 class EpochStream:
@@ -70,16 +82,7 @@ class EpochStream:
 
     def _dataset_items(self, k: int, start: int, count: int) -> np.ndarray:
         """Items ``start .. start+count`` of dataset k's endless sequence of shuffled passes."""
-        n = self.lengths[k]
-        out = np.empty(count, dtype=np.int64)
-        pos, filled = start, 0
-        while filled < count:
-            cycle, off = divmod(pos, n)
-            take = min(n - off, count - filled)
-            out[filled: filled + take] = self._pass(k, cycle)[off: off + take]
-            filled += take
-            pos += take
-        return out + self.offsets[k]
+        return _span(start, count, self.lengths[k], lambda cycle: self._pass(k, cycle)) + self.offsets[k]
 
     def epoch(self, e: int) -> np.ndarray:
         """The shuffled global indices of virtual epoch ``e``."""
@@ -94,16 +97,7 @@ class EpochStream:
 
     def take(self, start: int, count: int) -> np.ndarray:
         """Stream positions ``start .. start+count``."""
-        out = np.empty(count, dtype=np.int64)
-        filled, pos = 0, start
-        while filled < count:
-            e, off = divmod(pos, self.epoch_len)
-            ep = self.epoch(e)
-            n = min(self.epoch_len - off, count - filled)
-            out[filled: filled + n] = ep[off: off + n]
-            filled += n
-            pos += n
-        return out
+        return _span(start, count, self.epoch_len, self.epoch)
 
     def global_batch(self, step: int, batch: int) -> np.ndarray:
         """The global batch of (0-based) optimiser step ``step``."""

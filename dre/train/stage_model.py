@@ -25,21 +25,21 @@ from dre.train.shards import derive_seed
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg: TrainConfig) -> tuple[nn.Module, Any, Any, Any]:
-    """(model, diffusion, model_config, diffusion_config) from the flags, seeded for identical init."""
-    model_cfg, diff_cfg = cfg.model, cfg.diffusion
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, GaussianDiffusion]:
+    """(model, diffusion) from the flags (``cfg.model``, ``cfg.diffusion``), seeded for identical init."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "init"))
-        model = DiffusionRig(model_cfg)
-    return model, GaussianDiffusion(diff_cfg), model_cfg, diff_cfg
+        model = DiffusionRig(cfg.model)
+    return model, GaussianDiffusion(cfg.diffusion)
 
 
-def load_init(model: nn.Module, path: str, model_cfg: Any, diff_cfg: Any) -> dict[str, Any]:
+def load_init(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     """Stage 2: copy the weights of a stage-1 model file (ours or an official ``model*.pt``) into ``model``.
 
     The architecture comes from the flags; a file of another architecture is an error naming the
     differing settings. Files with an EMA initialise from the EMA weights (the better model).
     """
+    path, model_cfg = str(cfg.init), cfg.model
     p = Path(path)
     if not p.is_file():
         raise DreError(f"--init {path}: no such model file")
@@ -57,7 +57,7 @@ def load_init(model: nn.Module, path: str, model_cfg: Any, diff_cfg: Any) -> dic
             )
     dc = meta.get("diffusion_config")
     if isinstance(dc, dict) and not meta.get("official"):
-        mine = diff_cfg.to_dict() if hasattr(diff_cfg, "to_dict") else dict(vars(diff_cfg))
+        mine = cfg.diffusion.to_dict()
         bad = [f"{k}: file {dc[k]!r} vs flags {mine[k]!r}" for k in ("steps", "schedule") if k in dc and dc[k] != mine.get(k)]
         if bad:
             raise DreError(f"--init {path} was trained with another noise schedule ({'; '.join(bad)}); pass "

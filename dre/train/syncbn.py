@@ -17,10 +17,6 @@ from torch import nn
 from torch.distributed.nn.functional import all_reduce  # autograd-aware all_reduce
 
 
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` with cross-process statistics in training mode; identical to it otherwise.
 
@@ -29,7 +25,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
-        world = _world()
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if not self.training or world == 1:
             return super().forward(x)
 

@@ -53,7 +53,7 @@ def capture_rng(device: torch.device) -> dict[str, Any]:
     """This process's RNG states as weights-only-loadable values."""
     np_state = np.random.get_state()
     py_state = random.getstate()
-    out: dict[str, Any] = {
+    return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
@@ -61,7 +61,6 @@ def capture_rng(device: torch.device) -> dict[str, Any]:
         "python": [int(py_state[0]), [int(x) for x in py_state[1]],
                    None if py_state[2] is None else float(py_state[2])],
     }
-    return out
 
 
 def restore_rng(state: dict[str, Any], device: torch.device) -> None:

@@ -165,28 +165,18 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None) -> None:
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per :func:`setting` / :func:`run_arg` field of ``cls`` (nested configs as groups).
 
     Booleans get ``--x`` / ``--no-x``; comma-list fields (``tuple[int, ...]``) take one ``a,b,c`` word;
     ``list[str]`` fields (e.g. ``--lmdb``) are repeated. The values are converted in :func:`from_namespace`.
     """
-    target: Any = parser.add_argument_group(title) if title else parser
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        meta = f.metadata.get(META)
-        if meta is None:
-            continue
-        if meta["kind"] == NESTED:
-            continue  # after the plain flags, as their own groups
-        _add_one(target, _flag(f, hints[f.name], ""))
-    for f in dataclasses.fields(cls):
-        meta = f.metadata.get(META)
-        if meta is not None and meta["kind"] == NESTED:
-            sub = hints[f.name]
-            group = parser.add_argument_group(meta["title"])
-            for fl in flags(sub, prefix=f"{f.name}."):
-                _add_one(group, fl)
+    groups: dict[str, Any] = {}
+    for fl in sorted(flags(cls), key=lambda fl: "." in fl.path):  # the plain flags first, then each group
+        head, nested_flag, _ = fl.path.partition(".")
+        if nested_flag and head not in groups:
+            groups[head] = parser.add_argument_group(cls.__dataclass_fields__[head].metadata[META]["title"])
+        _add_one(groups[head] if nested_flag else parser, fl)
 
 
 def _add_one(target: Any, fl: Flag) -> None:
@@ -230,9 +220,7 @@ def _convert(fl: Flag, value: Any) -> Any:
             return value
         try:
             return parse(value)
-        except DreError as exc:
-            raise DreError(f"{fl.name} {value!r}: {exc}") from exc
-        except ValueError as exc:
+        except (DreError, ValueError) as exc:
             raise DreError(f"{fl.name} {value!r}: {exc}") from exc
     item = _seq_item(fl.type)
     if item is not None:

@@ -1,4 +1,4 @@
-"""Rebuilding config dataclasses from the plain dicts stored in model files."""
+"""Config dataclasses as the plain dicts stored in model files, checkpoints and ``config.json``, and back."""
 
 from __future__ import annotations
 
@@ -18,3 +18,15 @@ def from_dict_strict(cls: type[T], d: dict[str, Any], what: str) -> T:
     if unknown:
         raise DreError(f"{what} has unknown fields {unknown}; the file was written by a newer dre")
     return cls(**d)
+
+
+def to_plain(record: Any) -> Any:
+    """``dataclasses.asdict`` with tuples as lists (nested configs included): plain types that JSON and
+    ``torch.load(weights_only=True)`` keep as they are."""
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        record = dataclasses.asdict(record)
+    if isinstance(record, dict):
+        return {k: to_plain(v) for k, v in record.items()}
+    if isinstance(record, (list, tuple)):
+        return [to_plain(v) for v in record]
+    return record

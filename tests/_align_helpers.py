@@ -1,15 +1,40 @@
-"""A drawn test face with exactly known 68 iBUG landmarks (for tests and the benchmark).
+"""Alignment test fixtures: a drawn face with exactly known landmarks, and real public-domain photos.
 
-Why: real photos with trusted 68-point annotations cannot ship with the repository, yet the recipe's
-geometry and the album runner must be checked against known answers. A cartoon face drawn *from* a
-landmark set is its own ground truth; a similarity transform of the landmarks (rotation, scale,
+Why a drawn face: real photos with trusted 68-point annotations cannot ship with the repository, yet the
+recipe's geometry and the album runner must be checked against known answers. A cartoon face drawn *from*
+a landmark set is its own ground truth; a similarity transform of the landmarks (rotation, scale,
 translation) gives photos whose expected aligned result is computable by hand.
+
+The photos are the demo's package-shipped portraits (:data:`dre.demo.SOURCES`: ``skimage.data.astronaut()``,
+``skimage.data.camera()``, matplotlib's ``grace_hopper.jpg``), real faces with no download. The benches
+import this module too (``bench/bench_align.py``, ``bench/align_stability.py``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from dre.demo import SOURCES
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """name → RGB uint8 array of each demo source photo (uncropped)."""
+    return {name: src.loader() for name, src in SOURCES.items()}
+
+
+# iBUG-68 index of each point's mirror image (left ↔ right), for flip tests.
+IBUG_MIRROR: tuple[int, ...] = (
+    *range(16, -1, -1),
+    26, 25, 24, 23, 22, 21, 20, 19, 18, 17,
+    27, 28, 29, 30,
+    35, 34, 33, 32, 31,
+    45, 44, 43, 42, 47, 46,
+    39, 38, 37, 36, 41, 40,
+    54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
+    64, 63, 62, 61, 60, 67, 66, 65,
+)
+assert len(IBUG_MIRROR) == 68 and sorted(IBUG_MIRROR) == list(range(68))
 
 
 def template_landmarks() -> np.ndarray:
@@ -87,3 +112,4 @@ def marker_centroid(image: np.ndarray, near: np.ndarray, radius: int = 6) -> np.
     if win.sum() <= 0:
         return np.array([np.nan, np.nan])
     return np.array([(win * gx).sum() / win.sum(), (win * gy).sum() / win.sum()])
+
