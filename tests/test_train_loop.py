@@ -207,6 +207,18 @@ def test_stage2_init_of_another_architecture(stage1: dict[str, Path], lmdbs: dic
         run_training(parse_config(argv))
 
 
+def test_stage2_init_with_another_noise_schedule(stage1: dict[str, Path], lmdbs: dict[str, Path], tmp_path: Path) -> None:
+    """Fine-tuning under other diffusion steps than stage 1 trained with would silently change what each
+    timestep means: refused, naming both values."""
+    argv = train_argv(2, [lmdbs["album"]], tmp_path / "run", tmp_path / "s2.pt", "--init", stage1["model"],
+                      "--max-steps", "1")
+    argv[argv.index("--diffusion-steps") + 1] = "500"
+    from dre.cli import parse_config
+
+    with pytest.raises(DreError, match="another noise schedule .*steps: file 100 vs flags 500"):
+        run_training(parse_config(argv))
+
+
 def test_lmdb_errors_name_the_file(lmdbs: dict[str, Path], tmp_path: Path) -> None:
     big = write_tiny_lmdb(tmp_path / "big.lmdb", 2, size=64)
     with pytest.raises(DreError, match=r"big\.lmdb holds 64² images .* --image-size 32"):

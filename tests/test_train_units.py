@@ -15,7 +15,7 @@ from dre.train import train_state as ckpt
 from dre.train.config import TrainConfig
 from dre.train.distributed import DistEnv, detect_env, expand_hostlist
 from dre.train.loop import lr_at
-from dre.train.metrics import MetricsWriter
+from dre.train.loss_log import MetricsWriter
 from dre.train.shards import EpochStream, StepBatchSampler, derive_seed, rank_slice, step_noise, step_timesteps
 
 

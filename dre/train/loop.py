@@ -29,8 +29,8 @@ from dre.train.config import TrainConfig
 from dre.train.data import DataInfo, LmdbData, MemoryData, inspect_lmdbs
 from dre.train.distributed import Distributed, detect_env, select_device
 from dre.train.ema import EMA
-from dre.train.grid import write_training_grid
-from dre.train.metrics import MetricsWriter
+from dre.train.sample_grid import write_training_grid
+from dre.train.loss_log import MetricsWriter
 from dre.train.shards import EpochStream, derive_seed, rank_slice, step_noise, step_timesteps
 from dre.train.stage_model import build_model, load_init, set_train_modes, trainable_params
 from dre.safety.atomic import atomic_write_text, sweep_folder

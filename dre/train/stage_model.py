@@ -55,10 +55,10 @@ def load_init(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
                 "architecture flags (--image-size, --model-channels, --channel-mult, --latent-dim, --encoder, ...) "
                 "it was trained with"
             )
-    dc = meta.get("diffusion_config")
-    if isinstance(dc, dict) and not meta.get("official"):
-        mine = cfg.diffusion.to_dict()
-        bad = [f"{k}: file {dc[k]!r} vs flags {mine[k]!r}" for k in ("steps", "schedule") if k in dc and dc[k] != mine.get(k)]
+    dc = meta.get("diffusion_config")  # a DiffusionConfig (load_model_file), for ours and official files alike
+    if dc is not None and not meta.get("official"):
+        theirs, mine = dc.to_dict(), cfg.diffusion.to_dict()
+        bad = [f"{k}: file {theirs[k]!r} vs flags {mine[k]!r}" for k in ("steps", "schedule") if theirs[k] != mine[k]]
         if bad:
             raise DreError(f"--init {path} was trained with another noise schedule ({'; '.join(bad)}); pass "
                            "--diffusion-steps/--noise-schedule as in stage 1")

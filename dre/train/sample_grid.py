@@ -17,7 +17,7 @@ from dre.errors import DreError
 from dre.model.precision import Precision
 from dre.train.config import TrainConfig
 from dre.train.ema import EMA
-from dre.train.metrics import MetricsWriter
+from dre.train.loss_log import MetricsWriter
 from dre.train.shards import derive_seed
 from dre.safety.atomic import atomic_path
 
