@@ -1,7 +1,7 @@
 """Stage ``edit``: transfer a target face's expression, head pose, lighting or global latent onto album photos.
 
 ``Config`` holds every ``dre edit`` setting and ``run(cfg)`` writes the edit folder. Inside: ``modes``
-parses modes and swaps codes, ``rig`` parses rig terms (``pose:yaw=20``, ranges for sweeps), ``rigmath``
+parses modes and swaps codes, ``rigspec`` parses rig terms (``pose:yaw=20``, ranges for sweeps), ``rigmath``
 holds their rotation and SH maths and ``rigcodes`` applies them to codes, ``inputs`` reads sources,
 targets (a photo or a folder of frames) and the mean shape, ``engine`` renders and samples every source ×
 mode batched, ``writer``/``outputs`` write the folder, ``animate``/``flicker`` animate sequences and

@@ -16,7 +16,7 @@ import torch
 
 from dre.diffusion import ddim_invert, ddim_sample
 from dre.edit.modes import Mode, with_shape
-from dre.edit.rig import REF_TARGET
+from dre.edit.rigspec import REF_TARGET
 from dre.edit.rigcodes import edit_codes
 from dre.face3d.codes import Buffers, FlameCodes
 from dre.model.fast import eps_fn

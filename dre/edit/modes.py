@@ -7,7 +7,7 @@ A mode names which parts of the *target* face replace the *source* face's, as in
 identity, skin and framing stay the source's. Components combine with ``+`` (``exp+pose``); ``--modes`` is a
 comma list of such modes.
 
-A mode may also hold *rig terms* (:mod:`dre.edit.rig`): numbers set on the rig without a target photo,
+A mode may also hold *rig terms* (:mod:`dre.edit.rigspec`): numbers set on the rig without a target photo,
 e.g. ``pose:yaw=20`` or ``exp+light:azimuth=-60,elevation=20``. A term with a range (``yaw=-30..30:7``)
 expands into the frames of a *sweep*; a target that is a folder of frames turns every mode that reads
 the target into a *driven sequence* (:func:`drive`). Frames of a sequence are ordinary modes that also
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dre.edit.rig import REF_TARGET, RIG_COMPONENTS, RigTerm, is_rig_text, parse_term, split_modes, split_terms
+from dre.edit.rigspec import REF_TARGET, RIG_COMPONENTS, RigTerm, is_rig_text, parse_term, split_modes, split_terms
 from dre.errors import DreError
 
 if TYPE_CHECKING:  # annotations only: parsing modes (the CLI, sheet checks) needs no torch

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from dre.edit import rigmath
 from dre.edit.modes import Mode, swap_codes
-from dre.edit.rig import REF_TARGET, RigTerm
+from dre.edit.rigspec import REF_TARGET, RigTerm
 from dre.face3d.codes import FlameCodes
 
 

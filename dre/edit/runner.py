@@ -27,7 +27,7 @@ from dre.edit.inputs import (
     resolve_mean_shape,
 )
 from dre.edit.modes import drive
-from dre.edit.rig import REF_TARGET
+from dre.edit.rigspec import REF_TARGET
 from dre.edit.scoring import score_edits
 from dre.edit.writer import EditResult, write_edit_folder
 from dre.errors import DreError
