@@ -36,6 +36,7 @@ LANDMARK_FILE = "landmark_embedding.npy"
 DECA_FILE = "deca_model.tar"
 EMOCA_DIR = "emoca"
 DEFAULT_EMOCA_MODEL = "EMOCA_v2_lr_mse_20"
+EXTRACTORS = ("deca", "emoca")  # the FLAME-code regressors: every stage, the workflow and the loaders use this
 FAN_DIR = "torch/hub/checkpoints"
 S3FD_FILE = "s3fd-619a316812.pth"
 FAN4_FILE = "2DFAN4-11f355bf06.pth.tar"

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from dre.errors import DreError
-from dre.assets.catalog import DEFAULT_EMOCA_MODEL
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL, EXTRACTORS
 from dre.utils.cliconfig import run_arg, setting
 
-EXTRACTORS = ("deca", "emoca")
 
 
 def emoca_model_arg() -> Any:

@@ -14,14 +14,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dre.assets.catalog import DEFAULT_EMOCA_MODEL, asset_checksums
+from dre.assets.catalog import DEFAULT_EMOCA_MODEL, EXTRACTORS, asset_checksums
 from dre.errors import DreError
 from dre.face3d.codes import FlameCodes
 from dre.face3d.crop import CROP_SIZE, _diffusionrig_lut, crop_tforms, warp_crops
 from dre.face3d.encoders import load_face_encoder
 from dre.utils.synthetic import is_synthetic_assets
-
-KINDS = ("deca", "emoca")
 
 
 class Extractor:
@@ -37,8 +35,8 @@ class Extractor:
         synthetic: bool = False,
         requantize: bool = True,
     ) -> None:
-        if kind not in KINDS:
-            raise DreError(f"unknown extractor {kind!r}: use deca or emoca")
+        if kind not in EXTRACTORS:
+            raise DreError(f"unknown extractor {kind!r}: use {' or '.join(EXTRACTORS)}")
         self.device = torch.device(device)
         # NHWC convolutions are faster on both oneDNN (CPU, ~20 % here) and cuDNN
         self.encoder = encoder.to(self.device).eval().to(memory_format=torch.channels_last)

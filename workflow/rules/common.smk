@@ -24,10 +24,10 @@ from dre.utils.cliconfig import to_flags  # noqa: E402  (standard library only: 
 from dre.launch import JobShape, keep_attempt_log, launch_command, slurm_resources  # noqa: E402  (likewise)
 from dre.utils.images import is_video_name, list_images  # noqa: E402  (the suffixes `dre` reads: one list)
 from dre.edit.modes import parse_modes  # noqa: E402  (parsing only: no torch)
+from dre.assets.catalog import EXTRACTORS  # noqa: E402  (deca, emoca: the one list)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
 
-EXTRACTORS = ("deca", "emoca")
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
 WORKFLOW_KEYS = ("priors",)  # keys of the stage1/stage2 sections that are not `dre train` flags
 
