@@ -220,3 +220,20 @@ def test_extract_reads_photos_upright_as_align_does(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got, load_rgb(path).array)
     with Image.open(path) as raw:
         assert not np.array_equal(got, np.asarray(raw.convert("RGB")))
+
+
+def test_plain_folder_sidecars_are_read_as_align_reads_them(tmp_path: Path) -> None:
+    """A plain folder of aligned images: `<stem>.txt` or `.npy` landmarks, through align's sidecar reader."""
+    from dre.extract.runner import items_from_folder
+
+    lm = np.random.default_rng(1).uniform(10, 50, (68, 2))
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / f"{name}.png").write_bytes(b"")
+    np.savetxt(tmp_path / "a.txt", lm)
+    np.save(tmp_path / "b.npy", lm.astype(np.float32))
+    (tmp_path / "c.txt").write_text("1 2\n3 four\n")
+    items = {it.image.stem: it for it in items_from_folder(tmp_path)}
+    np.testing.assert_allclose(items["a"].landmarks, lm, atol=1e-4)
+    np.testing.assert_allclose(items["b"].landmarks, lm, atol=1e-4)
+    assert items["c"].status == "bad_landmarks" and "c.txt cannot be read" in items["c"].message
+    assert items["d"].status == "no_landmarks" and "d.txt" in items["d"].message

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dre.align.backends import NoLandmarks
+from dre.align.sidecar import read_sidecar, sidecar_candidates
 from dre.errors import DreError
 from dre.extract.config import ExtractConfig
 from dre.face3d.codes import CODE_ORDER
@@ -89,25 +91,26 @@ def items_from_report(report: Path) -> list[Item]:
 
 
 def items_from_folder(folder: Path) -> list[Item]:
-    """Every image of ``folder`` (sorted) with its DECA-style ``<stem>.txt`` landmark sidecar, if any."""
+    """Every image of ``folder`` (sorted) with its landmark sidecar (DECA's ``<stem>.txt``, or ``.npy``: the
+    files ``dre align --backend sidecar`` reads, through the same reader), if any."""
     items = []
     for path in list_images(folder):
-        side = path.with_suffix(".txt")
-        if not side.is_file():
+        side = next((c for c in sidecar_candidates(path) if c.is_file()), None)
+        if side is None:
             items.append(
-                Item(path, None, "no_landmarks", f"no {ALIGN_FILE} in {folder} and no landmark file {side.name}; "
-                     "run `dre align` (or `dre align --already-aligned`) first")
+                Item(path, None, "no_landmarks", f"no {ALIGN_FILE} in {folder} and no landmark file "
+                     f"{path.with_suffix('.txt').name}; run `dre align` (or `dre align --already-aligned`) first")
             )
             continue
         try:
-            lm = np.loadtxt(side, dtype=np.float64).reshape(-1)
-        except ValueError as exc:
-            items.append(Item(path, None, "bad_landmarks", f"{side}: not a table of numbers ({exc})"))
+            faces = read_sidecar(side)
+        except NoLandmarks as exc:
+            items.append(Item(path, None, "bad_landmarks", f"{folder}: {exc.message}"))
             continue
-        if lm.size != 136:
-            items.append(Item(path, None, "bad_landmarks", f"{side}: {lm.size} values, expected 68 rows of x y"))
+        if len(faces) != 1:
+            items.append(Item(path, None, "bad_landmarks", f"{side}: {len(faces)} faces; an aligned image has one"))
             continue
-        items.append(Item(path, lm.reshape(68, 2)))
+        items.append(Item(path, faces[0].astype(np.float64)))
     return items
 
 
