@@ -308,3 +308,23 @@ def test_mean_shape_file_must_match_its_lmdb(tmp_path):
     np.save(tmp_path / "album.lmdb" / "mean_shape.npy", ms * 2)  # a file copied in from another album
     with pytest.raises(DreError, match="does not match the mean shape recorded in the LMDB"):
         resolve_mean_shape(tmp_path / "album.lmdb" / "mean_shape.npy", {"mean_shape": None}, Path("m.pt"))
+
+
+def test_edit_reads_photos_as_align_does(tmp_path):
+    """Sources and targets are read by `dre align`'s loader: a 16-bit grey PNG becomes the same RGB array,
+    a file that is not an image is a DreError naming it, and a missing one says so."""
+    from PIL import Image
+
+    from dre.align.imageio import load_rgb
+    from dre.edit.inputs import read_image
+
+    grey16 = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    got = read_image(tmp_path / "g16.png")
+    assert got.dtype == np.uint8 and got.shape == (32, 32, 3)
+    np.testing.assert_array_equal(got, load_rgb(tmp_path / "g16.png").array)
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(DreError, match="notes.png is not a readable image"):
+        read_image(tmp_path / "notes.png")
+    with pytest.raises(DreError, match="does not exist"):
+        read_image(tmp_path / "gone.png")

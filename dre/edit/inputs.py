@@ -18,8 +18,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
 
+from dre.align.backends import NoLandmarks
+from dre.align.imageio import ImageLoadError, load_rgb
+from dre.align.sidecar import read_sidecar, sidecar_candidates
 from dre.data import LmdbAlbum
 from dre.errors import DreError
 from dre.face3d.codes import FlameCodes
@@ -41,14 +43,14 @@ class Face:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 HWC, EXIF orientation applied; a clear error for anything that is not an image."""
+    """RGB uint8 HWC, upright: read by the album loader of `dre align` (EXIF orientation, CMYK, 16-bit,
+    palette and alpha handled alike), with a clear error for anything that is not an image."""
+    if not Path(path).is_file():
+        raise DreError(f"image {path} does not exist")
     try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except FileNotFoundError:
-        raise DreError(f"image {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise DreError(f"{path} is not a readable image ({exc})") from None
+        return load_rgb(path).array
+    except ImageLoadError as exc:
+        raise DreError(f"{path} is not a readable image ({exc.message})") from None
 
 
 def _read_align_table(folder: Path) -> "pd.DataFrame | None":
@@ -74,15 +76,17 @@ def _landmarks(row) -> np.ndarray | None:
 
 
 def _sidecar_landmarks(path: Path) -> np.ndarray | None:
-    """68×2 landmarks in ``<image>.npy`` / ``<stem>.npy`` / ``.txt`` beside the image (DECA's convention)."""
-    for cand in (path.with_suffix(path.suffix + ".npy"), path.with_suffix(".npy"),
-                 path.with_suffix(path.suffix + ".txt"), path.with_suffix(".txt")):
+    """68×2 landmarks in a sidecar beside the image (``<stem>.npy``/``.txt``, DECA's convention), found and
+    read as `dre align --backend sidecar` does; None when there is none."""
+    for cand in sidecar_candidates(path):
         if cand.is_file():
-            arr = np.load(cand) if cand.suffix == ".npy" else np.loadtxt(cand)
-            arr = np.asarray(arr, dtype=np.float32)
-            if arr.size != 136:
-                raise DreError(f"landmark file {cand} holds {arr.size} numbers, expected 68×2")
-            return arr.reshape(68, 2)
+            try:
+                faces = read_sidecar(cand)
+            except NoLandmarks as exc:
+                raise DreError(f"landmark file {cand}: {exc.message}") from None
+            if len(faces) != 1:
+                raise DreError(f"landmark file {cand} holds {len(faces)} faces; an aligned image has one")
+            return faces[0]
     return None
 
 
