@@ -36,8 +36,8 @@ from dre.assets.catalog import (
     where_to_get,
 )
 from dre.errors import DreError
-from dre.face3d.encoder_files import load_deca_checkpoint, load_emoca, torch_load_weights
-from dre.face3d.encoders import build_deca_encoder, build_emoca_encoder
+from dre.face3d.encoder_files import torch_load_weights
+from dre.face3d.encoders import deca_encoder_from_file, emoca_encoder_from_folder
 from dre.face3d.face_model import load_head_template
 from dre.face3d.flame import FlameModel, load_flame, load_landmark_embedding
 from dre.face3d.texture import load_flame_texture
@@ -68,15 +68,8 @@ def validate_fan(path: Path, expected: str) -> None:
         raise DreError(f"{path}: holds the weights of {kind}, not {expected}")
 
 
-def validate_deca(path: Path) -> None:
-    """``deca_model.tar``: its E_flame builds DECA's encoder with strict keys and shapes."""
-    build_deca_encoder(load_deca_checkpoint(path), f"{path} (E_flame)")
-
-
-def validate_emoca(folder: Path) -> None:
-    """An EMOCA model folder: cfg.yaml + best checkpoint build the EMOCA encoder."""
-    em = load_emoca(folder)
-    build_emoca_encoder(em.e_flame, em.e_expression, em.flags, str(em.checkpoint))
+validate_deca = deca_encoder_from_file  # deca_model.tar is valid when its E_flame builds DECA's encoder
+validate_emoca = emoca_encoder_from_folder  # an EMOCA folder is valid when it builds EMOCA's encoder
 
 
 def file_validator(rel: str, official: bool) -> Callable[[Path], Any]:

@@ -170,12 +170,21 @@ def build_emoca_encoder(
     return FaceEncoder(ef, ee, flags).eval()
 
 
+def deca_encoder_from_file(path: Path) -> FaceEncoder:
+    """DECA's encoder from ``deca_model.tar`` (strict keys and shapes: also how `dre assets check` validates it)."""
+    return build_deca_encoder(load_deca_checkpoint(path), f"{path} (E_flame)")
+
+
+def emoca_encoder_from_folder(folder: Path) -> FaceEncoder:
+    """EMOCA's encoder from a model folder (cfg.yaml + best checkpoint; also how `dre assets check` validates it)."""
+    em = load_emoca(folder)
+    return build_emoca_encoder(em.e_flame, em.e_expression, em.flags, str(em.checkpoint))
+
+
 def load_face_encoder(assets_dir: str | Path, kind: str, emoca_model: str = DEFAULT_EMOCA_MODEL) -> FaceEncoder:
     """The ``deca`` or ``emoca`` encoder from an assets folder (CPU, eval mode; move it with ``.to``)."""
     if kind == "deca":
-        path = deca_path(assets_dir)
-        return build_deca_encoder(load_deca_checkpoint(path), f"{path} (E_flame)")
+        return deca_encoder_from_file(deca_path(assets_dir))
     if kind == "emoca":
-        em = load_emoca(emoca_path(assets_dir, emoca_model))
-        return build_emoca_encoder(em.e_flame, em.e_expression, em.flags, str(em.checkpoint))
+        return emoca_encoder_from_folder(emoca_path(assets_dir, emoca_model))
     raise DreError(f"unknown extractor {kind!r}: use deca or emoca")
