@@ -38,7 +38,7 @@ PARSE = textwrap.dedent(
 )
 
 # Meant to run where Snakemake runs (besides `all`, which runs nothing).
-LOCAL = {"report_loss_stage1", "report_loss_stage2", "report_align", "report_align_target", "report_extract",
+LOCAL = {"report_loss_stage1", "report_loss_stage2", "report_align", "report_align_target", "report_align_reference", "report_extract",
          "report_scores"}
 # Real work: each one a cluster job.
 SUBMITTED = {"align", "align_target", "align_reference", "extract", "pack", "train_stage1", "train_stage2", "edit", "score",

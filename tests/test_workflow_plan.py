@@ -183,6 +183,8 @@ def test_rig_terms_may_read_other_photos_which_are_aligned_first(layout: Layout)
     folder = "results/references/obama_lamp/ref0"
     assert f"--modes exp+light:from={folder},pose:towards={folder},strength=0.5" in result.stdout
     assert "--target results/targets/obama_lamp" in result.stdout
+    everything = planned_jobs(layout.snakemake("-n"))  # rule all: the report shows the reference's alignment
+    assert everything["report_align_reference"] == 1 and everything["align_reference"] == 1
 
 
 def test_a_video_target_is_decoded_into_frames_then_aligned(layout: Layout) -> None:

@@ -255,7 +255,8 @@ def report_targets(edit):
 
     The stage-2 loss curve of its album, the stage-1 curve of the album's prior (none when an official
     checkpoint replaces stage 1), and counts by status of the alignment and extraction of every album the
-    edit was trained on, plus its target's alignment, and the edit's scores (table and scatter).
+    edit was trained on, plus its target's and reference photos' alignment, and the edit's scores (table
+    and scatter).
     """
     row = EDITS[edit]
     album, ext = row["album"], row["source_extractor"]
@@ -264,6 +265,7 @@ def report_targets(edit):
     targets = [f"results/report/loss/stage2/{album}.{ext}.png"]
     if row.get("target"):
         targets.append(f"results/report/align_target/{edit}.tsv")
+    targets += [f"results/report/align_reference/{edit}.{Path(f).name}.tsv" for f in REFERENCES[edit].values()]
     if not PRIORS[prior]["official_checkpoint"]:
         targets.append(f"results/report/loss/stage1/{prior}.{ext}.png")
         albums += [a for a in PRIORS[prior]["albums"] if a not in albums]

@@ -100,6 +100,24 @@ use rule report_align as report_align_target with:
     localrule: True
 
 
+use rule report_align as report_align_reference with:
+    input:
+        "results/references/{edit}/{ref}",
+    output:
+        report(
+            "results/report/align_reference/{edit}.{ref}.tsv",
+            category="Alignment",
+            labels={"album": "reference photo {ref} of {edit}"},
+            caption="../report/status.rst",
+        ),
+    log:
+        "logs/report/align_reference/{edit}.{ref}.log",
+    benchmark:
+        "benchmarks/report_align_reference/{edit}.{ref}.tsv"
+    # `use rule ... with:` does not inherit localrule (Snakemake 9.27): say it again
+    localrule: True
+
+
 use rule report_align as report_extract with:
     input:
         "results/codes/{album}.{extractor}.parquet",
