@@ -194,3 +194,22 @@ def test_mean_shape_album_renders_with_the_mean(tmp_path, synthetic_assets):
             ref_own = model.render(own, t, image_size=SIZE).condition()[0].numpy()
         _fp16_close(album.buffers(i), ref)
         assert np.abs(ref_own - ref).max() > 1e-2  # the swap matters: own shapes render differently
+
+
+def test_exif_rotated_images_are_stored_upright(tmp_path):
+    """`dre extract` (and `dre edit`) read a photo upright (EXIF orientation applied) and its landmarks, codes
+    and buffers describe that upright face, so the image stored beside the buffers must be upright too."""
+    from PIL import Image
+
+    _, _, paths = write_codes_table(tmp_path / "codes.parquet", tmp_path / "aligned", 3, SIZE)
+    exif = Image.Exif()
+    exif[0x0112] = 3  # orientation: the stored pixels are upside down; viewers and extract turn them by 180°
+    upright = index_image(1, SIZE)
+    Image.fromarray(np.ascontiguousarray(upright[::-1, ::-1])).save(paths[1], exif=exif.tobytes())
+    cfg = pack.Config(out=tmp_path / "x.lmdb", images=tmp_path / "aligned", codes=tmp_path / "codes.parquet",
+                      size=SIZE, batch_size=4, device="cpu")
+    pack.run(cfg, face_model=RecordingRenderer())
+    album = LmdbAlbum(tmp_path / "x.lmdb")
+    np.testing.assert_array_equal(album.image(1), upright)
+    np.testing.assert_array_equal(album.image(0), index_image(0, SIZE))  # plain PNGs are still stored as they are
+    assert album.image_png(0) == paths[0].read_bytes()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from dre.align.imageio import ImageLoadError, load_rgb
 from dre.data import schema
 from dre.data.legacy import LegacyLmdb
 from dre.data.store import build_lmdb
@@ -38,6 +39,7 @@ from dre.utils.synthetic import warn_synthetic
 log = logging.getLogger(__name__)
 
 MEAN_SHAPE_FILE = "mean_shape.npy"
+_ORIENTATION = 0x0112  # the EXIF tag that says how to turn the stored pixels upright
 
 
 class Renderer(Protocol):
@@ -94,23 +96,29 @@ def _resolve_image(images: Path | None, name: str, row: int, codes_path: Path) -
 def _load_image(path: Path, size: int) -> tuple[bytes, float]:
     """PNG bytes of the image at ``size``² and the pixel scale applied (1.0 when stored as-is).
 
-    An RGB PNG of the right size is stored byte for byte (no re-encode, exact). Anything else is
-    converted to RGB and, if needed, resized by PIL (which rounds to uint8, never truncates).
+    The pixels are the ones `dre extract` found the landmarks on and `dre edit` feeds the model: the
+    photo read by `dre align`'s loader, upright (EXIF orientation applied; CMYK, 16-bit, palette and
+    alpha converted alike). An upright RGB PNG of the right size is stored byte for byte (no re-encode,
+    exact). Anything else is converted and, if needed, resized by PIL (which rounds to uint8, never
+    truncates).
     """
     try:
         with Image.open(path) as im:
-            fmt = im.format
-            im.load()
-            w, h = im.size
-            if w != h:
-                raise DreError(f"{path}: aligned images must be square, this one is {w}x{h}")
-            if fmt == "PNG" and im.mode == "RGB" and w == size:
-                return path.read_bytes(), 1.0
-            rgb = im.convert("RGB")
-            if w != size:
-                rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
+            verbatim = (im.format == "PNG" and im.mode == "RGB" and im.size == (size, size)
+                        and im.getexif().get(_ORIENTATION, 1) == 1)
     except (UnidentifiedImageError, OSError) as exc:
         raise DreError(f"{path}: cannot read the image ({exc})") from None
+    if verbatim:
+        return path.read_bytes(), 1.0
+    try:
+        rgb = load_rgb(path).image
+    except ImageLoadError as exc:
+        raise DreError(f"{path}: cannot read the image ({exc.message})") from None
+    w, h = rgb.size
+    if w != h:
+        raise DreError(f"{path}: aligned images must be square, this one is {w}x{h}")
+    if w != size:
+        rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     rgb.save(buf, format="PNG", compress_level=6)
     return buf.getvalue(), size / w
