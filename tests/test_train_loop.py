@@ -280,3 +280,26 @@ def test_sigterm_saves_and_exits_for_a_retry(lmdbs: dict[str, Path], tmp_path: P
     state = ckpt.load_state(ckpt.state_path(tmp_path / "run", 1))
     assert state["scaler"] and state["scaler"]["scale"] > 0  # fp16 GradScaler state travels with the run
     assert run_training(cfg) == tmp_path / "m.pt" and _load(tmp_path / "m.pt")["meta"]["step"] == 2
+
+
+def test_keep_0_never_prunes_the_state_it_just_saved(lmdbs: dict[str, Path], tmp_path: Path) -> None:
+    """--keep 0 keeps no *older* states; the newest one is the resume point (and what a signal stop promises)."""
+    import os
+    import signal
+
+    from dre.train import TrainingInterrupted
+
+    cfg = make_cfg(1, [lmdbs["affect"]], tmp_path / "run", tmp_path / "m.pt", "--batch-size", "2",
+                   "--max-steps", "4", "--save-every", "1", "--keep", "0")
+
+    def term(step: int) -> None:
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="state saved"):
+        run_training(cfg, on_step=term)
+    assert [s for s, _ in ckpt.list_states(tmp_path / "run")] == [2]
+    resumed: list[int] = []
+    assert run_training(cfg, on_step=resumed.append) == tmp_path / "m.pt"
+    assert resumed == [3, 4]  # continued from step 2, not from scratch
+    assert [s for s, _ in ckpt.list_states(tmp_path / "run")] == [4]  # at the end: the final state alone

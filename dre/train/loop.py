@@ -202,7 +202,7 @@ def run_training(cfg: TrainConfig, data: LmdbData | MemoryData, dist: Distribute
                 "world_size": world,
                 "images_seen": step * cfg.batch_size,
             })
-            ckpt.prune_states(run_dir, cfg.keep, cfg.max_steps)
+            ckpt.prune_states(run_dir, cfg.keep, cfg.max_steps, newest=step)
         dist.barrier()
 
     loss_sum = torch.zeros((), device=device)

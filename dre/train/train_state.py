@@ -4,7 +4,8 @@ A state file holds the model, optimiser, GradScaler and EMA states, the step, ev
 CPU and CUDA per rank, numpy, python; the data order is a function of the step, see ``sampling``) and
 the resolved config. It is a ``torch.save`` of plain types and tensors, so it loads with
 ``weights_only=True``. Files are ``<run_dir>/checkpoints/state-<step:07d>.pt``; the newest that loads
-is the resume point. Pruning keeps the newest ``keep`` plus the final one (the step ``max_steps``).
+is the resume point. Pruning keeps the newest ``keep`` plus the final one (the step ``max_steps``) and the one
+just saved.
 """
 
 from __future__ import annotations
@@ -106,10 +107,11 @@ def latest_state(run_dir: str | Path, map_location: str | torch.device = "cpu") 
     return None
 
 
-def prune_states(run_dir: str | Path, keep: int, final_step: int) -> list[Path]:
-    """Delete all but the newest ``keep`` states, never the final one (step ``final_step``)."""
+def prune_states(run_dir: str | Path, keep: int, final_step: int, newest: int | None = None) -> list[Path]:
+    """Delete all but the newest ``keep`` states, never the final one (step ``final_step``) nor the one just
+    saved (step ``newest``): that one is the resume point, so even ``--keep 0`` leaves a run resumable."""
     states = [(s, p) for s, p in list_states(run_dir) if s != final_step]
-    doomed = states[: max(0, len(states) - keep)]
+    doomed = [(s, p) for s, p in states[: max(0, len(states) - keep)] if s != newest]
     for _, p in doomed:
         p.unlink(missing_ok=True)
     return [p for _, p in doomed]
