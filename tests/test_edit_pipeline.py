@@ -328,3 +328,17 @@ def test_edit_reads_photos_as_align_does(tmp_path):
         read_image(tmp_path / "notes.png")
     with pytest.raises(DreError, match="does not exist"):
         read_image(tmp_path / "gone.png")
+
+
+def test_steps_the_model_schedule_cannot_take_are_refused_up_front(case, tmp_path, monkeypatch):
+    """--steps N needs an integer stride giving exactly N of the model's T steps; the error names the flag, and
+    comes before the face model, extraction and rendering (not from the sampler at the end)."""
+    import dre.edit.runner as runner
+
+    def no_face_model(*a, **k):
+        raise AssertionError("the face model was loaded before --steps was checked")
+
+    monkeypatch.setattr(runner.FaceModel, "from_assets", no_face_model)
+    with pytest.raises(DreError, match=r"--steps 600: .*1000 diffusion steps"):
+        edit.run(_cfg(case, tmp_path / "bad", steps=600))
+    assert not (tmp_path / "bad").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dre.diffusion import GaussianDiffusion
+from dre.diffusion import GaussianDiffusion, space_timesteps
 from dre.edit import engine, outputs
 from dre.edit.config import EditConfig
 from dre.edit.inputs import (
@@ -69,6 +69,19 @@ def select_sources(faces: list[Face], stems: tuple[str, ...]) -> list[Face]:
     return [f for f in faces if f.stem in set(stems)]
 
 
+def check_steps(steps: int, num_timesteps: int, model_path: Path) -> None:
+    """``--steps N`` samples with the ``ddimN`` respacing of the model's T steps, which needs an integer stride
+    giving exactly N of them; otherwise a :class:`DreError` naming the flag and the nearest counts that work."""
+    try:
+        space_timesteps(num_timesteps, f"ddim{steps}")
+    except DreError:
+        counts = sorted({len(range(0, num_timesteps, s)) for s in range(1, max(num_timesteps, 2))})
+        near = sorted(counts, key=lambda c: (abs(c - steps), c))[:2]
+        raise DreError(f"--steps {steps}: the model {model_path} has {num_timesteps} diffusion steps and no even "
+                       f"stride over them gives exactly {steps} DDIM steps; use e.g. "
+                       f"{' or '.join(f'--steps {c}' for c in sorted(near))}") from None
+
+
 def run(cfg: EditConfig) -> Path:
     """Edit every source photo in every mode; returns the output folder."""
     cfg.validate()
@@ -94,6 +107,7 @@ def run(cfg: EditConfig) -> Path:
         warnings.warn(msg, stacklevel=2)
         log.warning(msg)
     diffusion = GaussianDiffusion(meta["diffusion_config"])  # load_model_file's (published defaults: official)
+    check_steps(cfg.steps, diffusion.num_timesteps, model_path)  # before extraction and rendering, not at sampling
     image_size = int(model.cfg.image_size)
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda":
