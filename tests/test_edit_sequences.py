@@ -155,3 +155,20 @@ def test_a_rig_term_reads_another_photo_exactly_as_it_reads_the_target(case, tmp
     assert not np.allclose(np.stack(own["light"].map(np.asarray)), np.stack(rows_path["light"].map(np.asarray)))
     with pytest.raises(DreError, match="does not exist"):
         edit.run(_cfg(case, tmp_path / "missing", modes=parse_modes(f"light:from={case['root'] / 'nowhere.png'}")))
+
+
+def test_score_reads_a_moved_frames_folder_given_as_target_frame_by_frame(case, tmp_path):
+    """`dre score --target FRAMES` (the frames folder moved since the edit) scores each driven picture against its
+    own frame, matched by file name, not every picture against one face of the folder."""
+    import shutil
+
+    from dre.score.inputs import read_edit_folder
+
+    out = edit.run(_cfg(case, tmp_path / "drive", target=case["frames"], modes=parse_modes("exp")))
+    moved = shutil.copytree(case["frames"], tmp_path / "moved_frames")
+    ef = read_edit_folder(out, target=moved)
+    assert len(ef.targets) == 3 and all(t.path.parent == moved for t in ef.targets)
+    for row, mode in zip(ef.rows, ef.modes):
+        assert ef.targets[mode.target_frame].path.name == row["target_frame"].rsplit("/", 1)[1]
+    with pytest.raises(DreError, match=r"--target .*album: .*driven by the frames f0\.png, f1\.png, f2\.png"):
+        read_edit_folder(out, target=case["album"])  # another sequence's frames: refused, not scored against

@@ -8,7 +8,7 @@ Two kinds of folder are accepted:
   ``--source`` (the aligned album folder or one aligned photo) and ``--target`` given on the command line.
 
 ``--source`` / ``--target`` / the extractor flags, when given, override what ``edit.parquet`` says (e.g.
-when the folder moved). Sources and targets are read as ``dre edit`` reads them, with their alignment
+when the folder moved; a driven edit's ``--target`` is its frames folder, matched frame by frame by file name). Sources and targets are read as ``dre edit`` reads them, with their alignment
 landmarks (the fallback when detection on the re-sized reference fails).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dre.edit.inputs import Face, list_sources, load_target, read_image
+from dre.edit.inputs import Face, list_sources, load_target, load_targets, read_image
 from dre.edit.modes import Mode, parse_mode
 from dre.errors import DreError
 from dre.tables import EDIT_FILE, read_edit_rows
@@ -98,7 +98,16 @@ def read_edit_folder(folder: Path, *, source: Path | None = None, target: Path |
     for flag, kind in (("--source-extractor", s_kind), ("--target-extractor", t_kind)):
         if kind not in ("deca", "emoca"):
             raise DreError(f"{flag} must be deca or emoca (got {kind!r}); {folder} does not say which was used")
-    if target_path is not None:
+    if target is not None and len(frame_paths) > 1:  # a driven sequence whose frames folder is given (e.g. moved)
+        targets = load_targets(Path(target))
+        by_name = {t.path.name: k for k, t in enumerate(targets)}
+        missing = [Path(p).name for p in frame_paths if Path(p).name not in by_name]
+        if missing:
+            raise DreError(f"--target {target}: {folder} was driven by the frames {', '.join(missing)}, which this "
+                           f"folder does not hold (it has {', '.join(sorted(by_name))}); pass the frames folder "
+                           "the edit was driven by")
+        frame_index = {p: by_name[Path(p).name] for p in frame_paths}
+    elif target_path is not None:
         targets, frame_index = [load_target(Path(target_path))], {}
     elif frame_paths:  # a driven sequence: each row is scored against its own target frame
         targets, frame_index = [load_target(Path(p)) for p in frame_paths], {p: k for k, p in enumerate(frame_paths)}
