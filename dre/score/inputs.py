@@ -8,8 +8,9 @@ Two kinds of folder are accepted:
   ``--source`` (the aligned album folder or one aligned photo) and ``--target`` given on the command line.
 
 ``--source`` / ``--target`` / the extractor flags, when given, override what ``edit.parquet`` says (e.g.
-when the folder moved; a driven edit's ``--target`` is its frames folder, matched frame by frame by file name). Sources and targets are read as ``dre edit`` reads them, with their alignment
-landmarks (the fallback when detection on the re-sized reference fails).
+when the folder moved; a driven edit's ``--target`` is its frames folder, matched frame by frame by file
+name). Sources and targets are read as ``dre edit`` reads them, with their alignment landmarks (the
+fallback when detection on the re-sized reference fails).
 """
 
 from __future__ import annotations
