@@ -39,6 +39,8 @@ def test_frames_are_kept_at_the_asked_rate(tmp_path: Path) -> None:
 def test_never_more_often_than_the_clip_has_frames() -> None:
     assert list(kept_indices(rate=10, fps=30, start=0, max_frames=3)) == [0, 1, 2]
     assert list(kept_indices(rate=30, fps=8, start=0.5, max_frames=3)) == [15, 19, 22]
+    # a start half-way between two frames, at the clip's own rate: consecutive frames, none dropped or repeated
+    assert list(kept_indices(rate=25, fps=30, start=0.1, max_frames=6)) == [2, 3, 4, 5, 6, 7]
 
 
 def test_bad_clips_and_folders_are_refused_with_nothing_written(tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ def kept_indices(rate: float, fps: float, start: float, max_frames: int) -> Iter
     (never more often than the clip has frames), at most ``max_frames`` of them."""
     step = max(rate / fps, 1.0)
     first = start * rate
+    if step == 1.0:  # every frame from the first: round once, or a start between frames (2.5) keeps 2, 4, 4, 6, 6
+        first = round(first)
     for k in range(max_frames):
         yield int(round(first + k * step))
 
