@@ -48,6 +48,7 @@ def test_config_from_cli_stage_defaults_and_lists() -> None:
         (["--init", "x.pt"], "--init is only for --stage 2"),
         (["--batch-size", "0"], "--batch-size 0"),
         (["--ema", "1.0"], "--ema"),
+        (["--weight-decay", "-0.1"], "--weight-decay -0.1"),
         (["--channel-mult", "1,x"], "--channel-mult"),
     ],
 )

@@ -59,7 +59,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = nested(DiffusionConfig, title="diffusion")
     # optimisation
     lr: float | None = setting(None, help=_stage_help("lr", "Adam learning rate"))
-    weight_decay: float = setting(0.0, help="AdamW weight decay")
+    weight_decay: float = setting(0.0, help="Adam weight decay (L2 added to the gradient, as the original's Adam)")
     batch_size: int | None = setting(None, help=_stage_help("batch_size", "global batch (split over processes)"))
     max_steps: int | None = setting(None, help=_stage_help("max_steps", "optimiser steps"))
     warmup_steps: int = setting(0, help="linear learning-rate warm-up steps")
@@ -141,6 +141,8 @@ class TrainConfig:
             raise DreError(f"--nodes {self.nodes} --processes {self.processes}: both must be ≥ 1")
         if not 0.0 <= self.ema < 1.0:
             raise DreError(f"--ema {self.ema}: EMA decay must be in [0, 1) (0 = off)")
+        if not self.weight_decay >= 0:
+            raise DreError(f"--weight-decay {self.weight_decay}: must be ≥ 0 (0 = off)")
         if self.grad_clip < 0:
             raise DreError(f"--grad-clip {self.grad_clip}: must be ≥ 0 (0 = off)")
         if self.precision not in PRECISIONS:
