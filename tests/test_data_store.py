@@ -168,3 +168,27 @@ def test_album_pickles_without_its_environment(tmp_path):
     clone.close()
     assert torch.equal(torch.from_numpy(LmdbAlbum(tmp_path / "k.lmdb").buffers(0).astype(np.float32)),
                        torch.from_numpy(face_like_cond(SIZE, 0).astype(np.float16).astype(np.float32)))  # fmt: skip
+
+
+def test_corrupt_records_are_errors_naming_the_sample(tmp_path):
+    """A damaged store (a buffer box outside the image, a cut-off buffer record, image bytes that are no PNG) is a
+    DreError naming the LMDB and the sample, not a numpy/torch/PIL error from deep inside a loader worker."""
+    import struct
+
+    path = tmp_path / "bad.lmdb"
+    write_store(path, [index_image(i, SIZE) for i in range(3)], [face_like_cond(SIZE, i) for i in range(3)])
+    outside = schema.BUFFER_MAGIC + struct.pack("<4H", SIZE - 2, SIZE + 2, 0, 2) + np.zeros((9, 4, 2), "<f2").tobytes()
+    cut = schema.encode_buffers(face_like_cond(SIZE, 1), "sample 1")[:-1]
+    with lmdb.open(str(path), map_size=64 << 20) as env, env.begin(write=True) as txn:
+        txn.put(schema.sample_key(0, "buffers"), outside)
+        txn.put(schema.sample_key(1, "buffers"), cut)
+        txn.put(schema.sample_key(2, "image"), b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    album = LmdbAlbum(path)
+    for call in (album.cond, album.buffers):
+        with pytest.raises(DreError, match=rf"{path} sample 0: .*outside the {SIZE}x{SIZE} image"):
+            call(0)
+        with pytest.raises(DreError, match=rf"{path} sample 1: buffer record size"):
+            call(1)
+    with pytest.raises(DreError, match=rf"{path}: image 2 is not a readable PNG"):
+        album.image(2)
+    album.close()

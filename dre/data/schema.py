@@ -188,11 +188,14 @@ def decode_buffer_box(raw: memoryview | bytes, where: str) -> tuple[tuple[int, i
     """Record → (box, (9,h,w) fp16 array). The array is a read-only view of ``raw`` (zero copy)."""
     if bytes(raw[: len(BUFFER_MAGIC)]) != BUFFER_MAGIC:
         raise DreError(f"{where}: buffer record has a wrong header (corrupt LMDB or another schema)")
+    if len(raw) < BUFFER_HEADER_SIZE:
+        raise DreError(f"{where}: buffer record size does not match its header ({len(raw)} bytes)")
     y0, y1, x0, x1 = _BOX.unpack_from(raw, len(BUFFER_MAGIC))
     h, w = y1 - y0, x1 - x0
-    arr = np.frombuffer(raw, dtype=BUFFER_DTYPE, offset=BUFFER_HEADER_SIZE)
-    if h < 0 or w < 0 or arr.size != len(BUFFER_CHANNELS) * h * w:
+    # the byte count first: np.frombuffer raises a bare ValueError on a record cut at an odd byte
+    if h < 0 or w < 0 or len(raw) - BUFFER_HEADER_SIZE != len(BUFFER_CHANNELS) * h * w * BUFFER_DTYPE.itemsize:
         raise DreError(f"{where}: buffer record size does not match its box {(y0, y1, x0, x1)}")
+    arr = np.frombuffer(raw, dtype=BUFFER_DTYPE, offset=BUFFER_HEADER_SIZE)
     return (y0, y1, x0, x1), arr.reshape(len(BUFFER_CHANNELS), h, w)
 
 

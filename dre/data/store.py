@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 import lmdb
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from dre.data import schema
 from dre.errors import DreError
@@ -218,8 +218,11 @@ class LmdbAlbum:
 
     def image(self, i: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB."""
-        with Image.open(io.BytesIO(self._raw(i, "image"))) as im:
-            arr = np.array(im.convert("RGB"))  # writable: torch.from_numpy must not alias a read-only array
+        try:
+            with Image.open(io.BytesIO(self._raw(i, "image"))) as im:
+                arr = np.array(im.convert("RGB"))  # writable: torch.from_numpy must not alias a read-only array
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DreError(f"{self.path}: image {i} is not a readable PNG ({exc}; corrupt LMDB)") from None
         if arr.shape[:2] != (self.image_size, self.image_size):
             raise DreError(f"{self.path}: image {i} is {arr.shape[1]}x{arr.shape[0]}, meta says {self.image_size}")
         return arr
@@ -230,7 +233,12 @@ class LmdbAlbum:
         Outside the box every channel is exactly 0. The view stays valid while this album is open in
         this process (copy it before :meth:`close`).
         """
-        return schema.decode_buffer_box(self._raw(i, "buffers"), f"{self.path} sample {i}")
+        where = f"{self.path} sample {i}"
+        box, crop = schema.decode_buffer_box(self._raw(i, "buffers"), where)
+        s = self.image_size
+        if box[1] > s or box[3] > s:
+            raise DreError(f"{where}: buffer box {box} lies outside the {s}x{s} image (corrupt LMDB)")
+        return box, crop
 
     def buffers(self, i: int) -> np.ndarray:
         """(9, H, W) float16 in the order rendered, normal, albedo.
