@@ -172,3 +172,13 @@ def test_score_reads_a_moved_frames_folder_given_as_target_frame_by_frame(case, 
         assert ef.targets[mode.target_frame].path.name == row["target_frame"].rsplit("/", 1)[1]
     with pytest.raises(DreError, match=r"--target .*album: .*driven by the frames f0\.png, f1\.png, f2\.png"):
         read_edit_folder(out, target=case["album"])  # another sequence's frames: refused, not scored against
+
+
+def test_a_photo_named_by_a_rig_term_is_an_input_the_output_stays_apart_from(case, tmp_path):
+    """Like --target, a reference named in a mode (`light:from=FOLDER`) may not contain, be or lie inside --out."""
+    ref = tmp_path / "ref"
+    write_aligned(ref, ["r0"], seed=62)
+    before = sorted(p.name for p in ref.iterdir())
+    with pytest.raises(DreError, match=r"--out .*ref/edit is inside the input .*ref"):
+        edit.run(_cfg(case, ref / "edit", modes=parse_modes(f"light:from={ref}")))
+    assert sorted(p.name for p in ref.iterdir()) == before

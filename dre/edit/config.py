@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dre.edit.modes import Mode, parse_mode, parse_modes, parse_sweep
+from dre.edit.rigspec import REF_TARGET
 from dre.errors import DreError
 from dre.extract.config import EXTRACTORS, emoca_model_arg
 from dre.model.arch import PRECISIONS
@@ -75,8 +76,10 @@ class EditConfig:
     scoring: ScoreSettings = nested(ScoreSettings, title="scores (the workflow config's score: section)")
 
     def inputs(self) -> list:
-        """Every path the edit reads (the output may not be, contain or lie inside any of them)."""
-        return [self.model, self.assets, self.source, self.target, self.source_codes, self.mean_shape]
+        """Every path the edit reads (the output may not be, contain or lie inside any of them): the reference
+        photos its modes name (``light:from=PATH``) included."""
+        refs = dict.fromkeys(r for m in self.frames() for r in m.references if r != REF_TARGET)
+        return [self.model, self.assets, self.source, self.target, self.source_codes, self.mean_shape, *refs]
 
     def frames(self) -> list[Mode]:
         """The modes to run: the sweep's frames, else ``modes``."""
