@@ -182,3 +182,24 @@ def test_a_photo_named_by_a_rig_term_is_an_input_the_output_stays_apart_from(cas
     with pytest.raises(DreError, match=r"--out .*ref/edit is inside the input .*ref"):
         edit.run(_cfg(case, ref / "edit", modes=parse_modes(f"light:from={ref}")))
     assert sorted(p.name for p in ref.iterdir()) == before
+
+
+def test_score_refuses_an_out_folder_holding_the_sources_before_any_scoring(case, tmp_path):
+    """`dre score` reads the sources and targets edit.parquet names: --out may not be or contain them (an aligned
+    album is a folder dre wrote, so only this check keeps it from being replaced), and the check comes first."""
+    import shutil
+
+    from dre.safety.ownership import write_marker
+    from dre.score import Config as ScoreConfig, run as score_run
+
+    album = shutil.copytree(case["album"], tmp_path / "album")
+    write_marker(album, "dre align")  # as `dre align` leaves it
+    out = edit.run(_cfg(case, tmp_path / "e", source=album, modes=parse_modes("pose:yaw=10")))
+
+    class NoNetworks:
+        def run(self, *a, **k):
+            raise AssertionError("scored before the output folder was checked")
+
+    with pytest.raises(DreError, match=r"--out .*album contains the input .*album/p1\.png"):
+        score_run(ScoreConfig(edits=out, assets=case["assets"], out=album, device="cpu"), reextractor=NoNetworks())
+    assert (album / "p1.png").is_file()

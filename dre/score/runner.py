@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from dre.edit import outputs
-from dre.safety.ownership import owned_dir
+from dre.safety.ownership import claim_dir, owned_dir
 from dre.score.config import ScoreConfig, ScoreSettings
 from dre.score.grid import marked_grid
 from dre.score.inputs import read_edit_folder, read_pictures
@@ -43,6 +43,9 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
     cfg.validate()
     ef = read_edit_folder(Path(cfg.edits), source=cfg.source, target=cfg.target,
                           source_extractor=cfg.source_extractor, target_extractor=cfg.target_extractor)
+    # every file read, the sources and targets edit.parquet names included; checked before any scoring
+    inputs = [cfg.edits, cfg.source, cfg.target, cfg.assets, *dict.fromkeys(f.path for f in (*ef.sources, *ef.targets))]
+    claim_dir(cfg.out, inputs=inputs)
     pictures = read_pictures(ef)
     synthetic = ef.synthetic or is_synthetic_assets(cfg.assets)
     if synthetic:
@@ -61,7 +64,7 @@ def run(cfg: ScoreConfig, *, reextractor=None) -> Path:
             "source_extractor": ef.source_extractor, "target_extractor": ef.target_extractor,
             "synthetic": bool(synthetic), "summary": one_line(summary)}
     grid = marked_grid(ef, pictures, rows, size=size, synthetic=synthetic)
-    with owned_dir(cfg.out, "dre score", inputs=[cfg.edits, cfg.source, cfg.target, cfg.assets]) as tmp:
+    with owned_dir(cfg.out, "dre score", inputs=inputs) as tmp:
         SCORES.write(tmp / SCORES_FILE, rows, meta)
         outputs.write_json(tmp / outputs.SUMMARY_NAME, summary)
         outputs.save_png(tmp / outputs.GRID_NAME, grid)
