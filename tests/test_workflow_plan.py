@@ -396,3 +396,75 @@ def test_no_params_function_reads_input_or_output() -> None:
                 assert not {"input", "output"} & set(used), f"{file}: params {key}={value} reads input/output"
                 checked += 1
     assert checked > 10, f"only {checked} params found: the parser no longer matches the rules files"
+
+
+def _load_albums(layout: Layout, monkeypatch) -> dict[str, dict]:
+    monkeypatch.chdir(layout.root)
+    monkeypatch.syspath_prepend(str(REPO / "workflow"))
+    import sheets
+
+    return sheets.load_sheet("config/albums.tsv", REPO / "workflow" / "schemas" / "albums.schema.yaml", "album")
+
+
+def test_rows_are_numbered_by_file_line_past_blank_and_comment_lines(layout: Layout, monkeypatch) -> None:
+    """A blank line or a `#` comment line between rows is skipped but still counted: an error names the
+    line the user sees in the editor, not the row's index among the data rows."""
+    from snakemake.exceptions import WorkflowError
+
+    with layout.sheet("albums.tsv").open("a", encoding="utf-8") as fh:
+        fh.write("\n# people\n\t\t\n")  # blank, comment, a row of empty cells (all skipped): lines 5-7
+    layout.append_row("albums.tsv", ["bob", "data/bob", "personal", "false", "true", "ffhq_affectnet", "", ""])
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    assert "config/albums.tsv, row 8, column 'path'" in str(info.value), str(info.value)
+
+
+def test_a_hash_inside_a_cell_is_text_not_a_comment(layout: Layout, monkeypatch) -> None:
+    """Only a line starting with `#` is a comment: `#` inside a path or description keeps the rest of the row."""
+    layout.add_album("data/shoot #2")
+    layout.append_row("albums.tsv", ["bob", "data/shoot #2", "personal", "false", "true", "ffhq_affectnet", "fan",
+                                     "take #2 of the shoot"])
+    albums = _load_albums(layout, monkeypatch)
+    assert albums["bob"]["path"] == "data/shoot #2"
+    assert albums["bob"]["backend"] == "fan" and albums["bob"]["description"] == "take #2 of the shoot"
+    assert albums["bob"]["_line"] == 5
+
+
+def test_windows_line_endings_a_bom_and_trailing_tabs_read_like_a_plain_sheet(layout: Layout, monkeypatch) -> None:
+    """What a spreadsheet's "save as tab-separated text" writes: CRLF, a UTF-8 byte-order mark, empty
+    cells past the last column."""
+    sheet = layout.sheet("albums.tsv")
+    lines = sheet.read_text(encoding="utf-8").splitlines()
+    sheet.write_bytes(("\ufeff" + "\r\n".join(line + "\t\t" for line in lines) + "\r\n").encode("utf-8"))
+    albums = _load_albums(layout, monkeypatch)
+    assert sorted(albums) == ["affectnet", "ffhq", "obama"]
+    assert albums["obama"]["prior"] == "ffhq_affectnet" and albums["obama"]["_line"] == 4
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        pytest.param(lambda text: text + "bob\tdata/obama\tpersonal\tfalse\ttrue\tffhq_affectnet\tfan\tx\textra\n",
+                     ["config/albums.tsv, row 5", "9 cells but the header has 8 columns"], id="too-many-cells"),
+        pytest.param(lambda text: text.replace("backend", "backnd", 1),
+                     ["config/albums.tsv, row 1, column 'backnd'", "unknown column 'backnd'"], id="misspelt-column"),
+        pytest.param(lambda text: text.replace("description", "prior", 1),
+                     ["config/albums.tsv, row 1, column 'prior'", "column 'prior' appears twice"],
+                     id="duplicate-column"),
+        pytest.param(lambda text: text.replace("personal album", "pérsonal album"),
+                     ["config/albums.tsv", "is not UTF-8 text"], id="not-utf8"),
+    ],
+)
+def test_malformed_sheets_stop_with_file_row_and_column(layout: Layout, monkeypatch, change, fragments) -> None:
+    """Rows longer than the header, unknown or repeated header names (a misspelt optional column would be
+    ignored: `backnd` would silently fall back to the config's back-end) and non-UTF-8 files stop with the
+    sheet and row, like any bad cell."""
+    from snakemake.exceptions import WorkflowError
+
+    sheet = layout.sheet("albums.tsv")
+    text = change(sheet.read_text(encoding="utf-8"))
+    sheet.write_bytes(text.encode("latin-1" if "pérsonal" in text else "utf-8"))
+    with pytest.raises(WorkflowError) as info:
+        _load_albums(layout, monkeypatch)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)

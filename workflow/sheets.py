@@ -7,9 +7,9 @@ in-process, without starting Snakemake. Errors name the sheet file, the row (the
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -42,23 +42,65 @@ def _sheet_error(sheet_path: str | Path, line: int, column: str | None, message:
     return WorkflowError(f"Invalid sheet {where}: {message}")
 
 
+def _read_tsv(sheet_path: str | Path, columns: set[str]) -> tuple[int, list[str], list[tuple[int, list[str]]]]:
+    """The header (its file line and stripped names) and the data rows (each with the file line it starts on).
+
+    Written for sheets saved by hand or by a spreadsheet: blank lines, rows of empty cells and lines whose
+    first cell starts with ``#`` are skipped but still counted, so a row's number is the line an editor
+    shows; ``#`` inside a cell is text (a path or a description may hold one); CRLF line ends, a UTF-8
+    byte-order mark and empty cells past the last column are accepted; cells may be quoted as spreadsheets
+    quote them. Header names must be the schema's columns, each once: a misspelt optional column would
+    otherwise be ignored without a word.
+    """
+    try:
+        with open(sheet_path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter="\t")
+            records, start = [], 1
+            for cells in reader:
+                if any(c.strip() for c in cells) and not cells[0].lstrip().startswith("#"):
+                    records.append((start, cells))
+                start = reader.line_num + 1
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(f"Invalid sheet {sheet_path}: it is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                            "save it as UTF-8 (a spreadsheet's 'UTF-8 tab-separated text')") from None
+    if not records:
+        raise _sheet_error(sheet_path, 1, None, "no header row (the first line names the columns)")
+    (header_line, header), rows = records[0], records[1:]
+    header = [c.strip() for c in header]
+    while header and not header[-1]:
+        header.pop()
+    for i, name in enumerate(header):
+        if not name:
+            raise _sheet_error(sheet_path, header_line, None, f"column {i + 1} of the header has no name")
+        if name not in columns:
+            raise _sheet_error(sheet_path, header_line, name,
+                               f"unknown column '{name}' (columns: {', '.join(sorted(columns))})")
+        if name in header[:i]:
+            raise _sheet_error(sheet_path, header_line, name, f"column '{name}' appears twice in the header")
+    for line, cells in rows:
+        if any(c.strip() for c in cells[len(header):]):
+            raise _sheet_error(sheet_path, line, None, f"{len(cells)} cells but the header has {len(header)} columns "
+                               "(a tab inside a cell? quote the cell or remove the tab)")
+    return header_line, header, rows
+
+
 def load_sheet(sheet_path: str | Path, schema_path: str | Path, key: str) -> dict[str, dict]:
     """Read a TSV sheet, coerce types, validate every row; errors name file, row (file line) and column."""
     if not Path(sheet_path).is_file():
         raise WorkflowError(f"Sheet {sheet_path} (named in the config) does not exist")
     schema = yaml.safe_load(Path(schema_path).read_text())
     props = schema.get("properties", {})
-    table = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    missing = [c for c in schema.get("required", []) if c not in table.columns]
+    header_line, header, records = _read_tsv(sheet_path, set(props))
+    missing = [c for c in schema.get("required", []) if c not in header]
     if missing:
-        raise _sheet_error(sheet_path, 1, missing[0], f"required column '{missing[0]}' is missing (header row)")
+        raise _sheet_error(sheet_path, header_line, missing[0],
+                           f"required column '{missing[0]}' is missing (header row)")
     # jsonschema directly (snakemake.utils.validate checks the config): its error carries the column.
     row_validator = Draft202012Validator(schema)
     rows = []
-    for i, record in enumerate(table.to_dict("records")):
-        line = i + 2  # header is line 1
+    for line, cells in records:
         row = {}
-        for col, val in record.items():
+        for col, val in zip(header, cells + [""] * (len(header) - len(cells))):
             kind = props.get(col, {}).get("type")
             if val.strip() == "" and col not in schema.get("required", []):
                 continue
