@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import best_match
 from snakemake.exceptions import WorkflowError
 
@@ -124,6 +124,29 @@ def load_sheet(sheet_path: str | Path, schema_path: str | Path, key: str) -> dic
         seen[name] = row["_line"]
     return {row[key]: row for row in rows}
 
+
+
+def whole_numbers_to_int(config: dict, schema_path: str | Path) -> None:
+    """Turn whole floats that sit where the schema wants an integer into ints, in place.
+
+    JSON Schema counts ``50000.0`` as an integer, so YAML such as ``max_steps: 5.0e+4`` or ``batch_size: 32.0``
+    passes validation; written back as ``--max-steps 50000.0`` it would then stop `dre train` (argparse's
+    ``int``) when the job starts, hours into a run. Run after validation (which has rejected 2.5 already).
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    strict = validators.extend(Draft202012Validator, type_checker=checker)(schema)
+    for error in strict.iter_errors(config):
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        value = error.instance
+        if error.validator == "type" and "integer" in wanted and isinstance(value, float) and value.is_integer():
+            *parents, last = error.absolute_path
+            holder = config
+            for part in parents:
+                holder = holder[part]
+            holder[last] = int(value)
 
 
 def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rules: frozenset[Path] = frozenset()) -> None:

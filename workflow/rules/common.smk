@@ -15,7 +15,9 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from sheets import check_cross_references, load_sheet, sheet_references  # noqa: E402  (workflow/sheets.py: testable on its own)
+from sheets import (  # noqa: E402  (workflow/sheets.py: testable on its own)
+    check_cross_references, load_sheet, sheet_references, whole_numbers_to_int,
+)
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
@@ -27,6 +29,7 @@ from dre.edit.modes import parse_modes  # noqa: E402  (parsing only: no torch)
 from dre.assets.catalog import EXTRACTORS  # noqa: E402  (deca, emoca: the one list)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
+whole_numbers_to_int(config, SCHEMAS / "config.schema.yaml")  # `max_steps: 5.0e+4` is --max-steps 50000
 
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
 WORKFLOW_KEYS = ("priors",)  # keys of the stage1/stage2 sections that are not `dre train` flags
