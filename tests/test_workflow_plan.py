@@ -468,3 +468,49 @@ def test_malformed_sheets_stop_with_file_row_and_column(layout: Layout, monkeypa
         _load_albums(layout, monkeypatch)
     for fragment in fragments:
         assert fragment in str(info.value), str(info.value)
+
+
+
+
+@pytest.mark.parametrize(
+    "column, album_folder, photo, target, modes, fragment",
+    [
+        ("path", "data/shoot {2}", "", "data/targets/obama_12.png", "exp", "album folder 'data/shoot {2}'"),
+        ("path", "data/shoot", "img {1}.png", "data/targets/obama_12.png", "exp", "photo 'data/shoot/img {1}.png'"),
+        ("target", "data/shoot", "", "data/targets/smile {a}.png", "exp", "target 'data/targets/smile {a}.png'"),
+        ("modes", "data/shoot", "", "data/targets/obama_12.png", "exp+light:from=data/lamp {b}.jpg",
+         "reference photo 'data/lamp {b}.jpg'"),
+    ],
+    ids=["album-folder", "album-photo", "target", "reference"],
+)
+def test_braces_in_sheet_paths_stop_with_file_row_and_column(layout: Layout, monkeypatch, column, album_folder,
+                                                             photo, target, modes, fragment) -> None:
+    """Snakemake reads `{...}` in an input path as a wildcard, with no way to escape it: a folder or photo named
+    `shoot {2}` used to stop the DAG with a bare "WildcardError ... '2'". The sheet check names it instead."""
+    from PIL import Image
+    from snakemake.exceptions import WorkflowError
+
+    layout.add_album(album_folder)
+    for name in [f"{album_folder}/{photo}" if photo else "", "data/targets/smile {a}.png", "data/lamp {b}.jpg"]:
+        if name:
+            Image.new("RGB", (8, 8)).save(layout.root / name)
+    layout.append_row("albums.tsv", ["bob", album_folder, "personal", "false", "true", "ffhq_affectnet", "", ""])
+    layout.append_row("edits.tsv", ["bob_e", "bob", target, "false", modes, "deca", "emoca", "0", "noise", ""])
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    sheet, row = ("albums.tsv", 5) if column == "path" else ("edits.tsv", 3)
+    for expected in (f"config/{sheet}, row {row}, column '{column}'", fragment, "rename"):
+        assert expected in str(info.value), str(info.value)
+    if column == "target":  # the same message stops a real run (not Snakemake's WildcardError)
+        result = layout.snakemake("-n", "results/edits/bob_e")
+        text = result.stdout + result.stderr
+        assert result.returncode != 0 and fragment in text and "WildcardError" not in text, text
+
+
+def test_braces_in_the_official_checkpoint_path_are_named(layout: Layout, monkeypatch) -> None:
+    from snakemake.exceptions import WorkflowError
+
+    layout.replace_in("config/config.yaml", 'official_checkpoint: ""', 'official_checkpoint: "ckpt/model_{1}.pt"')
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    assert "config stage1.priors.ffhq_affectnet.official_checkpoint 'ckpt/model_{1}.pt'" in str(info.value)

@@ -154,11 +154,17 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
 
     ``made_by_rules``: paths a rule of the workflow writes (the demo's photos); they need not exist yet.
     """
+    from dre.utils.images import list_images  # the checkout is on sys.path (common.smk)
+
     priors = config["stage1"]["priors"]
     sheet = config["albums"]
     for name, row in albums.items():
         if Path(row["path"]) not in made_by_rules and not Path(row["path"]).is_dir():
             raise _sheet_error(sheet, row["_line"], "path", f"album folder '{row['path']}' does not exist")
+        _check_no_braces(sheet, row["_line"], "path", f"album folder '{row['path']}'", row["path"])
+        if Path(row["path"]).is_dir():  # the align rule's inputs are the photos themselves
+            for photo in list_images(row["path"]):
+                _check_no_braces(sheet, row["_line"], "path", f"photo '{photo}'", photo.name)
         if row["role"] == "personal":
             prior = row.get("prior", "")
             if not prior:
@@ -178,6 +184,9 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
                 f"config stage1.priors.{prior}: {len(weights)} weights for {len(spec['albums'])} albums"
             )
         if spec.get("official_checkpoint"):
+            if "{" in spec["official_checkpoint"] or "}" in spec["official_checkpoint"]:
+                raise WorkflowError(f"config stage1.priors.{prior}.official_checkpoint '{spec['official_checkpoint']}' "
+                                    "has '{' or '}' in its name, which Snakemake reads as a wildcard; rename it")
             continue
         for album in spec["albums"]:
             if album not in albums:
@@ -208,6 +217,8 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
         elif Path(target) not in made_by_rules and not (Path(target).is_file() or Path(target).is_dir()):
             raise _sheet_error(esheet, row["_line"], "target",
                                f"target image or frames folder '{target}' does not exist")
+        if target:
+            _check_no_braces(esheet, row["_line"], "target", f"target '{target}'", target)
         for ref in sheet_references(modes):
             _check_reference(esheet, row["_line"], ref)
 
@@ -245,5 +256,14 @@ def _check_reference(sheet: str | Path, line: int, ref: str) -> None:
         raise _sheet_error(sheet, line, "modes", f"reference '{ref}' is not a photo file name")
     if not path.is_file():
         raise _sheet_error(sheet, line, "modes", f"reference photo '{ref}' does not exist")
+    _check_no_braces(sheet, line, "modes", f"reference photo '{ref}'", ref)
+
+
+def _check_no_braces(sheet: str | Path, line: int, column: str, what: str, path: str) -> None:
+    """Snakemake reads ``{...}`` in an input path as a wildcard and has no escape for it (a folder named
+    ``shoot {2}`` stops the DAG with a bare WildcardError), so a sheet path must not hold a brace."""
+    if "{" in str(path) or "}" in str(path):
+        raise _sheet_error(sheet, line, column, f"{what} has '{{' or '}}' in its name, which Snakemake reads as a "
+                           "wildcard (there is no escape for it); rename it")
 
 
