@@ -514,3 +514,23 @@ def test_braces_in_the_official_checkpoint_path_are_named(layout: Layout, monkey
     with pytest.raises(WorkflowError) as info:
         check_sheets_in_process(layout, monkeypatch)
     assert "config stage1.priors.ffhq_affectnet.official_checkpoint 'ckpt/model_{1}.pt'" in str(info.value)
+
+
+def test_sources_must_name_photos_of_the_album(layout: Layout, monkeypatch) -> None:
+    """A misspelt stem in `sources` stops at start-up, not in `dre edit` after stage 2 has trained; the names
+    align gives a second face (`img_01_1`) or a second photo with one stem (`img_00.jpg`) pass."""
+    from snakemake.exceptions import WorkflowError
+
+    sheet = layout.sheet("edits.tsv")
+    sheet.write_text("\n".join(line + "\t" + ("sources" if i == 0 else "")
+                               for i, line in enumerate(sheet.read_text().splitlines())) + "\n")
+    layout.append_row("edits.tsv", ["ok", "obama", "", "false", "pose:yaw=10", "deca", "deca", "0", "noise", "",
+                                    "img_00,img_01_1,img_00.jpg"])
+    check_sheets_in_process(layout, monkeypatch)
+    layout.append_row("edits.tsv", ["typo", "obama", "", "false", "pose:yaw=10", "deca", "deca", "0", "noise", "",
+                                    "img_00,img_0l"])
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    for fragment in ("config/edits.tsv, row 4, column 'sources'", "no photo 'img_0l' in album 'obama'",
+                     "img_00, img_01"):
+        assert fragment in str(info.value), str(info.value)

@@ -221,6 +221,20 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
             _check_no_braces(esheet, row["_line"], "target", f"target '{target}'", target)
         for ref in sheet_references(modes):
             _check_reference(esheet, row["_line"], ref)
+        folder = Path(albums[album]["path"])
+        if row.get("sources") and folder not in made_by_rules and folder.is_dir():
+            _check_sources(esheet, row["_line"], row["sources"], album, [p.stem for p in list_images(folder)])
+
+
+def _check_sources(sheet: str | Path, line: int, sources: str, album: str, stems: list[str]) -> None:
+    """Each stem of ``sources`` names a photo of the album: `dre edit` would refuse an unknown one only after
+    stage 2 has trained. An aligned face may be called ``<stem>_<k>`` (the k-th face of a photo) or
+    ``<stem>.<ext>`` (two photos with one stem), so a name that extends a photo's stem that way passes."""
+    for name in (s.strip() for s in sources.split(",")):
+        if not any(name == st or name.startswith((st + "_", st + ".")) for st in stems):
+            close = sorted(st for st in stems if st.lower().startswith(name[:3].lower()))[:5] or sorted(stems)[:5]
+            raise _sheet_error(sheet, line, "sources", f"no photo '{name}' in album '{album}' "
+                               f"(photo stems such as: {', '.join(close)}{' ...' if len(stems) > 5 else ''})")
 
 
 def _parse_modes(sheet: str | Path, row: dict) -> list:
