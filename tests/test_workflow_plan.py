@@ -534,3 +534,20 @@ def test_sources_must_name_photos_of_the_album(layout: Layout, monkeypatch) -> N
     for fragment in ("config/edits.tsv, row 4, column 'sources'", "no photo 'img_0l' in album 'obama'",
                      "img_00, img_01"):
         assert fragment in str(info.value), str(info.value)
+
+
+def test_sources_may_name_any_photo_stem(layout: Layout) -> None:
+    """Photo names as cameras and downloads make them (`IMG 0001 (1).jpg`, `été.jpg`) can be listed in `sources`,
+    with spaces after the commas; they reach `dre edit` as one quoted word."""
+    from PIL import Image
+
+    for name in ("IMG 0001 (1).jpg", "été.jpg"):
+        Image.new("RGB", (8, 8)).save(layout.root / "data" / "obama" / name)
+    sheet = layout.sheet("edits.tsv")
+    sheet.write_text("\n".join(line + "\t" + ("sources" if i == 0 else "")
+                               for i, line in enumerate(sheet.read_text().splitlines())) + "\n")
+    layout.append_row("edits.tsv", ["picked", "obama", "", "false", "pose:yaw=10", "deca", "deca", "0", "noise", "",
+                                    "IMG 0001 (1), été,img_00"])
+    result = layout.snakemake("-n", "-p", "results/edits/picked")
+    assert planned_jobs(result)["edit"] == 1
+    assert "--source-stems 'IMG 0001 (1), été,img_00'" in result.stdout
