@@ -270,6 +270,25 @@ BAD_ROWS = [
     ),
     pytest.param(
         "albums.tsv",
+        ["Obama", "data/obama", "personal", "false", "true", "ffhq_affectnet", "", ""],
+        ["config/albums.tsv, row 5, column 'album'", "duplicate album 'Obama' (first defined on row 4 as 'obama'",
+         "differ only in case"],
+        id="duplicate-album-but-for-case",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["OBAMA12_exp", "obama", "data/targets/obama_12.png", "false", "exp", "deca", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'edit'", "duplicate edit 'OBAMA12_exp'", "differ only in case"],
+        id="duplicate-edit-but-for-case",
+    ),
+    pytest.param(
+        "albums.tsv",
+        ["bob", "data/targets/obama_12.png", "personal", "false", "true", "ffhq_affectnet", "", ""],
+        ["config/albums.tsv, row 5, column 'path'", "'data/targets/obama_12.png' is a file, not a folder of photos"],
+        id="album-path-is-a-file",
+    ),
+    pytest.param(
+        "albums.tsv",
         ["carol", "data/obama", "personal", "maybe", "true", "ffhq_affectnet", "", ""],
         ["config/albums.tsv, row 5, column 'aligned'", "'maybe' is not of type 'boolean'"],
         id="bad-boolean",

@@ -114,14 +114,16 @@ def load_sheet(sheet_path: str | Path, schema_path: str | Path, key: str) -> dic
             raise _sheet_error(sheet_path, line, column, error.message)
         row["_line"] = line
         rows.append(row)
-    seen = {}
+    seen: dict[str, tuple[str, int]] = {}  # lower-case name -> (name, row)
     for row in rows:
         name = row[key]
-        if name in seen:
-            raise _sheet_error(
-                sheet_path, row["_line"], key, f"duplicate {key} '{name}' (first defined on row {seen[name]})"
-            )
-        seen[name] = row["_line"]
+        if name.lower() in seen:
+            first, line = seen[name.lower()]
+            why = "" if first == name else (f" as '{first}': names that differ only in case share one output "
+                                            "folder on macOS and Windows")
+            raise _sheet_error(sheet_path, row["_line"], key,
+                               f"duplicate {key} '{name}' (first defined on row {line}{why})")
+        seen[name.lower()] = (name, row["_line"])
     return {row[key]: row for row in rows}
 
 
@@ -160,7 +162,8 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
     sheet = config["albums"]
     for name, row in albums.items():
         if Path(row["path"]) not in made_by_rules and not Path(row["path"]).is_dir():
-            raise _sheet_error(sheet, row["_line"], "path", f"album folder '{row['path']}' does not exist")
+            problem = "is a file, not a folder of photos" if Path(row["path"]).exists() else "does not exist"
+            raise _sheet_error(sheet, row["_line"], "path", f"album folder '{row['path']}' {problem}")
         _check_no_braces(sheet, row["_line"], "path", f"album folder '{row['path']}'", row["path"])
         if Path(row["path"]).is_dir():  # the align rule's inputs are the photos themselves
             for photo in list_images(row["path"]):
