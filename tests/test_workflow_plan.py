@@ -570,3 +570,14 @@ def test_sources_may_name_any_photo_stem(layout: Layout) -> None:
     result = layout.snakemake("-n", "-p", "results/edits/picked")
     assert planned_jobs(result)["edit"] == 1
     assert "--source-stems 'IMG 0001 (1), été,img_00'" in result.stdout
+
+
+def test_a_reference_may_be_a_photo_the_demo_makes(layout: Layout) -> None:
+    """Like a target, a rig term's photo may be one a rule writes (the demo's target.jpg): the dry run plans
+    demo_album before aligning it instead of stopping with "reference photo ... does not exist"."""
+    layout.append_row("demo/edits.tsv", ["demo_lamp", "demo", "", "false", "light:from=resources/demo/target.jpg",
+                                         "deca", "deca", "0", "inversion", "the demo target's light", "astronaut_000"])
+    result = layout.snakemake("-n", "-p", "--configfile=config/demo/config.yaml", "results/edits/demo_lamp")
+    jobs = planned_jobs(result)
+    assert jobs["demo_album"] == 1 and jobs["align_reference"] == 1 and jobs["edit"] == 1
+    assert "--input resources/demo/target.jpg --output results/references/demo_lamp/ref0" in result.stdout

@@ -223,7 +223,7 @@ def check_cross_references(config: dict, albums: dict, edits: dict, made_by_rule
         if target:
             _check_no_braces(esheet, row["_line"], "target", f"target '{target}'", target)
         for ref in sheet_references(modes):
-            _check_reference(esheet, row["_line"], ref)
+            _check_reference(esheet, row["_line"], ref, made_by_rules)
         folder = Path(albums[album]["path"])
         if row.get("sources") and folder not in made_by_rules and folder.is_dir():
             _check_sources(esheet, row["_line"], row["sources"], album, [p.stem for p in list_images(folder)])
@@ -260,8 +260,9 @@ def sheet_references(modes: list) -> list[str]:
     return refs
 
 
-def _check_reference(sheet: str | Path, line: int, ref: str) -> None:
-    """A reference in a sheet is one photo: the workflow aligns it and the edit reads its single face."""
+def _check_reference(sheet: str | Path, line: int, ref: str, made_by_rules: frozenset[Path] = frozenset()) -> None:
+    """A reference in a sheet is one photo: the workflow aligns it and the edit reads its single face. Like a
+    target, it may be a photo a rule writes (the demo's target.jpg), which need not exist yet."""
     from dre.utils.images import is_image_name, is_video_name
 
     path = Path(ref)
@@ -271,7 +272,7 @@ def _check_reference(sheet: str | Path, line: int, ref: str) -> None:
                            "photo (to drive an edit by frames, put the folder or clip in the target column)")
     if not is_image_name(ref):
         raise _sheet_error(sheet, line, "modes", f"reference '{ref}' is not a photo file name")
-    if not path.is_file():
+    if not path.is_file() and path not in made_by_rules:
         raise _sheet_error(sheet, line, "modes", f"reference photo '{ref}' does not exist")
     _check_no_braces(sheet, line, "modes", f"reference photo '{ref}'", ref)
 
