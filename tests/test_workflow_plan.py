@@ -581,3 +581,20 @@ def test_a_reference_may_be_a_photo_the_demo_makes(layout: Layout) -> None:
     jobs = planned_jobs(result)
     assert jobs["demo_album"] == 1 and jobs["align_reference"] == 1 and jobs["edit"] == 1
     assert "--input resources/demo/target.jpg --output results/references/demo_lamp/ref0" in result.stdout
+
+
+def test_dot_slash_and_trailing_slash_paths_find_the_rule_that_writes_them(layout: Layout) -> None:
+    """`./resources/demo/target.jpg` in a sheet is the demo_album checkpoint's output: Snakemake matches inputs to
+    outputs by the plain relative path, so the workflow hands it `resources/demo/target.jpg` (it stopped with a
+    MissingInputException). The command keeps the path as written: no params change for an existing project."""
+    sheet = layout.sheet("demo/edits.tsv")
+    text = sheet.read_text()
+    sheet.write_text(text.replace("\tresources/demo/target.jpg\t", "\t./resources/demo/target.jpg\t", 1)
+                     .replace("\tresources/demo/frames\t", "\tresources/demo/frames/\t", 1))
+    result = layout.snakemake("-n", "-p", "--configfile=config/demo/config.yaml", "results/edits/demo_exp",
+                              "results/edits/demo_drive")
+    jobs = planned_jobs(result)
+    assert jobs["demo_album"] == 1 and jobs["align_target"] == 2
+    assert "input: resources/demo/target.jpg\n" in result.stdout and "input: resources/demo/frames\n" in result.stdout
+    assert "--input ./resources/demo/target.jpg --output results/targets/demo_exp" in result.stdout
+    assert "starts with './'" not in result.stdout + result.stderr
