@@ -1,8 +1,9 @@
 """The sheets (albums.tsv, edits.tsv): typed rows, validated against their JSON schemas, cross-checked.
 
 Lives beside the Snakefile as a plain module (common.smk imports it) so that every error case can be tested
-in-process, without starting Snakemake. Errors name the sheet file, the row (the file's line number, header
-= 1) and the column, because a user fixing a sheet needs exactly those three.
+in-process, without starting Snakemake. Errors name the sheet file, the row (the file's line number, as an
+editor shows it: blank and comment lines count) and the column, because a user fixing a sheet needs exactly
+those three. The config's whole-number fixup (whole_numbers_to_int) lives here for the same reason.
 """
 
 from __future__ import annotations
