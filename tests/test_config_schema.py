@@ -186,3 +186,30 @@ def test_defaults_fill_a_minimal_config() -> None:
     assert config["emoca_model"] == DEFAULT_EMOCA_MODEL
     assert config["stage1"]["priors"]["p"] == {"albums": ["x"], "weights": [], "official_checkpoint": ""}
     assert copy.deepcopy(config["edit"]) == {k: _plain(f.default) for k, f in settings(EditConfig).items()}
+
+
+def test_whole_floats_for_integer_keys_become_integer_flags(monkeypatch) -> None:
+    """JSON Schema counts 50000.0 as an integer, so `max_steps: 5.0e+4` passes validation; the workflow turns
+    such values into ints, or `--max-steps 50000.0` would stop `dre train` (argparse int) when the job starts."""
+    monkeypatch.syspath_prepend(str(REPO / "workflow"))
+    import sheets
+
+    config = validated("config/config.yaml")
+    config["stage1"].update(max_steps=5.0e4, batch_size=32.0, nodes=1.0, lr=1.0)  # lr is a number: stays a float
+    config["model"]["attention_resolutions"] = [16.0, 8.0]
+    config["edit"]["steps"] = 20.0
+    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    from snakemake.utils import validate
+
+    validate(config, str(schema))  # the schema alone accepts them
+    sheets.whole_numbers_to_int(config, schema)
+    section = config["stage1"]
+    argv = ["train", "--stage", "1", "--lmdb", "x.lmdb", "--run-dir", "r", "--out", "o.pt",
+            *to_flags(config["model"]), *to_flags(section, skip=tuple(WORKFLOW_ONLY))]
+    cfg = parse_config(argv)
+    assert (cfg.max_steps, cfg.batch_size, cfg.model.attention_resolutions) == (50000, 32, (16, 8))
+    assert "--max-steps" in argv and argv[argv.index("--max-steps") + 1] == "50000"
+    assert argv[argv.index("--lr") + 1] == "1.0"
+    edit = parse_config(["edit", "--model", "m", "--assets", "a", "--source", "s", "--target", "t", "--out", "o",
+                         *to_flags(config["edit"])])
+    assert edit.steps == 20

@@ -270,6 +270,25 @@ BAD_ROWS = [
     ),
     pytest.param(
         "albums.tsv",
+        ["Obama", "data/obama", "personal", "false", "true", "ffhq_affectnet", "", ""],
+        ["config/albums.tsv, row 5, column 'album'", "duplicate album 'Obama' (first defined on row 4 as 'obama'",
+         "differ only in case"],
+        id="duplicate-album-but-for-case",
+    ),
+    pytest.param(
+        "edits.tsv",
+        ["OBAMA12_exp", "obama", "data/targets/obama_12.png", "false", "exp", "deca", "emoca", "0", "noise", ""],
+        ["config/edits.tsv, row 3, column 'edit'", "duplicate edit 'OBAMA12_exp'", "differ only in case"],
+        id="duplicate-edit-but-for-case",
+    ),
+    pytest.param(
+        "albums.tsv",
+        ["bob", "data/targets/obama_12.png", "personal", "false", "true", "ffhq_affectnet", "", ""],
+        ["config/albums.tsv, row 5, column 'path'", "'data/targets/obama_12.png' is a file, not a folder of photos"],
+        id="album-path-is-a-file",
+    ),
+    pytest.param(
+        "albums.tsv",
         ["carol", "data/obama", "personal", "maybe", "true", "ffhq_affectnet", "", ""],
         ["config/albums.tsv, row 5, column 'aligned'", "'maybe' is not of type 'boolean'"],
         id="bad-boolean",
@@ -396,3 +415,186 @@ def test_no_params_function_reads_input_or_output() -> None:
                 assert not {"input", "output"} & set(used), f"{file}: params {key}={value} reads input/output"
                 checked += 1
     assert checked > 10, f"only {checked} params found: the parser no longer matches the rules files"
+
+
+def _load_albums(layout: Layout, monkeypatch) -> dict[str, dict]:
+    monkeypatch.chdir(layout.root)
+    monkeypatch.syspath_prepend(str(REPO / "workflow"))
+    import sheets
+
+    return sheets.load_sheet("config/albums.tsv", REPO / "workflow" / "schemas" / "albums.schema.yaml", "album")
+
+
+def test_rows_are_numbered_by_file_line_past_blank_and_comment_lines(layout: Layout, monkeypatch) -> None:
+    """A blank line or a `#` comment line between rows is skipped but still counted: an error names the
+    line the user sees in the editor, not the row's index among the data rows."""
+    from snakemake.exceptions import WorkflowError
+
+    with layout.sheet("albums.tsv").open("a", encoding="utf-8") as fh:
+        fh.write("\n# people\n\t\t\n")  # blank, comment, a row of empty cells (all skipped): lines 5-7
+    layout.append_row("albums.tsv", ["bob", "data/bob", "personal", "false", "true", "ffhq_affectnet", "", ""])
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    assert "config/albums.tsv, row 8, column 'path'" in str(info.value), str(info.value)
+
+
+def test_a_hash_inside_a_cell_is_text_not_a_comment(layout: Layout, monkeypatch) -> None:
+    """Only a line starting with `#` is a comment: `#` inside a path or description keeps the rest of the row."""
+    layout.add_album("data/shoot #2")
+    layout.append_row("albums.tsv", ["bob", "data/shoot #2", "personal", "false", "true", "ffhq_affectnet", "fan",
+                                     "take #2 of the shoot"])
+    albums = _load_albums(layout, monkeypatch)
+    assert albums["bob"]["path"] == "data/shoot #2"
+    assert albums["bob"]["backend"] == "fan" and albums["bob"]["description"] == "take #2 of the shoot"
+    assert albums["bob"]["_line"] == 5
+
+
+def test_windows_line_endings_a_bom_and_trailing_tabs_read_like_a_plain_sheet(layout: Layout, monkeypatch) -> None:
+    """What a spreadsheet's "save as tab-separated text" writes: CRLF, a UTF-8 byte-order mark, empty
+    cells past the last column."""
+    sheet = layout.sheet("albums.tsv")
+    lines = sheet.read_text(encoding="utf-8").splitlines()
+    sheet.write_bytes(("\ufeff" + "\r\n".join(line + "\t\t" for line in lines) + "\r\n").encode("utf-8"))
+    albums = _load_albums(layout, monkeypatch)
+    assert sorted(albums) == ["affectnet", "ffhq", "obama"]
+    assert albums["obama"]["prior"] == "ffhq_affectnet" and albums["obama"]["_line"] == 4
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        pytest.param(lambda text: text + "bob\tdata/obama\tpersonal\tfalse\ttrue\tffhq_affectnet\tfan\tx\textra\n",
+                     ["config/albums.tsv, row 5", "9 cells but the header has 8 columns"], id="too-many-cells"),
+        pytest.param(lambda text: text.replace("backend", "backnd", 1),
+                     ["config/albums.tsv, row 1, column 'backnd'", "unknown column 'backnd'"], id="misspelt-column"),
+        pytest.param(lambda text: text.replace("description", "prior", 1),
+                     ["config/albums.tsv, row 1, column 'prior'", "column 'prior' appears twice"],
+                     id="duplicate-column"),
+        pytest.param(lambda text: text.replace("personal album", "pérsonal album"),
+                     ["config/albums.tsv", "is not UTF-8 text"], id="not-utf8"),
+    ],
+)
+def test_malformed_sheets_stop_with_file_row_and_column(layout: Layout, monkeypatch, change, fragments) -> None:
+    """Rows longer than the header, unknown or repeated header names (a misspelt optional column would be
+    ignored: `backnd` would silently fall back to the config's back-end) and non-UTF-8 files stop with the
+    sheet and row, like any bad cell."""
+    from snakemake.exceptions import WorkflowError
+
+    sheet = layout.sheet("albums.tsv")
+    text = change(sheet.read_text(encoding="utf-8"))
+    sheet.write_bytes(text.encode("latin-1" if "pérsonal" in text else "utf-8"))
+    with pytest.raises(WorkflowError) as info:
+        _load_albums(layout, monkeypatch)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+
+
+@pytest.mark.parametrize(
+    "column, album_folder, photo, target, modes, fragment",
+    [
+        ("path", "data/shoot {2}", "", "data/targets/obama_12.png", "exp", "album folder 'data/shoot {2}'"),
+        ("path", "data/shoot", "img {1}.png", "data/targets/obama_12.png", "exp", "photo 'data/shoot/img {1}.png'"),
+        ("target", "data/shoot", "", "data/targets/smile {a}.png", "exp", "target 'data/targets/smile {a}.png'"),
+        ("modes", "data/shoot", "", "data/targets/obama_12.png", "exp+light:from=data/lamp {b}.jpg",
+         "reference photo 'data/lamp {b}.jpg'"),
+    ],
+    ids=["album-folder", "album-photo", "target", "reference"],
+)
+def test_braces_in_sheet_paths_stop_with_file_row_and_column(layout: Layout, monkeypatch, column, album_folder,
+                                                             photo, target, modes, fragment) -> None:
+    """Snakemake reads `{...}` in an input path as a wildcard, with no way to escape it: a folder or photo named
+    `shoot {2}` used to stop the DAG with a bare "WildcardError ... '2'". The sheet check names it instead."""
+    from PIL import Image
+    from snakemake.exceptions import WorkflowError
+
+    layout.add_album(album_folder)
+    for name in [f"{album_folder}/{photo}" if photo else "", "data/targets/smile {a}.png", "data/lamp {b}.jpg"]:
+        if name:
+            Image.new("RGB", (8, 8)).save(layout.root / name)
+    layout.append_row("albums.tsv", ["bob", album_folder, "personal", "false", "true", "ffhq_affectnet", "", ""])
+    layout.append_row("edits.tsv", ["bob_e", "bob", target, "false", modes, "deca", "emoca", "0", "noise", ""])
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    sheet, row = ("albums.tsv", 5) if column == "path" else ("edits.tsv", 3)
+    for expected in (f"config/{sheet}, row {row}, column '{column}'", fragment, "rename"):
+        assert expected in str(info.value), str(info.value)
+    if column == "target":  # the same message stops a real run (not Snakemake's WildcardError)
+        result = layout.snakemake("-n", "results/edits/bob_e")
+        text = result.stdout + result.stderr
+        assert result.returncode != 0 and fragment in text and "WildcardError" not in text, text
+
+
+def test_braces_in_the_official_checkpoint_path_are_named(layout: Layout, monkeypatch) -> None:
+    from snakemake.exceptions import WorkflowError
+
+    layout.replace_in("config/config.yaml", 'official_checkpoint: ""', 'official_checkpoint: "ckpt/model_{1}.pt"')
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    assert "config stage1.priors.ffhq_affectnet.official_checkpoint 'ckpt/model_{1}.pt'" in str(info.value)
+
+
+def test_sources_must_name_photos_of_the_album(layout: Layout, monkeypatch) -> None:
+    """A misspelt stem in `sources` stops at start-up, not in `dre edit` after stage 2 has trained; the names
+    align gives a second face (`img_01_1`) or a second photo with one stem (`img_00.jpg`) pass."""
+    from snakemake.exceptions import WorkflowError
+
+    sheet = layout.sheet("edits.tsv")
+    sheet.write_text("\n".join(line + "\t" + ("sources" if i == 0 else "")
+                               for i, line in enumerate(sheet.read_text().splitlines())) + "\n")
+    layout.append_row("edits.tsv", ["ok", "obama", "", "false", "pose:yaw=10", "deca", "deca", "0", "noise", "",
+                                    "img_00,img_01_1,img_00.jpg"])
+    check_sheets_in_process(layout, monkeypatch)
+    layout.append_row("edits.tsv", ["typo", "obama", "", "false", "pose:yaw=10", "deca", "deca", "0", "noise", "",
+                                    "img_00,img_0l"])
+    with pytest.raises(WorkflowError) as info:
+        check_sheets_in_process(layout, monkeypatch)
+    for fragment in ("config/edits.tsv, row 4, column 'sources'", "no photo 'img_0l' in album 'obama'",
+                     "img_00, img_01"):
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_sources_may_name_any_photo_stem(layout: Layout) -> None:
+    """Photo names as cameras and downloads make them (`IMG 0001 (1).jpg`, `été.jpg`) can be listed in `sources`,
+    with spaces after the commas; they reach `dre edit` as one quoted word."""
+    from PIL import Image
+
+    for name in ("IMG 0001 (1).jpg", "été.jpg"):
+        Image.new("RGB", (8, 8)).save(layout.root / "data" / "obama" / name)
+    sheet = layout.sheet("edits.tsv")
+    sheet.write_text("\n".join(line + "\t" + ("sources" if i == 0 else "")
+                               for i, line in enumerate(sheet.read_text().splitlines())) + "\n")
+    layout.append_row("edits.tsv", ["picked", "obama", "", "false", "pose:yaw=10", "deca", "deca", "0", "noise", "",
+                                    "IMG 0001 (1), été,img_00"])
+    result = layout.snakemake("-n", "-p", "results/edits/picked")
+    assert planned_jobs(result)["edit"] == 1
+    assert "--source-stems 'IMG 0001 (1), été,img_00'" in result.stdout
+
+
+def test_a_reference_may_be_a_photo_the_demo_makes(layout: Layout) -> None:
+    """Like a target, a rig term's photo may be one a rule writes (the demo's target.jpg): the dry run plans
+    demo_album before aligning it instead of stopping with "reference photo ... does not exist"."""
+    layout.append_row("demo/edits.tsv", ["demo_lamp", "demo", "", "false", "light:from=resources/demo/target.jpg",
+                                         "deca", "deca", "0", "inversion", "the demo target's light", "astronaut_000"])
+    result = layout.snakemake("-n", "-p", "--configfile=config/demo/config.yaml", "results/edits/demo_lamp")
+    jobs = planned_jobs(result)
+    assert jobs["demo_album"] == 1 and jobs["align_reference"] == 1 and jobs["edit"] == 1
+    assert "--input resources/demo/target.jpg --output results/references/demo_lamp/ref0" in result.stdout
+
+
+def test_dot_slash_and_trailing_slash_paths_find_the_rule_that_writes_them(layout: Layout) -> None:
+    """`./resources/demo/target.jpg` in a sheet is the demo_album checkpoint's output: Snakemake matches inputs to
+    outputs by the plain relative path, so the workflow hands it `resources/demo/target.jpg` (it stopped with a
+    MissingInputException). The command keeps the path as written: no params change for an existing project."""
+    sheet = layout.sheet("demo/edits.tsv")
+    text = sheet.read_text()
+    sheet.write_text(text.replace("\tresources/demo/target.jpg\t", "\t./resources/demo/target.jpg\t", 1)
+                     .replace("\tresources/demo/frames\t", "\tresources/demo/frames/\t", 1))
+    result = layout.snakemake("-n", "-p", "--configfile=config/demo/config.yaml", "results/edits/demo_exp",
+                              "results/edits/demo_drive")
+    jobs = planned_jobs(result)
+    assert jobs["demo_album"] == 1 and jobs["align_target"] == 2
+    assert "input: resources/demo/target.jpg\n" in result.stdout and "input: resources/demo/frames\n" in result.stdout
+    assert "--input ./resources/demo/target.jpg --output results/targets/demo_exp" in result.stdout
+    assert "starts with './'" not in result.stdout + result.stderr

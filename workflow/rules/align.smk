@@ -29,7 +29,7 @@ rule align:
 
 use rule align as align_target with:
     input:
-        target=target_source,
+        target=target_input,
     output:
         directory("results/targets/{edit}"),
     log:
@@ -48,7 +48,7 @@ use rule align as align_target with:
 
 use rule align as align_reference with:
     input:
-        photo=reference_photo,
+        photo=reference_input,
     output:
         directory("results/references/{edit}/{ref}"),
     log:

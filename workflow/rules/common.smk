@@ -15,7 +15,9 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from sheets import check_cross_references, load_sheet, sheet_references  # noqa: E402  (workflow/sheets.py: testable on its own)
+from sheets import (  # noqa: E402  (workflow/sheets.py: testable on its own)
+    check_cross_references, load_sheet, sheet_references, whole_numbers_to_int,
+)
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 DRE_ROOT = Path(workflow.basedir).resolve().parent  # this checkout (its `dre` package)
@@ -27,6 +29,7 @@ from dre.edit.modes import parse_modes  # noqa: E402  (parsing only: no torch)
 from dre.assets.catalog import EXTRACTORS  # noqa: E402  (deca, emoca: the one list)
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
+whole_numbers_to_int(config, SCHEMAS / "config.schema.yaml")  # `max_steps: 5.0e+4` is --max-steps 50000
 
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (an empty alternative list)
 WORKFLOW_KEYS = ("priors",)  # keys of the stage1/stage2 sections that are not `dre train` flags
@@ -71,6 +74,14 @@ SHELL_PREFIX = f"set -euo pipefail; export PYTHONPATH={_root}${{{{PYTHONPATH:+:$
 
 
 # ---------------------------------------------------------------------------------------------- paths
+def as_input(path):
+    """A path from a sheet or the config as an input file: `./x.jpg` and `x/` become `x.jpg` and `x`, because
+    Snakemake finds the rule that writes an input by its plain relative path (`./resources/demo/target.jpg`
+    is not the demo_album checkpoint's output, a missing input). Params keep the path as written, so an
+    existing project sees no params change."""
+    return str(Path(path))
+
+
 def stage_flags(section, **values):
     """`dre` flags (one shell-quoted string) of a config section, with ``values`` added or overriding."""
     return shlex.join(to_flags({**section, **values}, skip=WORKFLOW_KEYS))
@@ -108,6 +119,11 @@ def target_source(wildcards):
     return f"results/frames/{wildcards.edit}" if is_video_name(target) else target
 
 
+def target_input(wildcards):
+    """target_source as an input file (as_input)."""
+    return as_input(target_source(wildcards))
+
+
 def target_align_flags(wildcards):
     """An edit's target: aligned like its album's photos (or indexed when the sheet says it is aligned)."""
     row = EDITS[wildcards.edit]
@@ -122,6 +138,11 @@ def reference_photo(wildcards):
     return {folder: ref for ref, folder in REFERENCES[wildcards.edit].items()}[
         f"results/references/{wildcards.edit}/{wildcards.ref}"
     ]
+
+
+def reference_input(wildcards):
+    """reference_photo as an input file (as_input)."""
+    return as_input(reference_photo(wildcards))
 
 
 def reference_align_flags(wildcards):
@@ -159,7 +180,7 @@ def stage1_model(wildcards):
     prior = ALBUMS[wildcards.album]["prior"]
     official = PRIORS[prior]["official_checkpoint"]
     if official:
-        return official
+        return as_input(official)
     return f"results/models/stage1/{prior}.{wildcards.extractor}/model.pt"
 
 

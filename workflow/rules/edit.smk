@@ -65,7 +65,7 @@ rule video_frames:
     """Decode an edit's driving clip (a video file in the sheet's target column) into PNG frames, which
     align_target then aligns like any folder of frames."""
     input:
-        video=lambda wc: EDITS[wc.edit]["target"],
+        video=lambda wc: as_input(EDITS[wc.edit]["target"]),
     output:
         directory("results/frames/{edit}"),
     log:
