@@ -342,3 +342,13 @@ def test_steps_the_model_schedule_cannot_take_are_refused_up_front(case, tmp_pat
     with pytest.raises(DreError, match=r"--steps 600: .*1000 diffusion steps"):
         edit.run(_cfg(case, tmp_path / "bad", steps=600))
     assert not (tmp_path / "bad").exists()
+
+
+def test_an_empty_face_index_cell_reads_as_the_first_face():
+    """A hand-made or older align.parquet may leave face_index empty on a one-face row: face 0, not a crash."""
+    from dre.edit.inputs import _face_index
+
+    assert _face_index({"face_index": float("nan")}) == 0
+    assert _face_index({"face_index": None}) == 0
+    assert _face_index({}) == 0
+    assert _face_index({"face_index": 2}) == 2

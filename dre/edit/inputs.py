@@ -53,6 +53,12 @@ def read_image(path: Path) -> np.ndarray:
         raise DreError(f"{path} is not a readable image ({exc.message})") from None
 
 
+def _face_index(row: dict) -> int:
+    """Which face of its photo an align.parquet row is (0 when the cell is empty: one face per photo)."""
+    value = row.get("face_index")
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
 def _read_align_table(folder: Path) -> "pd.DataFrame | None":
     """The folder's align.parquet, or None for a plain folder of aligned images."""
     table = folder / ALIGN_FILE
@@ -150,7 +156,7 @@ def load_target(target: Path) -> Face:
         if not ok:
             detail = "; ".join(f"{r.get('source')}: {r.get('status')} {r.get('message') or ''}".strip() for r in rows)
             raise DreError(f"--target {target}: no face found in the target photo ({detail or 'no rows'})")
-        ok.sort(key=lambda r: (int(r.get("face_index", 0) or 0)))
+        ok.sort(key=_face_index)
         row = ok[0]
         out = _row_output(target, row)
         return _with_landmarks(Face(out, out.stem, read_image(out), _landmarks(row)), "--target")
@@ -189,7 +195,7 @@ def load_targets(target: Path) -> list[Face]:
             why = "; ".join(f"{r.get('status')} {r.get('message') or ''}".strip() for r in by_source[src])
             warnings.warn(f"--target {target}: skipping frame {src} ({why})", stacklevel=2)
             continue
-        row = min(ok, key=lambda r: int(r.get("face_index", 0) or 0))
+        row = min(ok, key=_face_index)
         out = _row_output(target, row)
         frames.append(_with_landmarks(Face(out, out.stem, read_image(out), _landmarks(row)), "--target"))
     if len(frames) < 2:
