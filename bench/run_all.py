@@ -56,7 +56,7 @@ def print_rule_table(benchmarks: Path) -> None:
     print(f"## workflow wall time by rule ({benchmarks})")
     if not rows:
         print("no benchmark files: run the workflow first, e.g.\n"
-              "  snakemake --profile profiles/demo")
+              "  snakemake -c2 --configfile=config/demo/config.yaml")
         return
     total = sum(r[2] for r in rows)
     print(f"{'rule':<20}{'jobs':>6}{'seconds':>10}{'share':>8}{'max RSS MiB':>13}")

@@ -24,7 +24,6 @@ DEMO_EDIT = "demo_exp"
 DEMO_TARGET = f"results/edits/{DEMO_EDIT}"
 # Snakemake's --configfile takes several values: with "=" it cannot swallow the target that follows.
 CONFIG_FLAG = f"--configfile={DEMO_CONFIG}"
-DEMO_PROFILE = ("--profile", "profiles/demo")  # the README's demo command: the config file, 2 cores, threads
 
 @dataclass
 class Project:
@@ -46,7 +45,7 @@ class Project:
         )
 
     def demo(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return self.snakemake(*DEMO_PROFILE, *args, timeout=timeout)
+        return self.snakemake("-c2", CONFIG_FLAG, *args, timeout=timeout)
 
 
 def make_project(root: Path) -> Project:
@@ -74,7 +73,7 @@ _RUNS: dict[str, DemoRun] = {}
 
 
 def demo_run(base: Path) -> DemoRun:
-    """Run the README's demo command once per session (cached): snakemake --profile profiles/demo.
+    """Run the README's demo command once per session (cached): snakemake -c2 --configfile=config/demo/config.yaml.
 
     No target: rule all, i.e. the demo edit and the report's figures and tables.
     """

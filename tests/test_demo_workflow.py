@@ -1,4 +1,4 @@
-"""The built-in demo end to end: the README's `snakemake --profile profiles/demo`, then its report.
+"""The built-in demo end to end: the README's `snakemake -c2 --configfile=config/demo/config.yaml`, then its report.
 
 Slow (minutes on 2 cores): marked ``slow``. Skipped, naming what is missing, until every engine it runs
 has landed. The wall time is printed (``-s``), not asserted: timings are for bench/, not for tests.
@@ -13,7 +13,7 @@ import pytest
 
 from dre.tables import ALIGN, ALIGN_FILE, CODES, EDIT, EDIT_FILE
 from tests.demo_project import (
-    DEMO_EDIT, DEMO_PROFILE, DEMO_TARGET, DemoRun, demo_run, planned_jobs, tail,
+    CONFIG_FLAG, DEMO_EDIT, DEMO_TARGET, DemoRun, demo_run, planned_jobs, tail,
 )
 
 pytestmark = pytest.mark.slow
@@ -218,7 +218,7 @@ def test_report_builds_offline_with_grid_losses_and_summaries(run: DemoRun) -> N
     dead = "http://127.0.0.1:9"
     offline = dict(os.environ, http_proxy=dead, https_proxy=dead, HTTP_PROXY=dead, HTTPS_PROXY=dead,
                    no_proxy="", NO_PROXY="")
-    r = run.project.snakemake(*DEMO_PROFILE, "--report", "results/report.html", timeout=300, base_env=offline)
+    r = run.project.snakemake(CONFIG_FLAG, "--report", "results/report.html", timeout=300, base_env=offline)
     assert r.returncode == 0, tail(r)
     assert "downloading" not in (r.stdout + r.stderr).lower(), tail(r)
     html = (root / "results/report.html").read_text()
