@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dre.align.backends import NoLandmarks
+from dre.align.imageio import ImageLoadError, load_rgb
 from dre.align.sidecar import read_sidecar, sidecar_candidates
 from dre.errors import DreError
 from dre.extract.config import ExtractConfig
@@ -128,17 +128,16 @@ def check_landmarks(item: Item) -> None:
 
 
 def read_image(item: Item) -> np.ndarray | None:
-    """RGB uint8 (H, W, 3), upright (EXIF orientation applied, as `dre align` reads a photo: an already
-    aligned album's landmarks are in upright pixels), or None with the item's status set."""
+    """RGB uint8 (H, W, 3) read by `dre align`'s loader (upright, CMYK/16-bit/palette converted alike: an
+    already aligned album's landmarks are in those pixels, and `dre pack` stores them), or None with the
+    item's status set."""
     if not item.image.is_file():
         item.status, item.message = "missing", f"{item.image}: file not found"
         return None
     try:
-        with Image.open(item.image) as im:
-            im.load()
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        item.status, item.message = "unreadable", f"{item.image}: {exc}"
+        return load_rgb(item.image).array
+    except ImageLoadError as exc:
+        item.status, item.message = "unreadable", f"{item.image}: {exc.message}"
         return None
 
 
