@@ -78,7 +78,7 @@ def plan_edits(
     refs = dict(target) if isinstance(target, Mapping) else {REF_TARGET: target}
     refs = {k: v.to(src.shape.device) for k, v in refs.items()}
     # the rig maths runs in float64: cast back to the renderer's dtype
-    per_mode = [edit_codes(src, refs, m)._map(lambda t: t.to(src.shape.dtype)) for m in modes]
+    per_mode = [edit_codes(src, refs, m).to(src.shape.dtype) for m in modes]
     n, m_count = src.batch_size, len(modes)
     order = torch.tensor([m * n + i for i in range(n) for m in range(m_count)], device=src.shape.device)
     edited = FlameCodes.cat(per_mode).index(order)

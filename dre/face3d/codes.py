@@ -51,8 +51,8 @@ class FlameCodes:
     def _map(self, fn) -> "FlameCodes":
         return FlameCodes(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
-    def to(self, device: "torch.device | str") -> "FlameCodes":
-        return self._map(lambda t: t.to(device))
+    def to(self, device_or_dtype: "torch.device | str | torch.dtype") -> "FlameCodes":
+        return self._map(lambda t: t.to(device_or_dtype))
 
     def clone(self) -> "FlameCodes":
         return self._map(lambda t: t.clone())
